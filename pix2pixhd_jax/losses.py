@@ -1,0 +1,87 @@
+"""pix2pixHD objectives as pure, keyword-only functions over the discriminator's output lists.
+
+A discriminator output is a list per scale (finest first) of that scale's feature maps with the
+patch scores last, as returned by MultiscaleDiscriminator.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+DOutput = Sequence[Sequence[Array]]
+
+GAN_LOSSES = ("lsgan", "vanilla", "hinge")
+# Official VGGLoss weights for relu1_1 .. relu5_1.
+VGG_LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
+
+
+def _scores(d_out: DOutput) -> list[Array]:
+    return [scale[-1].astype(jnp.float32) for scale in d_out]
+
+
+def gan_loss(d_out: DOutput, *, target_is_real: bool, loss_type: str = "lsgan", for_discriminator: bool = True) -> Array:
+    """Adversarial loss summed over scales (not averaged, as in the official GANLoss).
+
+    lsgan: mean (s - t)^2 with t = 1/0. vanilla: binary cross-entropy on logits (the official code
+    drops D's sigmoid when features are returned; logits are the correct form). hinge: D gets
+    mean relu(1 - s) / relu(1 + s), G gets -mean s (for_discriminator=False).
+    """
+    total = jnp.float32(0.0)
+    for s in _scores(d_out):
+        if loss_type == "lsgan":
+            total += jnp.mean(jnp.square(s - (1.0 if target_is_real else 0.0)))
+        elif loss_type == "vanilla":
+            total += jnp.mean(jax.nn.softplus(-s) if target_is_real else jax.nn.softplus(s))
+        elif loss_type == "hinge":
+            if for_discriminator:
+                total += jnp.mean(jax.nn.relu(1.0 - s) if target_is_real else jax.nn.relu(1.0 + s))
+            else:
+                if not target_is_real:
+                    raise ValueError("the hinge generator loss only exists for target_is_real=True")
+                total += -jnp.mean(s)
+        else:
+            raise ValueError(f"loss_type {loss_type!r} is not one of {GAN_LOSSES}")
+    return total
+
+
+def feature_matching_loss(fake_out: DOutput, real_out: DOutput, *, n_layers_D: int, num_D: int,
+                          lambda_feat: float) -> Array:
+    """L1 between D features of fake and stop-gradient real, every layer but the scores, all scales.
+
+    Weight per term: 4/(n_layers_D+1) * 1/num_D * lambda_feat (official loss_G_GAN_Feat).
+    """
+    weight = 4.0 / (n_layers_D + 1) * (1.0 / num_D) * lambda_feat
+    total = jnp.float32(0.0)
+    for fake_scale, real_scale in zip(fake_out, real_out):
+        for f, r in zip(fake_scale[:-1], real_scale[:-1]):
+            r = jax.lax.stop_gradient(r)
+            total += weight * jnp.mean(jnp.abs(f.astype(jnp.float32) - r.astype(jnp.float32)))
+    return total
+
+
+def perceptual_loss(vgg_apply: Callable[..., Sequence[Array]], vgg_variables, fake: Array, real: Array, *,
+                    layer_weights: Sequence[float] = VGG_LAYER_WEIGHTS, lambda_feat: float) -> Array:
+    """lambda_feat * sum_i w_i * L1(vgg(fake)_i, stop_gradient(vgg(real)_i)).
+
+    The frozen network arrives as (apply function, variables) arguments so its weights are never
+    compiled in as constants. Images in [-1, 1], fed as the official code does.
+    """
+    # One batched pass over fake and real halves the number of VGG calls XLA has to fuse.
+    feats = vgg_apply(jax.lax.stop_gradient(vgg_variables), jnp.concatenate([fake, jax.lax.stop_gradient(real)]))
+    if len(feats) != len(layer_weights):
+        raise ValueError(f"{len(feats)} VGG taps but {len(layer_weights)} layer weights")
+    n = fake.shape[0]
+    total = jnp.float32(0.0)
+    for w, f in zip(layer_weights, feats):
+        f = f.astype(jnp.float32)
+        total += w * jnp.mean(jnp.abs(f[:n] - jax.lax.stop_gradient(f[n:])))
+    return lambda_feat * total
+
+
+def discriminator_loss(fake_out: DOutput, real_out: DOutput, *, loss_type: str = "lsgan") -> Array:
+    """0.5 * (loss on fake as fake + loss on real as real), the official loss_D."""
+    return 0.5 * (gan_loss(fake_out, target_is_real=False, loss_type=loss_type)
+                  + gan_loss(real_out, target_is_real=True, loss_type=loss_type))

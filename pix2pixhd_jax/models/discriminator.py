@@ -1,0 +1,75 @@
+"""PatchGAN discriminators and the multi-scale pyramid, returning every intermediate feature."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from pix2pixhd_jax.models.layers import Array, Conv, Dtype, Norm, avg_pool_3x3_s2
+
+# Official kw=4, padw=ceil((4-1)/2)=2: every D conv is 4x4 with zero padding 2.
+_KERNEL, _PAD = 4, 2
+
+
+class NLayerDiscriminator(nn.Module):
+    """PatchGAN: n_layers_D strided 4x4 convs, one stride-1 conv, a 1-channel score conv.
+
+    Returns the list of n_layers_D + 2 outputs (features of every group, scores last); with
+    get_interm_feat=False only [scores]. Submodules `layer{j}` mirror official `model{j}`.
+    """
+
+    ndf: int = 64
+    n_layers_D: int = 3
+    norm: str = "instance"
+    get_interm_feat: bool = True
+    max_features: int = 512
+    spectral_norm: bool = False
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> list[Array]:
+        conv = lambda f, s, name: Conv(f, _KERNEL, s, _PAD, self.init_std, self.spectral_norm, self.dtype, name=name)
+        feats = []
+        x = nn.leaky_relu(conv(self.ndf, 2, "layer0")(x, train), 0.2)
+        feats.append(x)
+        nf = self.ndf
+        for n in range(1, self.n_layers_D + 1):
+            nf = min(nf * 2, self.max_features)
+            stride = 2 if n < self.n_layers_D else 1
+            x = conv(nf, stride, f"layer{n}")(x, train)
+            x = nn.leaky_relu(Norm(self.norm, self.dtype, name=f"layer{n}_norm")(x, train), 0.2)
+            feats.append(x)
+        scores = conv(1, 1, f"layer{self.n_layers_D + 1}")(x, train).astype(jnp.float32)
+        feats.append(scores)
+        return feats if self.get_interm_feat else [scores]
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """num_D independent PatchGANs on the input average-pooled 0, 1, ... times.
+
+    Output: list per scale, finest first, of each scale's feature list (scores last). As in the
+    official code the finest scale is `scale{num_D-1}` and the coarsest `scale0`, so a pyramid
+    grown from 2 to 3 scales keeps scale0/scale1 at the same absolute resolutions.
+    """
+
+    ndf: int = 64
+    n_layers_D: int = 3
+    num_D: int = 3
+    norm: str = "instance"
+    get_interm_feat: bool = True
+    spectral_norm: bool = False
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> list[list[Array]]:
+        results = []
+        for i in range(self.num_D):
+            d = NLayerDiscriminator(
+                self.ndf, self.n_layers_D, self.norm, self.get_interm_feat, spectral_norm=self.spectral_norm,
+                init_std=self.init_std, dtype=self.dtype, name=f"scale{self.num_D - 1 - i}",
+            )
+            results.append(d(x, train))
+            if i != self.num_D - 1:
+                x = avg_pool_3x3_s2(x)
+        return results

@@ -1,0 +1,33 @@
+"""Encoder E: per-pixel low-dimensional features of the real image, averaged inside each instance."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from pix2pixhd_jax.models.generator import GlobalGenerator
+from pix2pixhd_jax.models.layers import Array, Dtype
+from pix2pixhd_jax.semantics import instance_average_pool
+
+
+class Encoder(nn.Module):
+    """Global-generator shape without residual blocks (nef, n_downsample_E, feat_num out, tanh),
+    followed by instance-wise average pooling. Submodule `net` holds front/down/up/out."""
+
+    feat_num: int = 3
+    nef: int = 16
+    n_downsample_E: int = 4
+    norm: str = "instance"
+    upsample_impl: str = "subpixel"
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, image: Array, inst: Array, train: bool = False) -> Array:
+        """image: (B, H, W, C) in [-1, 1]; inst: (B, H, W) or (B, H, W, 1) ids -> (B, H, W, feat_num)."""
+        if inst.ndim == 4:
+            inst = inst[..., 0]
+        feats = GlobalGenerator(
+            self.feat_num, self.nef, self.n_downsample_E, 0, self.norm, upsample_impl=self.upsample_impl,
+            init_std=self.init_std, dtype=self.dtype, name="net",
+        )(image, train)
+        return instance_average_pool(feats, inst)

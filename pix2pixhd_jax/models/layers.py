@@ -1,0 +1,219 @@
+"""Building blocks shared by the generators, discriminator and encoder (NHWC, PyTorch semantics)."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Array = jax.Array
+
+NORMS = ("instance", "batch", "none")
+UPSAMPLE_IMPLS = ("subpixel", "xla")
+
+
+def torch_bias_init(fan_in: int) -> Callable:
+    """PyTorch's default conv bias init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)); official code keeps it."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def reflect_pad(x: Array, pad: int) -> Array:
+    """ReflectionPad2d(pad) on an NHWC tensor."""
+    return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
+def avg_pool_3x3_s2(x: Array) -> Array:
+    """AvgPool2d(3, stride=2, padding=1, count_include_pad=False): the official pyramid downsample."""
+    return nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), count_include_pad=False)
+
+
+def depth_to_space(x: Array, block: int) -> Array:
+    """(B, H, W, block*block*C) -> (B, H*block, W*block, C); channel index = (dy*block + dx)*C + c."""
+    b, h, w, c4 = x.shape
+    c = c4 // (block * block)
+    x = x.reshape(b, h, w, block, block, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * block, w * block, c)
+
+
+class Norm(nn.Module):
+    """Instance norm (no affine, eps 1e-5, biased variance), batch norm (affine, running stats) or none."""
+
+    kind: str = "instance"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        if self.kind == "instance":
+            # Statistics are reduced in float32 by flax even for bf16 activations.
+            return nn.InstanceNorm(epsilon=1e-5, use_scale=False, use_bias=False, dtype=self.dtype)(x)
+        if self.kind == "batch":
+            # PyTorch momentum 0.1 == flax momentum 0.9 (weight of the old running value).
+            return nn.BatchNorm(
+                use_running_average=not train,
+                momentum=0.9,
+                epsilon=1e-5,
+                dtype=self.dtype,
+                scale_init=_batchnorm_scale_init,
+            )(x)
+        if self.kind == "none":
+            return x
+        raise ValueError(f"norm={self.kind!r} is not one of {NORMS}")
+
+
+def _batchnorm_scale_init(key, shape, dtype=jnp.float32):
+    """Official weights_init: BatchNorm weight ~ N(1, 0.02)."""
+    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+class Conv(nn.Module):
+    """Conv2d with PyTorch init and zero-padding semantics, optionally spectrally normalised.
+
+    Reflect padding is applied by the caller, as the official Sequentials do with ReflectionPad2d.
+    The kernel is HWIO: kernel[ky, kx, i, o] == torch_weight[o, i, ky, kx].
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    init_std: float = 0.02
+    spectral_norm: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        k, in_features = self.kernel_size, x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.normal(self.init_std), (k, k, in_features, self.features))
+        bias = self.param("bias", torch_bias_init(in_features * k * k), (self.features,))
+        if self.spectral_norm:
+            kernel = _spectral_normalize(self, kernel, train)
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
+            (self.stride, self.stride),
+            ((self.padding, self.padding), (self.padding, self.padding)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return y + bias.astype(self.dtype)
+
+
+class ConvTranspose(nn.Module):
+    """ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1): exactly doubles H and W.
+
+    The kernel is stored as (3, 3, in, out) with kernel[ky, kx, i, o] == torch_weight[i, o, ky, kx]
+    (no spatial flip). PyTorch's output is out[y] = sum_x in[x] * w[y - 2x + 1], so the even output
+    rows use tap 1 of row m and the odd ones taps 2 (row m) and 0 (row m+1). The 'subpixel' form
+    computes all four output phases with one stride-1 2x2 conv (in -> 4*out channels) and a
+    depth-to-space; it is much faster than XLA's zero-inserted transposed conv, whose gradients
+    are slow on CPU. 'xla' uses lax.conv_transpose and serves as the reference.
+    """
+
+    features: int
+    init_std: float = 0.02
+    impl: str = "subpixel"
+    spectral_norm: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        in_features = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.normal(self.init_std), (3, 3, in_features, self.features))
+        # PyTorch computes a ConvTranspose2d's fan_in from weight.size(1) == out_channels.
+        bias = self.param("bias", torch_bias_init(self.features * 9), (self.features,))
+        if self.spectral_norm:
+            kernel = _spectral_normalize(self, kernel, train)
+        kernel = kernel.astype(self.dtype)
+        x = x.astype(self.dtype)
+        if self.impl == "subpixel":
+            y = _subpixel_transposed_conv(x, kernel)
+        elif self.impl == "xla":
+            y = jax.lax.conv_transpose(
+                x,
+                kernel[::-1, ::-1],
+                strides=(2, 2),
+                padding=((1, 2), (1, 2)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+        else:
+            raise ValueError(f"upsample impl {self.impl!r} is not one of {UPSAMPLE_IMPLS}")
+        return y + bias.astype(self.dtype)
+
+
+def _subpixel_kernel(kernel: Array) -> Array:
+    """(3, 3, I, O) transposed kernel -> (2, 2, I, 4*O) stride-1 kernel for the four output phases."""
+    # taps[phase][offset]: which of the 3 kernel taps reads input row (m + offset) for output 2m+phase.
+    taps = {0: {0: 1}, 1: {0: 2, 1: 0}}
+    i, o = kernel.shape[2], kernel.shape[3]
+    zeros = jnp.zeros((i, o), kernel.dtype)
+    phases = []
+    for py in (0, 1):
+        for px in (0, 1):
+            rows = []
+            for dy in (0, 1):
+                cols = []
+                for dx in (0, 1):
+                    ky, kx = taps[py].get(dy), taps[px].get(dx)
+                    cols.append(zeros if ky is None or kx is None else kernel[ky, kx])
+                rows.append(jnp.stack(cols))
+            phases.append(jnp.stack(rows))  # (2, 2, I, O)
+    return jnp.concatenate(phases, axis=-1)  # phase-major: (2, 2, I, 4*O)
+
+
+def _subpixel_transposed_conv(x: Array, kernel: Array) -> Array:
+    """Transposed 3x3/s2/p1/op1 conv as pad-(0,1) + 2x2 conv + depth-to-space."""
+    x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+    y = jax.lax.conv_general_dilated(
+        x, _subpixel_kernel(kernel), (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    return depth_to_space(y, 2)
+
+
+def _spectral_normalize(module: nn.Module, kernel: Array, train: bool, n_steps: int = 1, eps: float = 1e-12) -> Array:
+    """Divide a (.., in, out) kernel by its largest singular value (one power iteration per call)."""
+    matrix = kernel.reshape(-1, kernel.shape[-1])
+    u_var = module.variable(
+        "batch_stats", "spectral_u", lambda: jax.random.normal(jax.random.PRNGKey(0), (1, matrix.shape[-1]), jnp.float32)
+    )
+    u = u_var.value
+    for _ in range(n_steps):
+        v = u @ jax.lax.stop_gradient(matrix).T
+        v = v / (jnp.linalg.norm(v) + eps)
+        u = v @ jax.lax.stop_gradient(matrix)
+        u = u / (jnp.linalg.norm(u) + eps)
+    if train and not module.is_initializing():
+        u_var.value = u
+    sigma = (v @ matrix @ u.T)[0, 0]
+    return kernel / sigma
+
+
+class ResnetBlock(nn.Module):
+    """x + [reflect1, conv3, norm, relu, reflect1, conv3, norm](x); no activation after the sum."""
+
+    norm: str = "instance"
+    init_std: float = 0.02
+    spectral_norm: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        dim = x.shape[-1]
+        conv = lambda name: Conv(dim, 3, init_std=self.init_std, spectral_norm=self.spectral_norm, dtype=self.dtype, name=name)
+        y = conv("conv1")(reflect_pad(x, 1), train)
+        y = nn.relu(Norm(self.norm, self.dtype, name="norm1")(y, train))
+        y = conv("conv2")(reflect_pad(y, 1), train)
+        y = Norm(self.norm, self.dtype, name="norm2")(y, train)
+        return x + y
+
+
+def count_params(tree: Any) -> int:
+    """Number of scalars in a pytree of arrays or ShapeDtypeStructs."""
+    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))
