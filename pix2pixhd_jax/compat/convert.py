@@ -1,0 +1,71 @@
+"""Convert official pix2pixHD `.pth` checkpoints into an Orbax checkpoint of our variables.
+
+    python -m pix2pixhd_jax.compat.convert --net global --pth checkpoints/label2city_512p/latest_net_G.pth \
+        --out converted/G --option input_nc=36 --option ngf=64
+
+Options use the official names (see compat.official.build_module); values are parsed as Python
+literals. The output folder holds the Orbax tree (`variables/`) and `options.json`; load it with
+`load_converted(out)`.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+
+import orbax.checkpoint as ocp
+
+from pix2pixhd_jax.compat.official import NETS, build_from_torch, build_module, load_pth
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--option expects name=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value  # bare strings such as norm=batch
+    return options
+
+
+def convert(pth: str, net: str, out: str, options: dict) -> dict:
+    """Read `pth`, check it strictly against `net`/`options`, write `out`; return the variables."""
+    _, variables = build_from_torch(load_pth(pth), net, **options)
+    out = os.path.abspath(out)
+    os.makedirs(out, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.join(out, "variables"), variables, force=True)
+    with open(os.path.join(out, "options.json"), "w") as f:
+        json.dump({"net": net, "options": options, "source": os.path.abspath(pth)}, f, indent=2)
+    return variables
+
+
+def load_converted(path: str):
+    """(module, variables) from a folder written by `convert`."""
+    path = os.path.abspath(path)
+    with open(os.path.join(path, "options.json")) as f:
+        meta = json.load(f)
+    module, _, _ = build_module(meta["net"], **meta["options"])
+    with ocp.StandardCheckpointer() as ckptr:
+        variables = ckptr.restore(os.path.join(path, "variables"))
+    return module, variables
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--net", required=True, choices=NETS)
+    parser.add_argument("--pth", required=True, help="official state dict, e.g. latest_net_G.pth")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--option", action="append", default=[], help="official option name=value (repeatable)")
+    args = parser.parse_args(argv)
+    variables = convert(args.pth, args.net, args.out, _parse_options(args.option))
+    n = sum(v.size for v in __import__("jax").tree_util.tree_leaves(variables))
+    print(f"wrote {n:,} values of net={args.net} to {os.path.abspath(args.out)}")
+
+
+if __name__ == "__main__":
+    main()

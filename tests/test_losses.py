@@ -1,0 +1,67 @@
+"""GAN, feature-matching and perceptual losses on hand-computed inputs."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pix2pixhd_jax.losses import discriminator_loss, feature_matching_loss, gan_loss, perceptual_loss
+
+
+def _d_out(*score_values):
+    """One scale per value: a 2x2 feature map of ones and a 2x2 score map filled with the value."""
+    return [[jnp.ones((1, 2, 2, 3)), jnp.full((1, 2, 2, 1), v)] for v in score_values]
+
+
+def test_lsgan_sums_over_scales():
+    out = _d_out(0.5, 2.0)
+    assert float(gan_loss(out, target_is_real=True)) == pytest.approx(0.25 + 1.0)
+    assert float(gan_loss(out, target_is_real=False)) == pytest.approx(0.25 + 4.0)
+
+
+def test_vanilla_is_bce_on_logits():
+    out = _d_out(0.0, 3.0)
+    want_real = np.log(2) + np.log1p(np.exp(-3.0))
+    want_fake = np.log(2) + np.log1p(np.exp(3.0))
+    assert float(gan_loss(out, target_is_real=True, loss_type="vanilla")) == pytest.approx(want_real, rel=1e-5)
+    assert float(gan_loss(out, target_is_real=False, loss_type="vanilla")) == pytest.approx(want_fake, rel=1e-5)
+
+
+def test_hinge_for_d_and_g():
+    out = [[jnp.asarray([[[[0.5]], [[-2.0]]]])]]  # scores 0.5 and -2.0
+    assert float(gan_loss(out, target_is_real=True, loss_type="hinge")) == pytest.approx((0.5 + 3.0) / 2)
+    assert float(gan_loss(out, target_is_real=False, loss_type="hinge")) == pytest.approx((1.5 + 0.0) / 2)
+    assert float(gan_loss(out, target_is_real=True, loss_type="hinge", for_discriminator=False)) == pytest.approx(0.75)
+    with pytest.raises(ValueError):
+        gan_loss(out, target_is_real=True, loss_type="wgan")
+
+
+def test_discriminator_loss_is_half_the_sum():
+    fake, real = _d_out(0.5), _d_out(0.5)
+    assert float(discriminator_loss(fake, real)) == pytest.approx(0.5 * (0.25 + 0.25))
+
+
+def test_feature_matching_weights_and_excludes_scores():
+    fake = [[jnp.full((1, 2, 2, 1), 1.0), jnp.full((1, 2, 2, 1), 3.0), jnp.full((1, 1, 1, 1), 100.0)]] * 2
+    real = [[jnp.full((1, 2, 2, 1), 0.0), jnp.full((1, 2, 2, 1), 1.0), jnp.full((1, 1, 1, 1), -100.0)]] * 2
+    # 2 scales x (|1-0| + |3-1|) x 4/(n_layers_D+1) x 1/num_D x lambda
+    got = feature_matching_loss(fake, real, n_layers_D=1, num_D=2, lambda_feat=10.0)
+    assert float(got) == pytest.approx(2 * 3.0 * 2.0 * 0.5 * 10.0)
+
+
+def test_feature_matching_stops_gradient_into_real():
+    real = jnp.ones((1, 2, 2, 1))
+    fake = jnp.zeros((1, 2, 2, 1))
+    f = lambda r, x: feature_matching_loss([[x, x]], [[r, r]], n_layers_D=3, num_D=1, lambda_feat=1.0)
+    assert float(jnp.abs(jax.grad(f)(real, fake)).sum()) == 0.0
+    assert float(jnp.abs(jax.grad(f, argnums=1)(real, fake)).sum()) > 0.0
+
+
+def test_perceptual_loss_weights_taps_and_takes_the_net_as_argument():
+    # A fake "network": tap i is the input times (i + 1); weights 1 and 0.5.
+    apply = lambda variables, x: [x * variables["a"], x * variables["b"]]
+    variables = {"a": jnp.float32(1.0), "b": jnp.float32(2.0)}
+    fake, real = jnp.zeros((2, 4, 4, 3)), jnp.ones((2, 4, 4, 3))
+    got = perceptual_loss(apply, variables, fake, real, layer_weights=(1.0, 0.5), lambda_feat=10.0)
+    assert float(got) == pytest.approx(10.0 * (1.0 * 1.0 + 0.5 * 2.0))
+    grad_real = jax.grad(lambda r: perceptual_loss(apply, variables, fake, r, layer_weights=(1.0, 0.5), lambda_feat=1.0))(real)
+    assert float(jnp.abs(grad_real).sum()) == 0.0
