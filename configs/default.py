@@ -48,5 +48,15 @@ def get_config() -> ml_collections.ConfigDict:
     l.vgg_layer_weights = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)  # official VGGLoss weights
     l.vgg_imagenet_norm = False  # official feeds [-1, 1] images without ImageNet mean/std
 
+    o = config.optim = ml_collections.ConfigDict()
+    o.lr_G = 2e-4  # Adam lr of G (+E) (official --lr)
+    o.lr_D = 2e-4  # Adam lr of D (official --lr; separate for TTUR recipes)
+    o.beta1_G = o.beta1_D = 0.5  # Adam beta1 (official --beta1)
+    o.beta2_G = o.beta2_D = 0.999  # Adam beta2 (hard-coded in the official code)
+    o.eps = 1e-8  # Adam epsilon (PyTorch default)
+    o.niter = 100  # epochs at the initial lr
+    o.niter_decay = 100  # epochs of linear decay to 0
+    o.niter_fix_global = 0  # epochs training only the local enhancer (+E) before everything
+
     config.seed = 0  # parameter init and sampling seed
     return config
