@@ -1,0 +1,205 @@
+"""TFDS builders (ArrayRecord, random access) for the synthetic set and for folder/Cityscapes data.
+
+Prepare once (no TensorFlow needed), then read anywhere with `tfds.data_source` (how pods read
+from cloud storage; `--data_dir gs://...` works where TFDS has GCS access):
+
+  # synthetic street scenes; configs 512x256, 1024x512, 2048x1024 (sizes of each split below)
+  python -m pix2pixhd_jax.data.tfds_builders --dataset synthetic_streets/512x256 --data_dir ~/tensorflow_datasets
+  # your data: the official layout (train_label/ train_inst/ train_img/ [test_*]) or Cityscapes
+  # (gtFine/ leftImg8bit/) in a manual directory; configs official, official_rgb (label_nc 0), cityscapes
+  python -m pix2pixhd_jax.data.tfds_builders --dataset paired_folders/cityscapes \
+      --manual_dir /data/cityscapes --data_dir gs://my-bucket/tfds
+
+and in the trainer:
+  source = TfdsSource("synthetic_streets/512x256", split="train", data_dir=...)
+  ds = pipeline.build_dataset(source, ...)
+
+Stored features: 'label' 8-bit PNG (H, W, 1) (RGB PNG for official_rgb), 'inst' int32 (H, W)
+zlib tensor (TFDS' PIL decoder refuses 16-bit PNGs; this keeps ids like 26003 exact), 'image'
+RGB PNG, and for the synthetic set 'meta' (the appearance JSON). Order is kept (no shuffling at
+prepare time), so synthetic example i of a split is scene (seed, i).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from pix2pixhd_jax.data import folders, synthetic
+
+
+def _png(array: np.ndarray) -> bytes:
+    """Encode a uint8 (H, W), (H, W, 1) or (H, W, 3) array as PNG bytes (TFDS stores them without TensorFlow)."""
+    buf = io.BytesIO()
+    Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _features(label_channels: int, with_inst: bool, with_meta: bool) -> tfds.features.FeaturesDict:
+    """The stored feature spec shared by both builders."""
+    spec: dict[str, Any] = {
+        "label": tfds.features.Image(shape=(None, None, label_channels), dtype=np.uint8, encoding_format="png"),
+        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+    }
+    if with_inst:
+        spec["inst"] = tfds.features.Tensor(shape=(None, None), dtype=np.int32, encoding=tfds.features.Encoding.ZLIB)
+    if with_meta:
+        spec["meta"] = tfds.features.Text()
+    return tfds.features.FeaturesDict(spec)
+
+
+class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base for builders that ship no checksums/metadata files next to their code."""
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> None:
+        # TFDS would locate this module's folder (for checksums.tsv) through etils' resource
+        # lookup, which needs the extra importlib_resources package; there is nothing to find.
+        return None
+
+
+class SyntheticStreetsConfig(tfds.core.BuilderConfig):
+    """Size and split sizes of a prepared synthetic set."""
+
+    def __init__(self, *, width: int, height: int, num_train: int, num_test: int, seed: int = 0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.width, self.height, self.num_train, self.num_test, self.seed = width, height, num_train, num_test, seed
+
+
+class SyntheticStreets(_LocalBuilder):
+    """Procedural street scenes in Cityscapes ids (train: seed, test: seed + 1)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [
+        SyntheticStreetsConfig(name="512x256", width=512, height=256, num_train=3000, num_test=500),
+        SyntheticStreetsConfig(name="1024x512", width=1024, height=512, num_train=3000, num_test=500),
+        SyntheticStreetsConfig(name="2048x1024", width=2048, height=1024, num_train=3000, num_test=500),
+    ]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        # DatasetInfo directly: dataset_info_from_configs would look for metadata files next to this module.
+        return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=_features(1, True, True),
+                                     disable_shuffling=True)
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
+        c = self.builder_config
+        return {"train": self._generate_examples(c.seed, c.num_train), "test": self._generate_examples(c.seed + 1, c.num_test)}
+
+    def _generate_examples(self, seed: int, num: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        c = self.builder_config
+        for i in range(num):
+            ex = synthetic.generate_example(seed, i, c.width, c.height)
+            yield i, {"label": _png(ex["label"][..., None]), "inst": ex["inst"], "image": _png(ex["image"]),
+                      "meta": json.dumps(ex["meta"])}
+
+
+class PairedFoldersConfig(tfds.core.BuilderConfig):
+    """Which layout the manual directory holds and how labels are stored."""
+
+    def __init__(self, *, layout: str, label_nc: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.layout, self.label_nc = layout, label_nc
+
+
+class PairedFolders(_LocalBuilder):
+    """A pix2pixHD folder dataset or Cityscapes, from a manual directory, with its files validated."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """
+    Put the data in the manual directory (--manual_dir), either in pix2pixHD's layout
+    ({phase}_label/, {phase}_inst/, {phase}_img/ for phases train/test/val; _A/_B for official_rgb)
+    or, for the cityscapes config, Cityscapes' gtFine/ and leftImg8bit/ folders
+    (gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip unpacked).
+    """
+    BUILDER_CONFIGS = [
+        PairedFoldersConfig(name="official", layout="official", label_nc=35),
+        PairedFoldersConfig(name="official_rgb", layout="official", label_nc=0),
+        PairedFoldersConfig(name="cityscapes", layout="cityscapes", label_nc=35),
+    ]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        rgb = self.builder_config.label_nc == 0
+        return tfds.core.DatasetInfo(builder=self, description=self.__doc__,
+                                     features=_features(3 if rgb else 1, not rgb, False), disable_shuffling=True)
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
+        root = os.fspath(dl_manager.manual_dir)
+        c = self.builder_config
+        splits = {}
+        for split in ("train", "val", "test"):
+            if c.layout == "cityscapes":
+                if os.path.isdir(os.path.join(root, "gtFine", split)):
+                    splits[split] = folders.CityscapesSource(root, split, label_nc=c.label_nc)
+            else:
+                prefix = "_label" if c.label_nc > 0 else "_A"
+                if os.path.isdir(os.path.join(root, split + prefix)):
+                    splits[split] = folders.OfficialFolderSource(root, split, label_nc=c.label_nc,
+                                                                 use_instance=c.label_nc > 0)
+        if not splits:
+            raise folders.DataError(f"no {c.layout} splits found under {root}\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        return {name: self._generate_examples(src) for name, src in splits.items()}
+
+    def _generate_examples(self, source: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+        for i in range(len(source)):
+            ex = source[i]  # reads and validates, so bad files fail at prepare time with their name
+            label = ex["label"]
+            if label.ndim == 2:
+                if label.max(initial=0) > 255:
+                    raise folders.DataError(f"label ids > 255 in {source.files(i)['label']} do not fit an 8-bit PNG")
+                label = label.astype(np.uint8)[..., None]
+            out = {"label": _png(label), "image": _png(ex["image"])}
+            if "inst" in ex:
+                out["inst"] = ex["inst"]
+            yield i, out
+
+
+class TfdsSource:
+    """Random access to a prepared split in this package's example convention (grain-ready)."""
+
+    def __init__(self, name: str, split: str = "train", *, data_dir: str | None = None):
+        self._ds = tfds.data_source(name, split=split, data_dir=data_dir)
+        self.name, self.split = name, split
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        ex = self._ds[int(index)]
+        label = ex["label"]
+        out = {"label": label[..., 0] if label.shape[-1] == 1 else label, "image": ex["image"]}
+        if "inst" in ex:
+            out["inst"] = np.asarray(ex["inst"], np.int32)
+        return out
+
+    def __repr__(self) -> str:
+        return f"TfdsSource({self.name!r}, split={self.split!r}, n={len(self)})"
+
+
+def prepare(dataset: str, *, data_dir: str | None = None, manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
+    """Prepare `dataset` ('synthetic_streets/512x256', 'paired_folders/cityscapes', ...) as ArrayRecord."""
+    builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line for `prepare`."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="name/config, e.g. synthetic_streets/512x256")
+    p.add_argument("--data_dir", default=None, help="TFDS data dir (default ~/tensorflow_datasets)")
+    p.add_argument("--manual_dir", default=None, help="folder with the raw data for paired_folders")
+    a = p.parse_args(argv)
+    builder = prepare(a.dataset, data_dir=a.data_dir, manual_dir=a.manual_dir)
+    print(f"prepared {builder.info.full_name} in {builder.data_dir}: "
+          + ", ".join(f"{k}={v.num_examples}" for k, v in builder.info.splits.items()))
+
+
+if __name__ == "__main__":
+    main()
