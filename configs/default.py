@@ -58,5 +58,35 @@ def get_config() -> ml_collections.ConfigDict:
     o.niter_decay = 100  # epochs of linear decay to 0
     o.niter_fix_global = 0  # epochs training only the local enhancer (+E) before everything
 
+    d = config.data = ml_collections.ConfigDict()
+    d.source = "folder"  # 'synthetic' | 'folder' (official layout) | 'cityscapes' (native layout) | 'tfds'
+    d.dataroot = "./datasets/cityscapes/"  # root of folder / cityscapes data (official --dataroot)
+    d.phase = "train"  # folder prefix / split (official --phase)
+    d.sample_split = "test"  # split rendered into the sample grids
+    d.resize_or_crop = "scale_width"  # resize_and_crop | crop | scale_width | scale_width_and_crop | none
+    d.loadSize = 1024  # scale target (width for scale_width*)
+    d.fineSize = 512  # crop size for *crop modes
+    d.no_flip = False  # no random horizontal flips
+    d.batch_size = 1  # GLOBAL batch over all devices and processes (official --batchSize)
+    d.serial_batches = False  # no shuffling
+    d.max_dataset_size = 0  # cap on examples (0 = all)
+    d.worker_count = 0  # grain worker processes
+    d.skip_bad_examples = False  # log and skip unreadable files instead of stopping
+    d.synthetic_num = 2000  # examples of the built-in synthetic street set
+    d.synthetic_width, d.synthetic_height = 512, 256  # size at which synthetic scenes are drawn
+    d.synthetic_seed = 0  # layout/appearance seed of the synthetic set
+    d.tfds_name = ""  # e.g. 'synthetic_streets/512x256' for source='tfds'
+    d.tfds_data_dir = ""  # TFDS data_dir ('' = TFDS default)
+
+    t = config.train = ml_collections.ConfigDict()
+    t.max_steps = 0  # stop after this many steps (0 = (niter + niter_decay) epochs)
+    t.log_every = 100  # steps between metric lines (official --print_freq)
+    t.sample_every = 1000  # steps between sample grids (official --display_freq)
+    t.checkpoint_every = 1000  # steps between checkpoints (official --save_latest_freq)
+    t.keep_checkpoints = 3  # checkpoints kept
+    t.num_samples = 4  # held-out examples in each sample grid
+    t.init_from = ""  # workdir of a stage-1 (global G) run to initialise the local enhancer from
+
+    config.num_devices = 0  # devices in the mesh (0 = all; a prefix of jax.devices() otherwise)
     config.seed = 0  # parameter init and sampling seed
     return config

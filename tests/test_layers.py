@@ -78,3 +78,24 @@ def test_batch_norm_keeps_running_stats_in_a_mutable_collection():
     _, updated = norm.apply(variables, x, train=True, mutable=["batch_stats"])
     mean = np.asarray(updated["batch_stats"]["BatchNorm_0"]["mean"])
     np.testing.assert_allclose(mean, 0.1 * x.mean((0, 1, 2)), atol=1e-5)  # PyTorch momentum 0.1
+
+
+@pytest.mark.parametrize("h, w", [(16, 16), (17, 23), (5, 6)])
+@pytest.mark.parametrize("stride, kernel", [(2, 4), (1, 4), (2, 2), (1, 6)])
+def test_even_kernel_conv_rewrites_equal_lax_conv(h, w, stride, kernel):
+    """The D's 4x4 convs run as space-to-depth / shift-stacked 2x2 convs: same values and grads."""
+    from pix2pixhd_jax.models.layers import Conv
+
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, h, w, 3)).astype(np.float32))
+    layer = Conv(5, kernel, stride=stride, padding=2)
+    variables = layer.init(jax.random.PRNGKey(0), x)
+    p = variables["params"]
+    ref = lambda k: jax.lax.conv_general_dilated(x, k, (stride, stride), ((2, 2), (2, 2)),
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["bias"]
+    want = ref(p["kernel"])
+    got = layer.apply(variables, x)
+    assert got.shape == want.shape == (2, (h + 4 - kernel) // stride + 1, (w + 4 - kernel) // stride + 1, 5)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    grad = lambda f: jax.grad(lambda k: jnp.sum(f(k) ** 2))(p["kernel"])
+    g_ours = grad(lambda k: layer.apply({"params": {**p, "kernel": k}}, x))
+    np.testing.assert_allclose(g_ours, grad(ref), rtol=1e-4, atol=1e-4)

