@@ -109,3 +109,18 @@ def test_eight_devices_match_one_device():
         scale = max(float(np.abs(b).max()) for b in leaves1)
         for a, b in zip(leaves1, leaves8):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale, err_msg=side)
+
+
+def test_bf16_step_is_finite_and_close_to_float32():
+    batch = jax.tree_util.tree_map(jnp.asarray, _batch(2))
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        config = _config(compute_dtype=dtype)
+        nets, init, step, vgg_vars = _setup(config)
+        state = init(jax.random.PRNGKey(0))
+        new_state, metrics = jax.jit(step)(state, batch, vgg_vars)
+        assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(new_state.g_params))
+        results[dtype] = {k: float(v) for k, v in metrics.items()}
+    for k in ("loss_G", "loss_D", "G_VGG", "G_GAN_Feat"):
+        assert np.isfinite(results["bfloat16"][k])
+        assert results["bfloat16"][k] == pytest.approx(results["float32"][k], rel=0.05), k

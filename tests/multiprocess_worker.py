@@ -1,0 +1,33 @@
+"""One process of the multi-process training test: python multiprocess_worker.py PID NPROC PORT WORKDIR OUT."""
+import os
+import sys
+
+pid, nproc, port, workdir, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={8 // nproc} "
+                           "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
+os.environ["JAX_PLATFORMS"] = "cpu"
+sys.path.insert(0, os.getcwd())
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
+if nproc > 1:
+    jax.distributed.initialize(f"localhost:{port}", nproc, pid)
+
+from configs import tiny_test  # noqa: E402
+from pix2pixhd_jax import train  # noqa: E402
+
+config = tiny_test.get_config()
+config.num_devices = 0  # all 8 devices of all processes
+config.data.batch_size = 8
+config.data.synthetic_num = 8
+config.data.serial_batches = True  # the same 8 examples form the global batch in both layouts
+config.data.no_flip = True  # flips are drawn per process shard, so they would differ between layouts
+config.train.max_steps = 2
+config.optim.eps = 1e-3  # see test_train_step: keeps Adam smooth in noise-level gradients
+result = train.run(config, workdir)
+if pid == 0:
+    leaves = jax.tree_util.tree_leaves(result["state"].g_params) + jax.tree_util.tree_leaves(result["state"].d_params)
+    np.savez(out, *[np.asarray(leaf.addressable_data(0)) for leaf in leaves])
+print(f"process {pid}/{jax.process_count()} with {jax.local_device_count()} of {jax.device_count()} devices: done")
