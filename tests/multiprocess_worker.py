@@ -24,10 +24,13 @@ config.data.batch_size = 8
 config.data.synthetic_num = 8
 config.data.serial_batches = True  # the same 8 examples form the global batch in both layouts
 config.data.no_flip = True  # flips are drawn per process shard, so they would differ between layouts
-config.train.max_steps = 2
 config.optim.eps = 1e-3  # see test_train_step: keeps Adam smooth in noise-level gradients
-result = train.run(config, workdir)
-if pid == 0:
-    leaves = jax.tree_util.tree_leaves(result["state"].g_params) + jax.tree_util.tree_leaves(result["state"].d_params)
-    np.savez(out, *[np.asarray(leaf.addressable_data(0)) for leaf in leaves])
+# Step 1, then a restart that resumes from the multi-process checkpoint for step 2.
+for steps in (1, 2):
+    config.train.max_steps = steps
+    result = train.run(config, workdir)
+    if pid == 0:
+        state = result["state"]
+        leaves = jax.tree_util.tree_leaves(state.g_params) + jax.tree_util.tree_leaves(state.d_params)
+        np.savez(f"{out}.step{steps}.npz", *[np.asarray(leaf.addressable_data(0)) for leaf in leaves])
 print(f"process {pid}/{jax.process_count()} with {jax.local_device_count()} of {jax.device_count()} devices: done")

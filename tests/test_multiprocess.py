@@ -26,17 +26,20 @@ def _launch(nproc, tmp_path, name):
     logs = [p.communicate(timeout=600)[0] for p in procs]
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
-    return np.load(tmp_path / f"{name}.npz")
+    return [np.load(tmp_path / f"{name}.npz.step{s}.npz") for s in (1, 2)]
 
 
 def test_two_processes_match_one(tmp_path):
     one = _launch(1, tmp_path, "one")
     two = _launch(2, tmp_path, "two")
-    assert len(one.files) == len(two.files) > 0
-    # Step-1 gradients agree to ~1e-6; a second Adam step over an all-reduce in another order
-    # leaves parameter differences of ~1e-4 of the weights' scale (measured 1.6e-5 on 0.16).
-    scale = max(float(np.abs(one[k]).max()) for k in one.files)
-    for k in one.files:
-        np.testing.assert_allclose(two[k], one[k], rtol=0, atol=3e-4 * scale)
+    assert len(one[0].files) == len(two[0].files) > 0
+    # After step 1: float32 agreement (the all-reduce sums in another order).
+    scale = max(float(np.abs(one[0][k]).max()) for k in one[0].files)
+    for k in one[0].files:
+        np.testing.assert_allclose(two[0][k], one[0][k], rtol=0, atol=1e-5 * scale)
+    # After the resumed step 2, Adam's normalised step turns 1e-6 gradient differences into up to
+    # ~0.3 lr in a few weights; bound each weight by one Adam step (lr = 2e-4).
+    for k in one[1].files:
+        np.testing.assert_allclose(two[1][k], one[1][k], rtol=0, atol=2e-4)
     losses = lambda name: [json.loads(l).get("loss_G") for l in open(tmp_path / name / "metrics.jsonl")]
     assert [x for x in losses("two") if x] == pytest.approx([x for x in losses("one") if x], rel=1e-5)
