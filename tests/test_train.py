@@ -96,3 +96,26 @@ def test_official_lr_schedule_at_epoch_boundaries():
     # epochs 1..niter+1 at lr0, then lr0 * (1 - (e - niter - 1) / niter_decay); last epoch lr0/niter_decay.
     assert lrs == pytest.approx({1: 2e-4, 2: 2e-4, 3: 2e-4, 4: 1.5e-4, 5: 1e-4, 6: 0.5e-4})
     assert float(official_lr(np.int32(39), **kw)) == pytest.approx(1.5e-4)  # constant within an epoch
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+    """TPU preemption: the CLI catches SIGTERM, saves the current step and stops cleanly."""
+    import signal
+    import subprocess
+    import time
+
+    workdir = tmp_path / "w"
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", "pix2pixhd_jax.main", "--config=configs/tiny_test.py",
+                             f"--workdir={workdir}", "--config.train.max_steps=100000", "--config.num_devices=1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 4):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    steps = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
+    assert steps and 3 <= steps[-1] < 100000
+    assert "SIGTERM" in out
