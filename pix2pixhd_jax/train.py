@@ -53,14 +53,23 @@ def example_size(source, tcfg: transforms.TransformConfig) -> tuple[int, int]:
     return out_h, out_w
 
 
-def holdout_batch(config: ml_collections.ConfigDict, tcfg: transforms.TransformConfig) -> dict[str, np.ndarray]:
-    """A fixed batch for sample grids and the held-out L1 (the test split, or unseen synthetic scenes)."""
+def holdout_batch(config: ml_collections.ConfigDict, tcfg: transforms.TransformConfig,
+                  train_source) -> dict[str, np.ndarray]:
+    """A fixed batch for sample grids and the held-out L1 (the sample split, or unseen synthetic scenes).
+
+    Without a readable sample split the first training examples are shown instead (then the L1
+    is not held out; the log says so).
+    """
     d = config.data
     n = config.train.num_samples
     if d.source == "synthetic":
         source = make_source(config, "test", n, d.synthetic_seed + 10_000)
     else:
-        source = make_source(config, d.sample_split, 0, 0)
+        try:
+            source = make_source(config, d.sample_split, 0, 0)
+        except (OSError, ValueError) as e:
+            log.warning("no sample split %r (%s); sample grids show training examples", d.sample_split, e)
+            source = train_source
     examples = [transforms.transform_example(source[i], tcfg, None, train=False) for i in range(min(n, len(source)))]
     return {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "meta"}
 
@@ -202,7 +211,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     step_fn = step_fn.lower(state, batch, vgg_vars).compile()
     compile_s = time.time() - t0
     generate = jax.jit(make_generate_fn(config, nets), out_shardings=sharding.replicated(mesh))
-    samples = holdout_batch(config, tcfg)
+    samples = holdout_batch(config, tcfg, source)
     writer = MetricWriter(workdir)
     log.info("compiled the train step in %.1fs; %d steps (%d per epoch), global batch %d, %dx%d, %d devices",
              compile_s, total_steps, steps_per_epoch, d_cfg.batch_size, width, height, mesh.size)

@@ -119,3 +119,16 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     steps = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
     assert steps and 3 <= steps[-1] < 100000
     assert "SIGTERM" in out
+
+
+def test_trains_from_official_folder_layout(tmp_path):
+    from pix2pixhd_jax.data.make_synthetic import write_dataset
+
+    write_dataset(str(tmp_path / "data"), 4, width=64, height=32, seed=3)
+    out = train.run(_config(data__source="folder", data__dataroot=str(tmp_path / "data"), train__max_steps=1),
+                    str(tmp_path / "w"))
+    assert out["step"] == 1 and np.isfinite(out["holdout_L1_end"])
+    # A label id the config cannot hold is refused with the value and the file.
+    with pytest.raises(ValueError, match=r"label \d+ in .*train_label.* >= label_nc=20"):
+        train.run(_config(data__source="folder", data__dataroot=str(tmp_path / "data"), model__label_nc=20,
+                          train__max_steps=1), str(tmp_path / "w2"))
