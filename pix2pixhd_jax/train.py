@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import traverse_util
+from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from pix2pixhd_jax import checkpointing, sharding
@@ -125,16 +126,23 @@ def load_stage1(init_from: str, mesh) -> GANState:
 
 # ------------------------------------------------------------------------------------- logging
 class MetricWriter:
-    """One JSON line per logged step (process 0 only)."""
+    """Scalars as one JSON line per logged step and as TensorBoard events (process 0 only)."""
 
     def __init__(self, workdir: str):
         self.enabled = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard")) if self.enabled else None
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
+            for k, v in scalars.items():
+                self.tensorboard.add_scalar(k, float(v), step)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 def check_finite(step: int, metrics: dict[str, float], last_saved: Optional[int]) -> None:
@@ -259,6 +267,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 batch = sharding.global_batch(next(data_iter), mesh)
     finally:
         bar.close()
+        writer.close()
         manager.wait_until_finished()
         manager.close()
         signal.signal(signal.SIGTERM, previous)

@@ -47,6 +47,26 @@ def test_resume_equals_uninterrupted_and_writes_outputs(tmp_path):
         assert b[step] == pytest.approx(a[step], rel=1e-5)
     samples = os.listdir(tmp_path / "straight" / "samples")
     assert "index.html" in samples and "step_00000006.png" in samples
+    assert _tensorboard_tags(tmp_path / "straight" / "tensorboard") >= {"loss_G", "loss_D", "holdout_L1"}
+
+
+def _tensorboard_tags(folder):
+    """Scalar tags in TensorBoard event files (TFRecord framing: length, crc, payload, crc)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for name in os.listdir(folder):
+        data = open(os.path.join(folder, name), "rb").read()
+        i = 0
+        while i < len(data):
+            n = struct.unpack("<Q", data[i:i + 8])[0]
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12:i + 12 + n])
+            tags |= {v.tag for v in event.summary.value}
+            i += 12 + n + 4
+    return tags
 
 
 def test_checkpoint_from_4_devices_restores_on_8(tmp_path):
