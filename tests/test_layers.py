@@ -99,3 +99,21 @@ def test_even_kernel_conv_rewrites_equal_lax_conv(h, w, stride, kernel):
     grad = lambda f: jax.grad(lambda k: jnp.sum(f(k) ** 2))(p["kernel"])
     g_ours = grad(lambda k: layer.apply({"params": {**p, "kernel": k}}, x))
     np.testing.assert_allclose(g_ours, grad(ref), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 5, 6, 48, 3), (1, 9, 11, 5, 7, 2), (1, 10, 12, 8, 4, 7)])
+def test_conv_valid_value_and_gradients_equal_lax_conv(shape):
+    # (B, H, W, Cin, Cout, k): the first hits the matmul input gradient (Cout > B*Ho*Wo), the others lax's.
+    from pix2pixhd_jax.models.layers import conv_valid
+
+    b, h, w, ci, co, k = shape
+    kx, kk, kd = jax.random.split(jax.random.PRNGKey(0), 3)
+    x, kernel = jax.random.normal(kx, (b, h, w, ci)), jax.random.normal(kk, (k, k, ci, co))
+    lax_conv = lambda x, kernel: jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    want, want_vjp = jax.vjp(lax_conv, x, kernel)
+    got, got_vjp = jax.vjp(jax.jit(conv_valid), x, kernel)
+    dy = jax.random.normal(kd, want.shape)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for g, r in zip(got_vjp(dy), want_vjp(dy)):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-4 * float(jnp.max(jnp.abs(r))))
