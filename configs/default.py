@@ -87,6 +87,18 @@ def get_config() -> ml_collections.ConfigDict:
     t.num_samples = 4  # held-out examples in each sample grid
     t.init_from = ""  # workdir of a stage-1 (global G) run to initialise the local enhancer from
 
+    f = config.features = ml_collections.ConfigDict()
+    f.n_clusters = 10  # k-means centres per class, fewer if a class has fewer instances (official --n_clusters)
+    f.min_area_fraction = 1.0 / 64  # only regions larger than this fraction of the image are clustered (official h*w/64)
+    f.kmeans_iters = 100  # max Lloyd iterations per k-means run
+    f.kmeans_n_init = 3  # k-means++ restarts per class; the lowest inertia wins
+    f.kmeans_seed = 0  # seed of the k-means++ initialisation (bank clustering is reproducible)
+    f.split = "train"  # split encoded into the bank (official: the training set)
+    f.num_examples = 0  # examples encoded into the bank (0 = the whole split)
+    f.batch_size = 1  # examples per encoder call while building the bank
+    f.sample_seed = 0  # default seed of per-instance cluster draws at inference
+    f.thing_classes = ()  # label ids whose regions get per-object ids class*1000+k; () = Cityscapes hasInstances ids
+
     config.num_devices = 0  # devices in the mesh (0 = all; a prefix of jax.devices() otherwise)
     config.seed = 0  # parameter init and sampling seed
     return config

@@ -1,0 +1,300 @@
+"""Instance feature embedding after training: encode regions with E, cluster per class, feature banks.
+
+Official pix2pixHD (encode_features.py) runs E over the training set, records every instance's
+pooled feature and area, keeps per class the instances larger than h*w/64, and clusters them with
+k-means into `n_clusters` centres; at test time each instance draws a centre of its class. Here:
+
+  encode_split(...)   E over a split (jitted, progress bar) -> EncodedRegions (one row per region)
+  kmeans(...)         seeded k-means++ / Lloyd in numpy (no scikit-learn)
+  build_bank(...)     per-class filtering by area and clustering -> FeatureBank
+  FeatureBank         centres per class (+ a defined fallback for classes without centres);
+                      saved as `feature_bank.npz` inside the checkpoint step folder it was
+                      encoded from (plain arrays, loaded with allow_pickle=False)
+
+Regions are instances (model.instance_feat) or label regions (model.label_feat); the class of a
+region is read from the label map, so any instance-id convention works.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Mapping, Optional
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+BANK_FILENAME = "feature_bank.npz"
+
+
+# ----------------------------------------------------------------------------- regions
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedRegions:
+    """One row per (example, region): its class, id, area fraction and pooled feature."""
+
+    example: np.ndarray  # (N,) int64 index in the split
+    region_id: np.ndarray  # (N,) int64 instance id (or label id with label_feat)
+    class_id: np.ndarray  # (N,) int64 label of the region
+    area: np.ndarray  # (N,) float64 pixels / (H * W)
+    features: np.ndarray  # (N, F) float32
+
+    @staticmethod
+    def concat(parts: list["EncodedRegions"]) -> "EncodedRegions":
+        if not parts:
+            raise ValueError("no regions were encoded (empty split?)")
+        return EncodedRegions(*(np.concatenate([getattr(p, f.name) for p in parts])
+                                for f in dataclasses.fields(EncodedRegions)))
+
+
+def region_records(pooled: np.ndarray, pool_ids: np.ndarray, label: np.ndarray, example: int = 0) -> EncodedRegions:
+    """Regions of one example from E's pooled map (H, W, F): every pixel of a region holds its mean."""
+    h, w, f = pooled.shape
+    ids, first, counts = np.unique(np.asarray(pool_ids).reshape(-1), return_index=True, return_counts=True)
+    return EncodedRegions(example=np.full(ids.shape, example, np.int64), region_id=ids.astype(np.int64),
+                          class_id=np.asarray(label).reshape(-1)[first].astype(np.int64),
+                          area=counts.astype(np.float64) / (h * w),
+                          features=np.asarray(pooled, np.float32).reshape(h * w, f)[first])
+
+
+def pool_ids_of(model_cfg: ml_collections.ConfigDict, label: np.ndarray, inst: Optional[np.ndarray]) -> np.ndarray:
+    """The map E pools over: instances (instance_feat) or label regions (label_feat), as in train_step.generate."""
+    if model_cfg.label_feat:
+        return np.asarray(label)
+    if inst is None:
+        raise ValueError("model.instance_feat pools over instances: an instance map is required")
+    return np.asarray(inst)
+
+
+def make_encode_fn(encoder) -> Callable:
+    """jitted (e_params, e_collections, image, pool_ids) -> pooled features (B, H, W, F), eval mode."""
+
+    def encode(e_params, e_collections, image, pool_ids):
+        return encoder.apply({"params": e_params, **e_collections}, image, pool_ids, False)
+
+    return jax.jit(encode)
+
+
+def encode_source(encode_fn: Callable, e_params, e_collections, source, *, model_cfg: ml_collections.ConfigDict,
+                  transform, batch_size: int = 1, num_examples: int = 0, progress: bool = True) -> EncodedRegions:
+    """Run E over `source` (deterministic transforms, no flip) and record every region of every example."""
+    from pix2pixhd_jax.data.transforms import transform_example  # data stays free of model imports
+
+    n = len(source) if not num_examples else min(num_examples, len(source))
+    parts = []
+    for start in tqdm(range(0, n, batch_size), desc="encode features", unit="batch", disable=not progress):
+        examples = [transform_example(source[i], transform, None, train=False) for i in range(start, min(n, start + batch_size))]
+        label = np.stack([e["label"] for e in examples])
+        inst = np.stack([e["inst"] for e in examples]) if "inst" in examples[0] else None
+        if "image" not in examples[0]:
+            raise ValueError(f"example {start} of {source!r} has no real image; E encodes photos")
+        image = np.stack([e["image"] for e in examples])
+        pool = pool_ids_of(model_cfg, label, inst)
+        pooled = np.asarray(encode_fn(e_params, e_collections, image, pool.astype(np.int32)))
+        parts += [region_records(pooled[b], pool[b], label[b], start + b) for b in range(len(examples))]
+    return EncodedRegions.concat(parts)
+
+
+# ----------------------------------------------------------------------------- k-means
+
+
+def _sq_dists(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return np.maximum((x * x).sum(1)[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None, :], 0.0)
+
+
+def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding: each next centre drawn with probability proportional to D(x)^2."""
+    centers = [x[rng.integers(len(x))]]
+    d2 = _sq_dists(x, centers[0][None])[:, 0]
+    for _ in range(1, k):
+        total = d2.sum()
+        idx = rng.integers(len(x)) if total <= 0 else rng.choice(len(x), p=d2 / total)
+        centers.append(x[idx])
+        d2 = np.minimum(d2, _sq_dists(x, x[idx][None])[:, 0])
+    return np.stack(centers)
+
+
+def kmeans(x: np.ndarray, k: int, *, seed: int, iters: int, n_init: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster rows of x into min(k, len(x)) centres -> (centres (k, F), assignment (N,)).
+
+    Seeded k-means++ then Lloyd iterations (until assignments stop changing or `iters`), best of
+    `n_init` restarts by inertia. Clusters are ordered by size (largest first), so cluster 0 is the
+    most common look of a class. An empty cluster keeps its previous centre.
+    """
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"kmeans needs a non-empty (N, F) array, got shape {x.shape}")
+    k = min(int(k), len(x))
+    if k < 1:
+        raise ValueError(f"n_clusters must be >= 1, got {k}")
+    rng = np.random.default_rng(seed)
+    best = None
+    for _ in range(max(1, n_init)):
+        centers = _kmeans_pp(x, k, rng)
+        assign = np.full(len(x), -1)
+        for _ in range(max(1, iters)):
+            new_assign = _sq_dists(x, centers).argmin(1)
+            if np.array_equal(new_assign, assign):
+                break
+            assign = new_assign
+            sums = np.zeros_like(centers)
+            np.add.at(sums, assign, x)
+            counts = np.bincount(assign, minlength=k)
+            centers = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centers)
+        assign = _sq_dists(x, centers).argmin(1)
+        inertia = float(((x - centers[assign]) ** 2).sum())
+        if best is None or inertia < best[0] - 1e-12:
+            best = (inertia, centers, assign)
+    _, centers, assign = best
+    order = np.argsort(-np.bincount(assign, minlength=k), kind="stable")
+    rank = np.empty(k, np.int64)
+    rank[order] = np.arange(k)
+    return centers[order].astype(np.float32), rank[assign]
+
+
+# ----------------------------------------------------------------------------- bank
+
+
+@dataclasses.dataclass
+class FeatureBank:
+    """Per-class cluster centres of encoded features, plus a defined fallback for every class.
+
+    centers[c]: (k_c, F) centres of class c (only classes with regions above the area threshold);
+    sizes[c]: (k_c,) regions per centre; means[c]: (F,) mean feature over all encoded regions of
+    class c (any size). Classes without centres use means[c], and classes never seen use zeros
+    (the official code leaves those pixels uninitialised).
+    """
+
+    feat_num: int
+    centers: dict[int, np.ndarray]
+    sizes: dict[int, np.ndarray]
+    means: dict[int, np.ndarray]
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def num_clusters(self, class_id: int) -> int:
+        return len(self.centers.get(int(class_id), ()))
+
+    def center(self, class_id: int, cluster: int) -> np.ndarray:
+        """The centre `cluster` of class `class_id`, with an error naming what exists."""
+        class_id, cluster = int(class_id), int(cluster)
+        if class_id not in self.centers:
+            raise KeyError(f"the feature bank has no clusters for class {class_id}; classes with clusters: "
+                           f"{sorted(self.centers)} (regions smaller than features.min_area_fraction are not clustered)")
+        k = len(self.centers[class_id])
+        if not 0 <= cluster < k:
+            raise IndexError(f"cluster {cluster} of class {class_id} does not exist; the bank holds {k} (0..{k - 1})")
+        return self.centers[class_id][cluster]
+
+    def default(self, class_id: int) -> np.ndarray:
+        """Fallback feature of a class without centres: its mean encoded feature, else zeros."""
+        return self.means.get(int(class_id), np.zeros(self.feat_num, np.float32))
+
+    def draw(self, class_id: int, rng: np.random.Generator) -> tuple[Optional[int], np.ndarray]:
+        """(cluster index or None, feature) for one region: a uniform cluster draw as in the official code."""
+        k = self.num_clusters(class_id)
+        if k == 0:
+            return None, self.default(class_id)
+        cluster = int(rng.integers(k))
+        return cluster, self.centers[int(class_id)][cluster]
+
+    def save(self, path: str) -> str:
+        """Write plain arrays (no pickles) to `path` (a .npz file)."""
+        arrays = {"meta": np.array(json.dumps({**self.meta, "feat_num": self.feat_num}))}
+        for c, v in self.centers.items():
+            arrays[f"centers_{c}"] = np.asarray(v, np.float32)
+            arrays[f"sizes_{c}"] = np.asarray(self.sizes[c], np.int64)
+        for c, v in self.means.items():
+            arrays[f"mean_{c}"] = np.asarray(v, np.float32)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)  # readers never see a half-written bank
+        return path
+
+    @staticmethod
+    def load(path: str) -> "FeatureBank":
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            centers, sizes, means = {}, {}, {}
+            for key in data.files:
+                kind, _, c = key.partition("_")
+                if kind == "centers":
+                    centers[int(c)] = data[key]
+                elif kind == "sizes":
+                    sizes[int(c)] = data[key]
+                elif kind == "mean":
+                    means[int(c)] = data[key]
+        return FeatureBank(feat_num=int(meta.pop("feat_num")), centers=centers, sizes=sizes, means=means, meta=meta)
+
+
+def build_bank(regions: EncodedRegions, *, n_clusters: int, min_area_fraction: float, seed: int, iters: int,
+               n_init: int = 1, meta: Optional[Mapping[str, Any]] = None) -> FeatureBank:
+    """Per class: keep regions with area > min_area_fraction, k-means them (fewer centres if fewer regions)."""
+    feat_num = regions.features.shape[1]
+    centers, sizes, means = {}, {}, {}
+    for c in np.unique(regions.class_id).tolist():
+        of_class = regions.class_id == c
+        means[c] = regions.features[of_class].mean(0).astype(np.float32)
+        big = of_class & (regions.area > min_area_fraction)
+        if not big.any():
+            continue
+        # Class-specific seed: adding a class to the data does not reshuffle the others' clusters.
+        cent, assign = kmeans(regions.features[big], n_clusters, seed=int(np.random.SeedSequence([seed, c]).generate_state(1)[0]),
+                              iters=iters, n_init=n_init)
+        centers[c], sizes[c] = cent, np.bincount(assign, minlength=len(cent))
+    info = {"n_clusters": n_clusters, "min_area_fraction": min_area_fraction, "kmeans_seed": seed,
+            "num_regions": int(len(regions.class_id)), "num_examples": int(len(np.unique(regions.example)))}
+    return FeatureBank(feat_num=feat_num, centers=centers, sizes=sizes, means=means, meta={**info, **(meta or {})})
+
+
+def bank_from_config(regions: EncodedRegions, config: ml_collections.ConfigDict,
+                     meta: Optional[Mapping[str, Any]] = None) -> FeatureBank:
+    f = config.features
+    return build_bank(regions, n_clusters=f.n_clusters, min_area_fraction=f.min_area_fraction, seed=f.kmeans_seed,
+                      iters=f.kmeans_iters, n_init=f.kmeans_n_init, meta=meta)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def bank_path(workdir: str, step: int) -> str:
+    """The bank lives inside the checkpoint step it was encoded from (deleted with that step)."""
+    return os.path.join(os.path.abspath(workdir), "checkpoints", str(int(step)), BANK_FILENAME)
+
+
+def load_bank(workdir: str, step: int) -> Optional[FeatureBank]:
+    path = bank_path(workdir, step)
+    return FeatureBank.load(path) if os.path.exists(path) else None
+
+
+def encode_features(workdir: str, *, step: Optional[int] = None, config_overrides: Optional[dict] = None,
+                    progress: bool = True) -> tuple[FeatureBank, str]:
+    """Library form of the CLI: encode the configured split with the checkpoint's E, cluster, save the bank.
+
+    Uses the config saved with the checkpoint (config.features.* may be overridden by
+    `config_overrides`, e.g. {'n_clusters': 5}); returns (bank, path written).
+    """
+    from pix2pixhd_jax import inference, train  # heavy imports only for the end-to-end path
+
+    synth = inference.Synthesizer.from_workdir(workdir, step=step, load_bank=False)
+    config = synth.config
+    if not synth.uses_features:
+        raise ValueError(f"the model in {workdir} was trained without model.instance_feat / model.label_feat; "
+                         "it has no encoder to build a feature bank from")
+    with config.unlocked():
+        for k, v in (config_overrides or {}).items():
+            if k not in config.features:
+                raise KeyError(f"unknown features option {k!r}; known: {sorted(config.features)}")
+            config.features[k] = v
+    f, d = config.features, config.data
+    source = train.make_source(config, f.split, d.synthetic_num, d.synthetic_seed)
+    regions = encode_source(make_encode_fn(synth.nets.encoder), synth.g_params["encoder"],
+                            synth.g_collections["encoder"], source, model_cfg=config.model,
+                            transform=train.transform_config(config), batch_size=f.batch_size,
+                            num_examples=f.num_examples, progress=progress)
+    bank = bank_from_config(regions, config, meta={"step": synth.step, "split": f.split,
+                                                   "pool": "label" if config.model.label_feat else "instance"})
+    return bank, bank.save(bank_path(workdir, synth.step))

@@ -1,0 +1,346 @@
+"""Inference: a trained checkpoint -> Synthesizer.synthesize(label, inst, features) -> images; export.
+
+    synth = Synthesizer.from_workdir("runs/demo")          # config + G (+E) + feature bank
+    img = synth.synthesize(label, inst)                      # features sampled from the bank (seeded)
+    img = synth.synthesize(label, inst, "encode", image=photo)        # E on a real photo
+    img = synth.synthesize(label, inst, {26001: 3, 26002: [0.1, -0.4, 0.7]})  # chosen cluster / vector
+    synth.export("runs/demo/export", height=128, width=256)  # jax.export artifact, no model code needed
+    ExportedGenerator("runs/demo/export")(label, inst, feature_map)
+
+Inputs may be host numpy or device arrays, (H, W) or batched (B, H, W). The generator itself is
+one jitted function of (params, label, inst, feature map), so it compiles once per input shape.
+Per-instance features are assembled on the host from the bank (cheap: one table lookup per pixel).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from pix2pixhd_jax import checkpointing, features as features_lib
+from pix2pixhd_jax.models import factory
+from pix2pixhd_jax.semantics import check_labels, encode_input
+
+FeatureSpec = Union[None, str, np.ndarray, jax.Array, Mapping[int, Any], Sequence[Mapping[int, Any]]]
+OUTPUTS = ("uint8", "float")
+
+
+def to_output(fake: jax.Array, output: str) -> jax.Array:
+    """[-1, 1] float -> uint8 (round half up as visualize.to_uint8) or the float image itself."""
+    if output == "uint8":
+        return jnp.clip(jnp.round((fake.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+    return fake.astype(jnp.float32)
+
+
+def config_differences(saved: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """'key: checkpoint X vs given Y' for every leaf that differs (lists and tuples compare equal)."""
+    out = []
+    for k in sorted(set(saved) | set(given)):
+        a, b = saved.get(k, "<missing>"), given.get(k, "<missing>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_differences(a, b, f"{prefix}{k}.")
+        elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
+            out.append(f"{prefix}{k}: checkpoint {a!r} vs given {b!r}")
+    return out
+
+
+def make_generator_fn(config: ml_collections.ConfigDict, nets, output: str):
+    """(g_params, g_collections, label, inst, feats) -> image: the pure function that is jitted and exported."""
+    model_cfg = config.model
+    dtype = factory.compute_dtype(model_cfg)
+
+    def generate(generator_params, generator_collections, label, inst, feats):
+        g_in = encode_input(label, inst, label_nc=model_cfg.label_nc, use_instance=model_cfg.use_instance,
+                            features=feats, dtype=dtype)
+        fake = nets.generator.apply({"params": generator_params, **generator_collections}, g_in, False)
+        return to_output(fake, output)
+
+    return generate
+
+
+class Synthesizer:
+    """A trained generator (+ encoder and feature bank) behind one jitted synthesize()."""
+
+    def __init__(self, config: ml_collections.ConfigDict, g_params: Any, g_collections: Any, *,
+                 bank: Optional[features_lib.FeatureBank] = None, step: Optional[int] = None,
+                 workdir: Optional[str] = None):
+        from pix2pixhd_jax.train_step import make_networks
+
+        self.config, self.g_params, self.g_collections = config, g_params, g_collections
+        self.bank, self.step, self.workdir = bank, step, workdir
+        self.nets = make_networks(config)
+        self.uses_features = factory.uses_features(config.model)
+        self.divisor = factory.downsample_factor(config.model)
+        self._generate = {o: jax.jit(make_generator_fn(config, self.nets, o)) for o in OUTPUTS}
+        self._encode = features_lib.make_encode_fn(self.nets.encoder) if self.uses_features else None
+
+    # ------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_workdir(cls, workdir: str, *, step: Optional[int] = None, config: Optional[ml_collections.ConfigDict] = None,
+                     load_bank: bool = True) -> "Synthesizer":
+        """Restore G (+E) of `workdir`'s checkpoint (latest or `step`) with the config saved beside it.
+
+        If `config` is given, its model section must equal the saved one (strict check, all differing
+        keys listed); array shapes are checked against the checkpoint either way.
+        """
+        from pix2pixhd_jax.optim import make_optimizers
+        from pix2pixhd_jax.train_step import make_init_fn, make_networks
+
+        workdir = os.path.abspath(workdir)
+        if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+            raise FileNotFoundError(f"{workdir} has no checkpoints/ folder; pass the --workdir a training run wrote")
+        manager = checkpointing.make_manager(workdir, max_to_keep=1, async_save=False)
+        try:
+            step = manager.latest_step() if step is None else int(step)
+            if step is None or step not in manager.all_steps():
+                raise FileNotFoundError(f"no checkpoint step {step} in {workdir}/checkpoints; "
+                                        f"steps present: {sorted(manager.all_steps())}")
+            saved = checkpointing.restore_config(manager, step)
+            if config is not None:
+                diffs = config_differences(saved.model.to_dict(), config.model.to_dict(), "model.")
+                if diffs:
+                    raise ValueError(f"the config given does not match the one saved with {workdir} step {step} "
+                                     f"({len(diffs)} model keys differ):\n  " + "\n  ".join(diffs)
+                                     + "\nDrop the config to use the saved one, or load the matching workdir.")
+                saved = _with_features_section(saved, config)
+            saved = _with_features_section(saved, None)
+            nets = make_networks(saved)
+            tx_g, tx_d = make_optimizers(saved.optim)
+            h = w = factory.downsample_factor(saved.model) * 2  # params do not depend on the image size
+            abstract = jax.eval_shape(make_init_fn(saved, nets, tx_g, tx_d, height=h, width=w), jax.random.PRNGKey(0))
+            single = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = checkpointing.abstract_with_sharding(abstract, jax.tree_util.tree_map(lambda _: single, abstract))
+            state, _ = checkpointing.restore(manager, target, step=step)
+        finally:
+            manager.close()
+        bank = features_lib.load_bank(workdir, step) if load_bank else None
+        return cls(saved, state.g_params, state.g_collections, bank=bank, step=step, workdir=workdir)
+
+    # ------------------------------------------------------------------------------ features
+    def _require_bank(self) -> features_lib.FeatureBank:
+        if self.bank is None:
+            where = f" for {self.workdir} step {self.step}" if self.workdir else ""
+            raise ValueError(f"no feature bank{where}: build it with `python -m pix2pixhd_jax.encode_features "
+                             f"--workdir {self.workdir or 'W'}`, or pass features='encode' with a real image, "
+                             "or an explicit {instance_id: vector} mapping")
+        return self.bank
+
+    def region_features(self, label: np.ndarray, pool_ids: np.ndarray, chosen: Optional[Mapping[int, Any]] = None,
+                        *, seed: int = 0) -> dict[int, tuple[Optional[int], np.ndarray]]:
+        """region id -> (cluster or None, vector) for one example: chosen entries, the rest drawn from the bank.
+
+        A draw depends only on (seed, region id), so editing one region never changes another's draw.
+        """
+        chosen = {int(k): v for k, v in (chosen or {}).items()}  # JSON keys arrive as strings
+        ids, first = np.unique(pool_ids, return_index=True)
+        classes = np.asarray(label).reshape(-1)[first]
+        present = set(ids.tolist())
+        unknown = [k for k in chosen if int(k) not in present]
+        if unknown:
+            raise KeyError(f"feature given for region id(s) {sorted(unknown)} not in the map; ids present: "
+                           f"{sorted(present)[:30]}{' ...' if len(present) > 30 else ''}")
+        out = {}
+        feat_num = self.config.model.feat_num
+        for rid, cls in zip(ids.tolist(), classes.tolist()):
+            spec = chosen.get(rid)
+            if spec is None:
+                out[rid] = self._require_bank().draw(cls, np.random.default_rng([int(seed), int(rid)]))
+            elif isinstance(spec, (int, np.integer)):
+                out[rid] = (int(spec), self._require_bank().center(cls, int(spec)))
+            else:
+                vec = np.asarray(spec, np.float32).reshape(-1)
+                if vec.shape != (feat_num,):
+                    raise ValueError(f"feature vector for region {rid} has {vec.size} values; model.feat_num={feat_num}")
+                out[rid] = (None, vec)
+        return out
+
+    def feature_map(self, label: np.ndarray, pool_ids: np.ndarray, vectors: Mapping[int, Any]) -> np.ndarray:
+        """(H, W) region ids + {id: (cluster, vector) or vector} -> (H, W, feat_num) float32."""
+        ids, inverse = np.unique(pool_ids, return_inverse=True)
+        table = np.stack([np.asarray(v[1] if isinstance(v, tuple) else v, np.float32) for v in
+                          (vectors[int(i)] for i in ids)])
+        return table[inverse.reshape(pool_ids.shape)]
+
+    # ------------------------------------------------------------------------------ checks
+    def _prepare(self, label, inst, image, feats, pad: bool):
+        """Host-side validation, batching and optional edge padding; returns arrays and the crop."""
+        m = self.config.model
+        label = np.asarray(label)
+        squeeze = label.ndim == (2 if m.label_nc else 3)
+        if squeeze:
+            label = label[None]
+        if m.label_nc:
+            if label.ndim != 3:
+                raise ValueError(f"label must be (H, W) or (B, H, W) integer ids, got shape {label.shape}")
+            if not np.issubdtype(label.dtype, np.integer):
+                raise ValueError(f"label must hold integer class ids, got dtype {label.dtype}")
+            check_labels(label, m.label_nc, "the label map given to synthesize")
+        batch_hw = label.shape[:3]
+        if m.use_instance:
+            if inst is None:
+                raise ValueError("this model uses instance maps (model.use_instance): pass inst (the instance-id map; "
+                                 "for maps without instances, pass the label map itself)")
+            inst = np.asarray(inst)
+            inst = inst[None] if inst.ndim == 2 else inst
+            if inst.shape != batch_hw:
+                raise ValueError(f"instance map shape {inst.shape} does not match the label shape {batch_hw}")
+        if image is not None:
+            image = np.asarray(image, np.float32)
+            image = image[None] if image.ndim == 3 else image
+            if image.shape[:3] != batch_hw:
+                raise ValueError(f"image shape {image.shape} does not match the label shape {batch_hw}")
+        h, w = batch_hw[1:]
+        ph, pw = -h % self.divisor, -w % self.divisor
+        if ph or pw:
+            if not pad:
+                raise ValueError(
+                    f"label map size {h}x{w} (HxW): the generator needs multiples of {self.divisor} "
+                    f"(2**n_downsample_global{' * 2**n_local_enhancers' if m.netG == 'local' else ''}); resize to "
+                    f"{h + ph}x{w + pw} or pass pad=True to pad by edge replication and crop the output back")
+
+            def padded(x):
+                return None if x is None else np.pad(x, [(0, 0), (0, ph), (0, pw)] + [(0, 0)] * (x.ndim - 3), mode="edge")
+
+            label, inst, image, feats = padded(label), padded(inst), padded(image), padded(feats)
+        return label, inst, image, feats, (h, w), squeeze
+
+    # ------------------------------------------------------------------------------ synthesis
+    def synthesize(self, label, inst=None, features: FeatureSpec = None, *, image=None, seed: Optional[int] = None,
+                   output: str = "uint8", pad: bool = False) -> jax.Array:
+        """Images for label maps: (B, H, W, 3) uint8 (or float in [-1, 1] with output='float').
+
+        features (models trained with instance_feat / label_feat):
+          None        every region draws a cluster of its class from the bank (seeded by `seed`,
+                      default config.features.sample_seed); classes without clusters use the bank's
+                      class mean, unseen classes zeros
+          'encode'    E on the real `image` (B, H, W, 3) in [-1, 1]
+          mapping     {region_id: cluster_index | vector} (one for all, or a list per example);
+                      regions not named are drawn from the bank as with None
+          array       a ready (B, H, W, feat_num) feature map
+        """
+        if output not in OUTPUTS:
+            raise ValueError(f"output={output!r}; expected one of {OUTPUTS}")
+        seed = self.config.features.sample_seed if seed is None else seed
+        feats = features if isinstance(features, (np.ndarray, jax.Array)) else None
+        label, inst, image, feats, (h, w), squeeze = self._prepare(label, inst, image, feats, pad)
+        m = self.config.model
+        if not self.uses_features:
+            if features is not None:
+                raise ValueError("features were given but this model was trained without model.instance_feat / "
+                                 "model.label_feat, so its generator takes none")
+        elif isinstance(features, str):
+            if features != "encode":
+                raise ValueError(f"features={features!r}; the only string is 'encode' (E on a real image)")
+            if image is None:
+                raise ValueError("features='encode' runs E on a real photo: pass image=(B, H, W, 3) in [-1, 1]")
+            pool = pool_ids_of_batch(m, label, inst)
+            feats = self._encode(self.g_params["encoder"], self.g_collections["encoder"], jnp.asarray(image),
+                                 jnp.asarray(pool, jnp.int32))
+        elif feats is None:
+            chosen = features if isinstance(features, (list, tuple)) else [features] * label.shape[0]
+            if len(chosen) != label.shape[0]:
+                raise ValueError(f"{len(chosen)} feature mappings for a batch of {label.shape[0]}")
+            pool = pool_ids_of_batch(m, label, inst)
+            feats = np.stack([self.feature_map(label[b], pool[b], self.region_features(label[b], pool[b], chosen[b], seed=seed))
+                              for b in range(label.shape[0])])
+        elif feats.shape[:3] != label.shape[:3] or feats.shape[3] != m.feat_num:
+            raise ValueError(f"feature map shape {feats.shape} does not match {label.shape[:3] + (m.feat_num,)}")
+        out = self._generate[output](self.g_params["generator"], self.g_collections["generator"],
+                                     jnp.asarray(label, jnp.int32) if m.label_nc else jnp.asarray(label, jnp.float32),
+                                     None if inst is None else jnp.asarray(inst, jnp.int32),
+                                     None if feats is None else jnp.asarray(feats, jnp.float32))
+        out = out[:, :h, :w]
+        return out[0] if squeeze else out
+
+    def compiled_shapes(self, output: str = "uint8") -> int:
+        """Number of compiled variants of the generator (one per input shape)."""
+        return self._generate[output]._cache_size()
+
+    # ------------------------------------------------------------------------------ export
+    def export(self, path: str, *, height: int, width: int, batch: Optional[int] = None, output: str = "uint8",
+               platforms: Optional[Sequence[str]] = None) -> str:
+        """Serialise the jitted generator with jax.export into folder `path` (servable without the model code).
+
+        Writes generator.jaxexport (StableHLO; params are an argument, so no giant constants),
+        params.npz (the parameter leaves, plain arrays) and signature.json. batch None exports a
+        symbolic batch dimension. Load with ExportedGenerator(path).
+        """
+        m = self.config.model
+        if height % self.divisor or width % self.divisor:
+            raise ValueError(f"export size {height}x{width} must be a multiple of {self.divisor}")
+        gen = make_generator_fn(self.config, self.nets, output)
+        variables = {"params": self.g_params["generator"], "collections": self.g_collections["generator"]}
+        leaves, treedef = jax.tree_util.tree_flatten(variables)
+
+        def served(leaves, label, inst, feats):
+            v = jax.tree_util.tree_unflatten(treedef, leaves)
+            return gen(v["params"], v["collections"], label, inst, feats)
+
+        b = jax.export.symbolic_shape("b")[0] if batch is None else batch
+        label_spec = (jax.ShapeDtypeStruct((b, height, width), jnp.int32) if m.label_nc
+                      else jax.ShapeDtypeStruct((b, height, width, m.input_nc), jnp.float32))
+        inst_spec = jax.ShapeDtypeStruct((b, height, width), jnp.int32) if m.use_instance else None
+        feat_spec = jax.ShapeDtypeStruct((b, height, width, m.feat_num), jnp.float32) if self.uses_features else None
+        leaf_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
+        exported = jax.export.export(jax.jit(served), platforms=platforms)(leaf_specs, label_spec, inst_spec, feat_spec)
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "generator.jaxexport"), "wb") as f:
+            f.write(exported.serialize())
+        np.savez(os.path.join(path, "params.npz"), **{f"p{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
+        signature = {"height": height, "width": width, "batch": batch, "output": output, "label_nc": m.label_nc,
+                     "use_instance": m.use_instance, "feat_num": m.feat_num if self.uses_features else 0,
+                     "platforms": list(exported.platforms), "step": self.step}
+        with open(os.path.join(path, "signature.json"), "w") as f:
+            json.dump(signature, f, indent=2)
+        return path
+
+
+def pool_ids_of_batch(model_cfg: ml_collections.ConfigDict, label: np.ndarray, inst: Optional[np.ndarray]) -> np.ndarray:
+    return features_lib.pool_ids_of(model_cfg, label, inst)
+
+
+def _with_features_section(saved: ml_collections.ConfigDict, given: Optional[ml_collections.ConfigDict]):
+    """Checkpoints written before config.features existed get today's defaults (or the given config's)."""
+    if "features" in saved and given is None:
+        return saved
+    if given is None or "features" not in given:
+        try:
+            from configs import default  # the repository's defaults (run from the repository root)
+        except ImportError as e:
+            raise ValueError("this checkpoint's config predates config.features; run from the repository root "
+                             "(so configs/ is importable) or pass config=") from e
+        given = default.get_config()
+    saved = ml_collections.ConfigDict(saved.to_dict())
+    source = given.features
+    with saved.unlocked():
+        saved.features = ml_collections.ConfigDict(source.to_dict())
+    return saved
+
+
+class ExportedGenerator:
+    """Run an artifact written by Synthesizer.export with jax alone (no pix2pixhd_jax model code)."""
+
+    def __init__(self, path: str):
+        with open(os.path.join(path, "generator.jaxexport"), "rb") as f:
+            self.exported = jax.export.deserialize(bytearray(f.read()))
+        with np.load(os.path.join(path, "params.npz"), allow_pickle=False) as data:
+            self.params = [jnp.asarray(data[k]) for k in sorted(data.files)]
+        with open(os.path.join(path, "signature.json")) as f:
+            self.signature = json.load(f)
+
+    def __call__(self, label, inst=None, feats=None) -> jax.Array:
+        s = self.signature
+        label = jnp.asarray(label, jnp.int32 if s["label_nc"] else jnp.float32)
+        if s["use_instance"] and inst is None:
+            raise ValueError("this generator was exported with instance maps: pass inst")
+        if s["feat_num"] and feats is None:
+            raise ValueError(f"this generator was exported with {s['feat_num']} feature channels: pass feats")
+        if label.shape[1:3] != (s["height"], s["width"]):
+            raise ValueError(f"label size {label.shape[1:3]} differs from the exported {s['height']}x{s['width']}")
+        return self.exported.call(self.params, label, None if inst is None else jnp.asarray(inst, jnp.int32),
+                                  None if feats is None else jnp.asarray(feats, jnp.float32))

@@ -1,0 +1,151 @@
+"""Synthesizer: loading with a strict config check, feature sampling/choice/encoding, shapes, errors, export."""
+import numpy as np
+import pytest
+
+import feature_helpers as fh
+from pix2pixhd_jax import features
+from pix2pixhd_jax.inference import ExportedGenerator, Synthesizer
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    workdir = fh.make_workdir(str(tmp_path_factory.mktemp("inference") / "w"))
+    features.encode_features(workdir, progress=False)
+    return Synthesizer.from_workdir(workdir)
+
+
+def _largest_car(inst):
+    ids, counts = np.unique(inst[inst >= 26000], return_counts=True)
+    return int(ids[np.argmax(counts)])
+
+
+def test_sampling_is_seeded_and_compiled_once_per_shape(synth):
+    label, inst, _ = fh.scene(0)
+    a = np.asarray(synth.synthesize(label, inst, seed=1))
+    b = np.asarray(synth.synthesize(label, inst, seed=1))
+    assert a.dtype == np.uint8 and a.shape == (32, 64, 3)
+    np.testing.assert_array_equal(a, b)
+    draws = [synth.region_features(label, inst, seed=s) for s in range(6)]
+    assert any(d1[i][0] != d2[i][0] for d1, d2 in zip(draws, draws[1:]) for i in d1 if d1[i][0] is not None)
+    # Batched, host or device input, same shape: still one compiled generator.
+    batch = np.asarray(synth.synthesize(np.stack([label, label]), np.stack([inst, inst]), seed=1))
+    np.testing.assert_array_equal(batch[0], a)
+    n = synth.compiled_shapes()
+    import jax.numpy as jnp
+    synth.synthesize(jnp.asarray(label), jnp.asarray(inst), seed=2)
+    assert synth.compiled_shapes() == n
+    f = np.asarray(synth.synthesize(label, inst, seed=1, output="float"))
+    assert f.dtype == np.float32 and -1 <= f.min() and f.max() <= 1
+    np.testing.assert_array_equal(np.clip(np.round((f + 1) * 127.5), 0, 255).astype(np.uint8), a)
+
+
+def test_chosen_feature_changes_mostly_that_instance(synth):
+    # An untrained net's instance norm spreads any change over the image, so the margin here is
+    # modest; benchmarks/feature_control.py measures locality on a trained model.
+    label, inst, _ = fh.scene(3)
+    car = _largest_car(inst)
+    inside = inst == car
+    lo = np.asarray(synth.synthesize(label, inst, {car: [-1.0, -1.0, -1.0]}, output="float"))
+    hi = np.asarray(synth.synthesize(label, inst, {car: [1.0, 1.0, 1.0]}, output="float"))
+    change = np.abs(hi - lo).mean(-1)
+    assert change[inside].mean() > 2.5 * change[~inside].mean() > 0
+    # A cluster index selects that centre of the car class.
+    k = synth.bank.num_clusters(26)
+    vec = synth.region_features(label, inst, {car: k - 1})[car]
+    assert vec[0] == k - 1
+    np.testing.assert_array_equal(vec[1], synth.bank.center(26, k - 1))
+
+
+def test_encode_uses_the_real_photo(synth):
+    label, inst, image = fh.scene(1)
+    enc = np.asarray(synth.synthesize(label, inst, "encode", image=image))
+    pooled = np.asarray(synth._encode(synth.g_params["encoder"], synth.g_collections["encoder"], image[None], inst[None]))
+    np.testing.assert_array_equal(enc, np.asarray(synth.synthesize(label[None], inst[None], pooled))[0])
+    other = np.asarray(synth.synthesize(label, inst, "encode", image=-image))
+    assert np.abs(enc.astype(int) - other).mean() > 0
+
+
+def test_clear_errors_and_padding(synth, tmp_path):
+    label, inst, _ = fh.scene(0)
+    bad = label.copy()
+    bad[0, 0] = 40
+    with pytest.raises(ValueError, match=r"label 40 .* label_nc=35"):
+        synth.synthesize(bad, inst)
+    with pytest.raises(ValueError, match=r"size 30x64 .* multiples of 4 .* pad=True"):
+        synth.synthesize(label[:30], inst[:30])
+    padded = np.asarray(synth.synthesize(label[:30, :62], inst[:30, :62], pad=True))
+    assert padded.shape == (30, 62, 3)
+    with pytest.raises(KeyError, match=r"region id\(s\) \[99999\] not in the map"):
+        synth.synthesize(label, inst, {99999: 0})
+    car = _largest_car(inst)
+    with pytest.raises(IndexError, match="cluster 50 of class 26 does not exist"):
+        synth.synthesize(label, inst, {car: 50})
+    with pytest.raises(ValueError, match="feat_num=3"):
+        synth.synthesize(label, inst, {car: [1.0, 2.0]})
+    with pytest.raises(ValueError, match="pass image="):
+        synth.synthesize(label, inst, "encode")
+    with pytest.raises(ValueError, match="pass inst"):
+        synth.synthesize(label)
+    with pytest.raises(ValueError, match="does not match the label shape"):
+        synth.synthesize(label, inst[:, :32])
+    no_bank = Synthesizer(synth.config, synth.g_params, synth.g_collections)
+    with pytest.raises(ValueError, match="no feature bank.*encode_features"):
+        no_bank.synthesize(label, inst)
+    # Strict config check: a model key that differs from the saved config is named.
+    other = fh.feature_config()
+    other.model.ngf = 8
+    with pytest.raises(ValueError, match=r"model.ngf: checkpoint 4 vs given 8"):
+        Synthesizer.from_workdir(synth.workdir, config=other)
+    assert Synthesizer.from_workdir(synth.workdir, config=fh.feature_config()).step == synth.step
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        Synthesizer.from_workdir(str(tmp_path))
+
+
+def test_export_round_trip_gives_identical_outputs(synth, tmp_path):
+    label, inst, _ = fh.scene(0)
+    l2, i2, _ = fh.scene(2)
+    labels, insts = np.stack([label, l2]), np.stack([inst, i2])
+    feats = np.stack([synth.feature_map(l, i, synth.region_features(l, i, seed=4)) for l, i in zip(labels, insts)])
+    path = synth.export(str(tmp_path / "export"), height=32, width=64)
+    served = ExportedGenerator(path)
+    want = np.asarray(synth.synthesize(labels, insts, feats))
+    np.testing.assert_array_equal(np.asarray(served(labels, insts, feats)), want)
+    # Symbolic batch: one artifact serves any batch size.
+    np.testing.assert_array_equal(np.asarray(served(labels[:1], insts[:1], feats[:1])), want[:1])
+    with pytest.raises(ValueError, match="pass feats"):
+        served(labels, insts)
+
+
+def test_synthesize_cli_writes_pngs_and_html(synth, tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pix2pixhd_jax.synthesize", f"--workdir={synth.workdir}",
+                          f"--out={tmp_path / 'out'}", "--num_inputs=2", "--num_samples=2"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    names = set(p.name for p in (tmp_path / "out").iterdir())
+    assert {"0000_label.png", "0000_out0.png", "0000_out1.png", "0000_real.png", "0001_out1.png", "index.html"} <= names
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "<th>label</th><th>output 0</th><th>output 1</th><th>real</th>" in page
+
+
+def test_label_feat_and_featureless_models(tmp_path):
+    label, inst, image = fh.scene(0)
+    config = fh.feature_config()
+    config.model.instance_feat, config.model.label_feat = False, True
+    workdir = fh.make_workdir(str(tmp_path / "label_feat"), config)
+    bank, _ = features.encode_features(workdir, progress=False)
+    assert bank.meta["pool"] == "label" and 26 in bank.centers
+    synth = Synthesizer.from_workdir(workdir)
+    # Regions are label ids here; JSON-style string keys are accepted.
+    assert synth.synthesize(label, inst, {"26": 0}).shape == (32, 64, 3)
+    assert synth.synthesize(label, inst, "encode", image=image).shape == (32, 64, 3)
+    config = fh.feature_config()
+    config.model.instance_feat = False
+    plain = Synthesizer.from_workdir(fh.make_workdir(str(tmp_path / "plain"), config))
+    assert plain.synthesize(label, inst).shape == (32, 64, 3)
+    with pytest.raises(ValueError, match="trained without model.instance_feat"):
+        plain.synthesize(label, inst, {26000: 0})
+    with pytest.raises(ValueError, match="no encoder to build a feature bank"):
+        features.encode_features(plain.workdir, progress=False)
