@@ -1,0 +1,192 @@
+"""Our jitted train step vs the official PyTorch step, interleaved in one process (CPU or GPU).
+
+  python -m benchmarks.compare_official --config=bench_512x256 --rounds=5
+  python -m benchmarks.compare_official --config=bench_512x256 --rounds=5 --infer   # G forward only
+  python -m benchmarks.compare_official --config=bench_1024x512 --rounds=10 --device=cuda   # on a GPU
+
+The official side is the released code's networks (`pix2pixhd` package: GlobalGenerator,
+MultiscaleDiscriminator, GANLoss) driven as its pix2pixHD_model.forward + train.py do: D on
+fake.detach(), D on real, D on fake again for G, feature matching, VGG19 loss (torchvision's
+layer layout, random weights), loss_G.backward + Adam step, loss_D.backward + Adam step. Steps
+alternate between the two so that load on the shared machine hits both alike; medians reported.
+"""
+from __future__ import annotations
+
+import os
+
+_CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"  # PLATFORM_NOTES.md
+if _CPU_FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _CPU_FLAG).strip()
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import types  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.getcwd())
+
+
+def official_networks():
+    """The official networks module; torchvision (imported only for its VGG) is stubbed."""
+    if "torchvision" not in sys.modules:
+        stub = types.ModuleType("torchvision")
+        stub.models = types.SimpleNamespace()
+        sys.modules["torchvision"] = stub
+    from pix2pixhd.models import networks
+
+    return networks
+
+
+def torch_vgg19_slices(torch):
+    """torchvision vgg19.features[:30] split as the official Vgg19 (relu1_1 .. relu5_1), random weights."""
+    nn = torch.nn
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512]
+    layers, c = [], 3
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
+            c = v
+    bounds = (0, 2, 7, 12, 21, 30)
+    slices = [nn.Sequential(*layers[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    for p in nn.ModuleList(slices).parameters():
+        p.requires_grad_(False)
+    return slices
+
+
+def make_official_step(config, device: str = "cpu"):
+    """step() running one official training iteration on random inputs; returns its closure."""
+    import torch
+
+    networks = official_networks()
+    m, l, b = config.model, config.loss, config.bench
+    g_in = m.label_nc + (1 if m.use_instance else 0)
+    net_g = networks.define_G(g_in, m.output_nc, m.ngf, m.netG, m.n_downsample_global, m.n_blocks_global,
+                              m.n_local_enhancers, m.n_blocks_local, m.norm, gpu_ids=[])
+    net_d = networks.define_D(g_in + m.output_nc, m.ndf, m.n_layers_D, m.norm, False, m.num_D,
+                              not l.no_ganFeat_loss, gpu_ids=[])
+    cuda = device == "cuda"
+    gan = networks.GANLoss(use_lsgan=l.gan_mode == "lsgan", tensor=torch.cuda.FloatTensor if cuda else torch.FloatTensor)
+    vgg = [s.to(device) for s in torch_vgg19_slices(torch)]
+    net_g, net_d = net_g.to(device), net_d.to(device)
+    weights = list(l.vgg_layer_weights)
+    opt_g = torch.optim.Adam(net_g.parameters(), lr=config.optim.lr_G, betas=(config.optim.beta1_G, 0.999))
+    opt_d = torch.optim.Adam(net_d.parameters(), lr=config.optim.lr_D, betas=(config.optim.beta1_D, 0.999))
+    rng = np.random.default_rng(0)
+    label = torch.from_numpy(rng.integers(0, m.label_nc, (1, 1, b.height, b.width))).long()
+    onehot = torch.zeros(1, m.label_nc, b.height, b.width).scatter_(1, label, 1.0)
+    edge = torch.from_numpy((rng.uniform(size=(1, 1, b.height, b.width)) > 0.9).astype(np.float32))
+    inp = torch.cat([onehot, edge], 1).to(device)
+    real = torch.from_numpy(rng.uniform(-1, 1, (1, m.output_nc, b.height, b.width)).astype(np.float32)).to(device)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    l1 = torch.nn.L1Loss()
+
+    def vgg_feats(x):
+        out = []
+        for s in vgg:
+            x = s(x)
+            out.append(x)
+        return out
+
+    def step():
+        fake = net_g(inp)
+        pred_fake_pool = net_d(torch.cat([inp, fake.detach()], 1))
+        loss_d_fake = gan(pred_fake_pool, False)
+        pred_real = net_d(torch.cat([inp, real.detach()], 1))
+        loss_d_real = gan(pred_real, True)
+        pred_fake = net_d(torch.cat([inp, fake], 1))
+        loss_g = gan(pred_fake, True)
+        feat_w, d_w = 4.0 / (m.n_layers_D + 1), 1.0 / m.num_D
+        for i in range(m.num_D):
+            for j in range(len(pred_fake[i]) - 1):
+                loss_g = loss_g + d_w * feat_w * l1(pred_fake[i][j], pred_real[i][j].detach()) * l.lambda_feat
+        fx, fy = vgg_feats(fake), vgg_feats(real)
+        loss_g = loss_g + l.lambda_feat * sum(w * l1(a, c.detach()) for w, a, c in zip(weights, fx, fy))
+        loss_d = (loss_d_fake + loss_d_real) * 0.5
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        sync()
+        return float(loss_g)
+
+    def infer():
+        with torch.no_grad():
+            net_g.eval()
+            out = net_g(inp)
+            sync()
+            net_g.train()
+            return out
+
+    return step, infer
+
+
+def make_jax_step(config):
+    """Our compiled step and G forward on random inputs (same shapes)."""
+    from benchmarks import harness
+    from pix2pixhd_jax.optim import make_optimizers
+    from pix2pixhd_jax.train_step import make_generate_fn, make_init_fn, make_networks, make_train_step
+
+    vgg, vgg_vars = harness.random_vgg(config)
+    nets = make_networks(config, vgg)
+    tx_g, tx_d = make_optimizers(config.optim)
+    b = config.bench
+    state = jax.jit(make_init_fn(config, nets, tx_g, tx_d, height=b.height, width=b.width))(jax.random.PRNGKey(0))
+    batch = harness.synthetic_batch(config)
+    train = jax.jit(make_train_step(config, nets, tx_g, tx_d, steps_per_epoch=1000), donate_argnums=(0,))
+    sample = jax.jit(make_generate_fn(config, nets))
+    holder = {"state": state}
+
+    def step():
+        holder["state"], metrics = train(holder["state"], batch, vgg_vars)
+        return jax.block_until_ready(metrics)
+
+    def infer():
+        return jax.block_until_ready(sample(holder["state"].g_params, holder["state"].g_collections, batch))
+
+    return step, infer
+
+
+def main(argv=None) -> dict:
+    import importlib
+
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="bench_512x256", help="configs/<name>.py")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--infer", action="store_true", help="time G inference instead of the train step")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the official PyTorch code runs")
+    a = p.parse_args(argv)
+    config = importlib.import_module(f"configs.{a.config}").get_config()
+    torch.manual_seed(0)
+    official = make_official_step(config, a.device)[1 if a.infer else 0]
+    ours = make_jax_step(config)[1 if a.infer else 0]
+    times = {"official_pytorch": [], "ours_jax": []}
+    for fn in (official, ours):  # warm-up (and compile)
+        fn()
+    for r in range(a.rounds):
+        for name, fn in (("official_pytorch", official), ("ours_jax", ours)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+        print(r, {k: round(v[-1], 3) for k, v in times.items()}, flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{a.config} {'G inference' if a.infer else 'train step'} {config.bench.width}x{config.bench.height}: "
+          f"official {med['official_pytorch']:.3f} s, ours {med['ours_jax']:.3f} s, "
+          f"speed-up {med['official_pytorch'] / med['ours_jax']:.2f}x (medians of {a.rounds}, torch threads "
+          f"{torch.get_num_threads()}, jax on {jax.devices()[0].device_kind})")
+    if a.device == "cuda":
+        print(f"official peak CUDA memory allocated: {torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB")
+    return med
+
+
+if __name__ == "__main__":
+    main()

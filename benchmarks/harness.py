@@ -1,0 +1,163 @@
+"""Measurement helpers: build a config's train step or G forward, compile it, time it, count FLOPs.
+
+Everything returns plain dicts of numbers so the runner can write JSON and a Markdown table.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from pix2pixhd_jax.models import factory
+from pix2pixhd_jax.models.vgg import VGG
+from pix2pixhd_jax.optim import make_optimizers
+from pix2pixhd_jax.train_step import make_generate_fn, make_init_fn, make_networks, make_train_step
+
+
+def variant_config(config: ml_collections.ConfigDict, *, dtype: str, remat: bool) -> ml_collections.ConfigDict:
+    """A copy of a bench config with the compute dtype and residual-block remat set."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model.compute_dtype = dtype
+    config.model.remat_blocks = remat
+    return config
+
+
+def synthetic_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict[str, jax.Array]:
+    """Random labels, two instances per class and a random photo at the bench size."""
+    b, h, w = config.data.batch_size, config.bench.height, config.bench.width
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, config.model.label_nc, (b, h, w)).astype(np.int32)
+    inst = (label * 1000 + rng.integers(0, 2, (b, h, w))).astype(np.int32)
+    image = rng.uniform(-1, 1, (b, h, w, config.model.output_nc)).astype(np.float32)
+    return {"label": jnp.asarray(label), "inst": jnp.asarray(inst), "image": jnp.asarray(image)}
+
+
+def random_vgg(config: ml_collections.ConfigDict) -> tuple[VGG, Any]:
+    """The perceptual network with random weights: same FLOPs as the pretrained one, no file needed."""
+    l = config.loss
+    vgg = VGG(l.vgg_backbone, tuple(l.vgg_layers), l.vgg_imagenet_norm, factory.compute_dtype(config.model))
+    variables = jax.jit(vgg.init)(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)))
+    return vgg, variables
+
+
+def peak_memory_bytes() -> dict[str, float]:
+    """Peak device memory (GPU/TPU memory stats) and this process's peak RSS (Linux reports KiB)."""
+    out = {"peak_rss_bytes": float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["peak_device_bytes"] = float(stats["peak_bytes_in_use"])
+    return out
+
+
+def model_flops(jitted, *args) -> float:
+    """FLOPs of one call of a jitted function from XLA's cost analysis of its HLO lowered for CPU.
+
+    Lowering only (no compilation), so it is cheap on any backend; the CPU lowering is used
+    because a GPU executable holds its convolutions as cuDNN custom calls that XLA's cost
+    analysis does not count (jax 0.11 reports 0 there). Our layers lower to the same convolutions
+    on every backend, so the count is the one the device runs.
+    """
+    cost = jitted.trace(*args).lower(lowering_platforms=("cpu",)).cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older jaxlib: one dict per computation
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", 0.0))
+
+
+def program_memory_bytes(compiled) -> float:
+    """Device memory XLA planned for one call: arguments + outputs + temporaries - donated aliases.
+
+    Unlike the allocator's peak, it excludes scratch the GPU autotuner tried while compiling.
+    """
+    m = compiled.memory_analysis()
+    if m is None:
+        return 0.0
+    return float(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
+def timed(fn: Callable[[], Any], n: int) -> list[float]:
+    """Wall seconds of n calls of fn, each waited for with block_until_ready."""
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def matmul_peak_flops(dtype: str = "float32", repeats: int = 5) -> float:
+    """Best FLOP/s of a square matmul in `dtype` on the default device: the MFU denominator.
+
+    2048 is enough to saturate two CPU cores; accelerators need 8192 to reach their peak.
+    """
+    n = 2048 if jax.default_backend() == "cpu" else 8192
+    keys = jax.random.split(jax.random.PRNGKey(0))
+    # Random operands: zeros can run faster than real data on some GPUs.
+    a, b = (jax.random.normal(k, (n, n), jnp.dtype(dtype)) for k in keys)
+    mm = jax.jit(lambda x, y: x @ y)
+    jax.block_until_ready(mm(a, b))
+    return 2.0 * n ** 3 / min(timed(lambda: mm(a, b), repeats))
+
+
+def bench_train(config: ml_collections.ConfigDict) -> dict[str, float]:
+    """Compile time, median step time, images/s and FLOPs of one train step of the config."""
+    vgg, vgg_vars = (None, None) if config.loss.no_vgg_loss else random_vgg(config)
+    nets = make_networks(config, vgg)
+    tx_g, tx_d = make_optimizers(config.optim)
+    h, w = config.bench.height, config.bench.width
+    state = jax.jit(make_init_fn(config, nets, tx_g, tx_d, height=h, width=w))(jax.random.PRNGKey(0))
+    batch = synthetic_batch(config)
+    step = jax.jit(make_train_step(config, nets, tx_g, tx_d, steps_per_epoch=1000), donate_argnums=(0,))
+    t = time.perf_counter()
+    compiled = step.lower(state, batch, vgg_vars).compile()
+    compile_s = time.perf_counter() - t
+    flops = model_flops(step, state, batch, vgg_vars)  # before the first call donates `state`
+    rss_after_compile = peak_memory_bytes()["peak_rss_bytes"]
+    holder = {"state": state}
+
+    def one_step():
+        holder["state"], metrics = compiled(holder["state"], batch, vgg_vars)
+        return metrics
+
+    timed(one_step, config.bench.warmup)
+    times = timed(one_step, config.bench.steps)
+    step_s = statistics.median(times)
+    return {"compile_s": compile_s, "step_s": step_s, "step_min_s": min(times),
+            "images_per_s": config.data.batch_size / step_s, "flops": flops,
+            "program_bytes": program_memory_bytes(compiled), "peak_rss_through_compile_bytes": rss_after_compile}
+
+
+def bench_infer(config: ml_collections.ConfigDict) -> dict[str, float]:
+    """Compile time and median latency per image of G alone (eval mode)."""
+    nets = make_networks(config, None)
+    tx_g, tx_d = make_optimizers(config.optim)
+    h, w = config.bench.height, config.bench.width
+    state = jax.jit(make_init_fn(config, nets, tx_g, tx_d, height=h, width=w))(jax.random.PRNGKey(0))
+    batch = synthetic_batch(config)
+    sample = jax.jit(make_generate_fn(config, nets))
+    t = time.perf_counter()
+    compiled = sample.lower(state.g_params, state.g_collections, batch).compile()
+    compile_s = time.perf_counter() - t
+    call = lambda: compiled(state.g_params, state.g_collections, batch)
+    timed(call, config.bench.warmup)
+    times = timed(call, config.bench.infer_steps)
+    latency = statistics.median(times) / config.data.batch_size
+    return {"compile_s": compile_s, "latency_s": latency, "latency_min_s": min(times) / config.data.batch_size,
+            "images_per_s": 1.0 / latency, "flops": model_flops(sample, state.g_params, state.g_collections, batch),
+            "program_bytes": program_memory_bytes(compiled)}
+
+
+def environment() -> dict[str, str]:
+    """What the numbers were measured on."""
+    dev = jax.devices()[0]
+    return {"backend": jax.default_backend(), "device": getattr(dev, "device_kind", str(dev)),
+            "num_devices": str(jax.device_count()), "cpu_count": str(os.cpu_count()), "jax": jax.__version__,
+            "python": sys.version.split()[0], "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}

@@ -1,0 +1,38 @@
+"""Benchmark smoke run (not a timing test) and the evaluation entry the trainer/CLI use."""
+import json
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, ".")
+from benchmarks import run  # noqa: E402
+from pix2pixhd_jax import evaluate  # noqa: E402
+
+
+def test_train_suite_quick_writes_json_and_table(tmp_path, capsys):
+    rows = run.main(["--suite=train", "--quick", f"--out={tmp_path}"])
+    assert len(rows) == 1 and "error" not in rows[0], rows
+    row = rows[0]
+    assert row["step_s"] > 0 and row["compile_s"] > 0 and row["flops"] > 0 and row["peak_rss_bytes"] > 0
+    assert 0 < row["mfu"] < 1.5
+    saved = json.loads((tmp_path / "train_quick.json").read_text())
+    assert saved[0]["config"] == "bench_quick"
+    table = (tmp_path / "train_quick.md").read_text()
+    assert "| bench_quick | 64x32 |" in table and "MFU" in capsys.readouterr().out
+
+
+def test_markdown_table_reports_a_failed_variant():
+    table = run.markdown_table([{"config": "bench_x", "dtype": "bfloat16", "remat": True, "error": ["OOM"]}])
+    assert "error: OOM" in table
+
+
+def test_evaluate_generator_scores_a_perfect_generator_zero():
+    rng = np.random.default_rng(0)
+    examples = [{"label": rng.integers(0, 5, (32, 48)), "inst": rng.integers(0, 5, (32, 48)),
+                 "image": rng.uniform(-1, 1, (32, 48, 3)).astype(np.float32)} for _ in range(3)]
+    report = evaluate.evaluate_generator(lambda b: b["image"], examples, batch_size=2)
+    assert report["num_images"] == 3 and report["l1"] == 0.0
+    assert report["lpips_to_real"] == pytest.approx(0.0, abs=1e-6) and "fid" not in report
+    worse = evaluate.evaluate_generator(lambda b: -b["image"], examples, batch_size=2)
+    assert worse["l1"] > 0.5 and worse["lpips_to_real"] > 0.05
