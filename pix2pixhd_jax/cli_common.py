@@ -38,7 +38,7 @@ def load_inputs(config, *, source: str = "", dataroot: str = "", phase: str = ""
     if d.source == "synthetic":
         src = train.make_source(config, split, num, d.synthetic_seed + seed_offset)
     else:
-        src = train.make_source(config, split, 0, 0)
+        src = train.make_source(config, split, 0, 0, load_image=None)  # label maps alone are enough
     tcfg = train.transform_config(config)
     from pix2pixhd_jax.data.transforms import transform_example
 

@@ -38,10 +38,12 @@ def transform_config(config: ml_collections.ConfigDict) -> transforms.TransformC
         size_divisor=factory.downsample_factor(m), label_nc=m.label_nc)
 
 
-def make_source(config: ml_collections.ConfigDict, split: str, num_examples: int, seed: int):
+def make_source(config: ml_collections.ConfigDict, split: str, num_examples: int, seed: int,
+                load_image: bool | None = True):
     d, m = config.data, config.model
     return sources.make_source(
-        d.source, split=split, label_nc=m.label_nc, use_instance=m.use_instance, dataroot=d.dataroot,
+        d.source, split=split, label_nc=m.label_nc, use_instance=m.use_instance, load_image=load_image,
+        dataroot=d.dataroot,
         max_dataset_size=d.max_dataset_size or None, num_examples=num_examples, width=d.synthetic_width,
         height=d.synthetic_height, seed=seed, tfds_name=d.tfds_name, tfds_data_dir=d.tfds_data_dir or None)
 

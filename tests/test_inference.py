@@ -149,3 +149,25 @@ def test_label_feat_and_featureless_models(tmp_path):
         plain.synthesize(label, inst, {26000: 0})
     with pytest.raises(ValueError, match="no encoder to build a feature bank"):
         features.encode_features(plain.workdir, progress=False)
+
+
+def test_synthesize_cli_reads_an_official_folder_without_photos(synth, tmp_path):
+    """Label/instance folders in, no {phase}_img: outputs and a page without a real column."""
+    import shutil
+    import subprocess
+    import sys
+
+    from pix2pixhd_jax.data import folders
+    from pix2pixhd_jax.data.synthetic import generate_example
+
+    root = tmp_path / "data"
+    for i in range(2):
+        folders.write_official_example(str(root), "test", f"{i:04d}", generate_example(7, i, 64, 32))
+    shutil.rmtree(root / "test_img")
+    out = subprocess.run([sys.executable, "-m", "pix2pixhd_jax.synthesize", f"--workdir={synth.workdir}",
+                          f"--out={tmp_path / 'out'}", "--source=folder", f"--dataroot={root}", "--phase=test",
+                          "--num_inputs=5"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    names = set(p.name for p in (tmp_path / "out").iterdir())
+    assert {"0000_label.png", "0000_out0.png", "0001_out0.png"} <= names
+    assert not any(n.endswith("_real.png") for n in names) and "0002_label.png" not in names

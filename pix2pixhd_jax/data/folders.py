@@ -170,7 +170,8 @@ class OfficialFolderSource(_PairedSource):
     """pix2pixHD's `{phase}_label/_inst/_img` (or `_A/_B`) folders, paired by sorted path."""
 
     def __init__(self, root: str, phase: str = "train", *, label_nc: int = 35, use_instance: bool = True,
-                 load_image: bool = True, max_dataset_size: int | None = None):
+                 load_image: bool | None = True, max_dataset_size: int | None = None):
+        """load_image: True requires the photo folder, False ignores it, None reads it when present."""
         label_dir = os.path.join(root, f"{phase}_label" if label_nc > 0 else f"{phase}_A")
         labels = list_images(label_dir)
         if not labels:
@@ -180,7 +181,10 @@ class OfficialFolderSource(_PairedSource):
             raise DataError(f"use_instance is on but {inst_dir} is missing; "
                             "add instance maps or turn use_instance off (official --no_instance)")
         insts = list_images(inst_dir) if use_instance else None
-        images = list_images(os.path.join(root, f"{phase}_img" if label_nc > 0 else f"{phase}_B")) if load_image else None
+        image_dir = os.path.join(root, f"{phase}_img" if label_nc > 0 else f"{phase}_B")
+        if load_image is None:
+            load_image = os.path.isdir(image_dir)
+        images = list_images(image_dir) if load_image else None
         for name, lst in (("instance", insts), ("image", images)):
             if lst is not None and len(lst) != len(labels):
                 raise DataError(f"{len(labels)} label files in {label_dir} but {len(lst)} {name} files in "
@@ -213,7 +217,7 @@ class CityscapesSource(_PairedSource):
     """Cityscapes' native gtFine/leftImg8bit layout for one split, paired by frame key."""
 
     def __init__(self, root: str, split: str = "train", *, label_nc: int = 35, use_instance: bool = True,
-                 load_image: bool = True, max_dataset_size: int | None = None):
+                 load_image: bool | None = True, max_dataset_size: int | None = None):
         if label_nc <= 0:
             raise DataError("Cityscapes provides label ids; label_nc must be > 0 (35 for pix2pixHD)")
         gt, left = os.path.join(root, "gtFine", split), os.path.join(root, "leftImg8bit", split)
@@ -222,6 +226,8 @@ class CityscapesSource(_PairedSource):
             raise DataError(f"no *_gtFine_labelIds.png files under {gt}")
         keys = sorted(labels)
         insts = _cityscapes_keys(gt, "_gtFine_instanceIds.png") if use_instance else None
+        if load_image is None:  # photos only where the split has them (inference on label maps)
+            load_image = os.path.isdir(left)
         images = _cityscapes_keys(left, "_leftImg8bit.png") if load_image else None
         for what, found, where in (("_gtFine_instanceIds.png", insts, gt), ("_leftImg8bit.png", images, left)):
             if found is not None:

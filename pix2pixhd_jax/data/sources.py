@@ -9,11 +9,12 @@ SOURCE_KINDS = ("synthetic", "folder", "cityscapes", "tfds")
 
 
 def make_source(kind: str, *, split: str = "train", label_nc: int = 35, use_instance: bool = True,
-                load_image: bool = True, dataroot: str = "", max_dataset_size: int | None = None,
+                load_image: bool | None = True, dataroot: str = "", max_dataset_size: int | None = None,
                 num_examples: int = 0, width: int = 512, height: int = 256, seed: int = 0,
                 tfds_name: str = "", tfds_data_dir: str | None = None) -> Any:
     """Build the source `kind`: synthetic (num_examples, width, height, seed), folder / cityscapes
-    (dataroot, split = official phase or Cityscapes split) or tfds (tfds_name, tfds_data_dir)."""
+    (dataroot, split = official phase or Cityscapes split) or tfds (tfds_name, tfds_data_dir).
+    load_image=None reads photos only where the folder has them (inference on label maps alone)."""
     if kind == "synthetic":
         if label_nc < 34:
             raise ValueError(f"synthetic scenes use Cityscapes label ids 0..33; label_nc={label_nc} cannot hold them")
