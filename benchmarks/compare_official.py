@@ -22,23 +22,11 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import types  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.getcwd())
-
-
-def official_networks():
-    """The official networks module; torchvision (imported only for its VGG) is stubbed."""
-    if "torchvision" not in sys.modules:
-        stub = types.ModuleType("torchvision")
-        stub.models = types.SimpleNamespace()
-        sys.modules["torchvision"] = stub
-    from pix2pixhd.models import networks
-
-    return networks
 
 
 def torch_vgg19_slices(torch):
@@ -63,7 +51,9 @@ def make_official_step(config, device: str = "cpu"):
     """step() running one official training iteration on random inputs; returns its closure."""
     import torch
 
-    networks = official_networks()
+    from pix2pixhd_jax.compat.official import official_networks_module
+
+    networks = official_networks_module()
     m, l, b = config.model, config.loss, config.bench
     g_in = m.label_nc + (1 if m.use_instance else 0)
     net_g = networks.define_G(g_in, m.output_nc, m.ngf, m.netG, m.n_downsample_global, m.n_blocks_global,

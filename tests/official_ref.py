@@ -4,24 +4,15 @@ The package imports torchvision at module level only for its VGG19 (built with d
 weights, which we never use); torchvision from PyPI cannot load beside the CPU torch wheel, so an
 empty stand-in module is registered for that import alone.
 """
-import sys
-import types
-
 import numpy as np
 import pytest
+
+from pix2pixhd_jax.compat import official
 
 torch = pytest.importorskip("torch", reason="parity tests need torch: pip install -e '.[test]'")
 
 
-def official_networks():
-    """The official `networks` module (GlobalGenerator, LocalEnhancer, ... as released)."""
-    if "torchvision" not in sys.modules:
-        stub = types.ModuleType("torchvision")
-        stub.models = types.SimpleNamespace()
-        sys.modules["torchvision"] = stub
-    from pix2pixhd.models import networks
-
-    return networks
+official_networks = official.official_networks_module
 
 
 def randomize_(module, seed: int, scale: float = 0.15):

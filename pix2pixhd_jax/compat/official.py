@@ -18,6 +18,24 @@ from flax import traverse_util
 from pix2pixhd_jax.models import Encoder, GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
 
 NETS = ("global", "local", "D", "E")
+
+
+def official_networks_module():
+    """The released code's `networks` module from the `pix2pixhd` PyPI package (needs torch).
+
+    For parity tests and side-by-side benchmarks. torchvision, which it imports only for its VGG19,
+    is stubbed when absent so that no torchvision (and no weight download) is needed.
+    """
+    import sys
+    import types
+
+    if "torchvision" not in sys.modules:
+        stub = types.ModuleType("torchvision")
+        stub.models = types.SimpleNamespace()
+        sys.modules["torchvision"] = stub
+    from pix2pixhd.models import networks
+
+    return networks
 Path = tuple[str, ...]
 # (our module path, official tensor prefix, kind in {'conv', 'convT', 'norm'})
 Unit = tuple[Path, str, str]
