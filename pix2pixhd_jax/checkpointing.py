@@ -7,8 +7,9 @@ of mismatched arrays instead of an Orbax traceback.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import grain
 import jax
@@ -66,6 +67,23 @@ def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: 
                          + "\nTrain with the config saved beside it, or start a fresh workdir.")
 
 
+def _absent_empty_fields(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> list[str]:
+    """Dataclass fields that are None in the target and missing from the saved tree.
+
+    Such a field (e.g. GANState.g_ema without EMA) holds no arrays; checkpoints written before the
+    field existed lack its key, which Orbax would reject as a structure mismatch.
+    """
+    if not dataclasses.is_dataclass(abstract_state):
+        return []
+    metadata = manager.item_metadata(step)
+    saved = metadata["state"] if metadata is not None and "state" in metadata else None
+    saved = getattr(saved, "tree", saved)
+    if not isinstance(saved, Mapping):
+        return []
+    return [f.name for f in dataclasses.fields(abstract_state)
+            if getattr(abstract_state, f.name) is None and f.name not in saved]
+
+
 def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iter: Optional[Any] = None,
             step: Optional[int] = None) -> tuple[Any, int]:
     """Restore state (and the data iterator in place) at `step` (default latest) onto abstract_state's sharding."""
@@ -73,11 +91,19 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iter: Opti
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {manager.directory}")
     check_compatible(manager, step, abstract_state)
-    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    absent = _absent_empty_fields(manager, step, abstract_state)
+    target = abstract_state
+    if absent:
+        target = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)
+                  if f.name not in absent}
+    items = {"state": ocp.args.StandardRestore(target)}
     if data_iter is not None:
         items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = manager.restore(step, args=ocp.args.Composite(**items))
-    return restored["state"], step
+    state = restored["state"]
+    if absent:
+        state = type(abstract_state)(**state, **{name: None for name in absent})
+    return state, step
 
 
 def restore_config(manager: ocp.CheckpointManager, step: Optional[int] = None) -> ml_collections.ConfigDict:

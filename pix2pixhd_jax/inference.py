@@ -25,6 +25,7 @@ import numpy as np
 from pix2pixhd_jax import checkpointing, features as features_lib
 from pix2pixhd_jax.models import factory
 from pix2pixhd_jax.semantics import check_labels, encode_input
+from pix2pixhd_jax.state import inference_params
 
 FeatureSpec = Union[None, str, np.ndarray, jax.Array, Mapping[int, Any], Sequence[Mapping[int, Any]]]
 OUTPUTS = ("uint8", "float")
@@ -119,7 +120,8 @@ class Synthesizer:
         finally:
             manager.close()
         bank = features_lib.load_bank(workdir, step) if load_bank else None
-        return cls(saved, state.g_params, state.g_collections, bank=bank, step=step, workdir=workdir)
+        # G's exponential moving average when the run kept one (optim.ema_decay > 0), else its params.
+        return cls(saved, inference_params(state), state.g_collections, bank=bank, step=step, workdir=workdir)
 
     # ------------------------------------------------------------------------------ features
     def _require_bank(self) -> features_lib.FeatureBank:

@@ -85,3 +85,19 @@ def discriminator_loss(fake_out: DOutput, real_out: DOutput, *, loss_type: str =
     """0.5 * (loss on fake as fake + loss on real as real), the official loss_D."""
     return 0.5 * (gan_loss(fake_out, target_is_real=False, loss_type=loss_type)
                   + gan_loss(real_out, target_is_real=True, loss_type=loss_type))
+
+
+def r1_penalty(d_apply: Callable[[Array], DOutput], real: Array, *, gamma: float) -> Array:
+    """R1 (Mescheder et al. 2018): gamma/2 * E_b ||d score_b / d real_b||^2 on real images.
+
+    score_b reduces D's patch scores as the adversarial losses do: mean over the patches of a
+    scale, summed over scales. The gradient is taken w.r.t. the image only (not the label
+    channels); d_apply maps images (B, H, W, C) to D's output lists. Per-sample gradients come
+    from one backward pass of the batch sum, exact while D treats samples independently
+    (instance norm; with batch norm the batch statistics couple them).
+    """
+    def total_score(x: Array) -> Array:
+        return sum(jnp.sum(jnp.mean(s, axis=tuple(range(1, s.ndim)))) for s in _scores(d_apply(x)))
+
+    grad = jax.grad(total_score)(real).astype(jnp.float32)
+    return 0.5 * gamma * jnp.mean(jnp.sum(jnp.square(grad), axis=tuple(range(1, grad.ndim))))

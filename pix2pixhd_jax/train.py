@@ -23,7 +23,7 @@ from pix2pixhd_jax.models import factory
 from pix2pixhd_jax.models.vgg import load_vgg
 from pix2pixhd_jax.optim import make_optimizers
 from pix2pixhd_jax.semantics import check_labels
-from pix2pixhd_jax.state import GANState
+from pix2pixhd_jax.state import GANState, inference_params
 from pix2pixhd_jax.train_step import make_generate_fn, make_init_fn, make_networks, make_train_step
 from pix2pixhd_jax import visualize
 
@@ -107,6 +107,8 @@ def transfer_from_stage1(state: GANState, stage1: GANState) -> tuple[GANState, l
 
     new = state.replace(g_params=merge(state.g_params, stage1.g_params, remap_g),
                         d_params=merge(state.d_params, stage1.d_params))
+    if new.g_ema is not None:  # the average starts from the transferred weights
+        new = new.replace(g_ema=jax.tree_util.tree_map(jnp.copy, new.g_params))
     return new, copied, fresh
 
 
@@ -145,6 +147,15 @@ class MetricWriter:
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+def make_evaluator(config: ml_collections.ConfigDict):
+    """evaluate.make_periodic_eval when config.eval.every_steps > 0, else None (nothing is loaded)."""
+    if "eval" not in config or not config.eval.every_steps:
+        return None
+    from pix2pixhd_jax import evaluate  # segmenter, LPIPS, Inception: only when asked for
+
+    return evaluate.make_periodic_eval(config)
 
 
 def check_finite(step: int, metrics: dict[str, float], last_saved: Optional[int]) -> None:
@@ -227,11 +238,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
              compile_s, total_steps, steps_per_epoch, d_cfg.batch_size, width, height, mesh.size)
 
     def sample_and_score(step: int) -> float:
-        fake = np.asarray(generate(state.g_params, state.g_collections, jax.tree_util.tree_map(jnp.asarray, samples)))
+        fake = np.asarray(generate(inference_params(state), state.g_collections, jax.tree_util.tree_map(jnp.asarray, samples)))
         l1 = float(np.abs(fake - samples["image"]).mean())
         if jax.process_index() == 0:
             visualize.write_sample_grid(workdir, step, samples, fake, label_nc=config.model.label_nc)
         return l1
+
+    evaluator = make_evaluator(config)
+
+    def evaluate_now(step: int) -> None:
+        scalars = evaluator(lambda b: generate(inference_params(state), state.g_collections, jax.tree_util.tree_map(jnp.asarray, b)))
+        writer.write(step, scalars)
+        log.info("step %d eval: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
 
     stop = {"now": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))  # TPU preemption notice
@@ -259,6 +277,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             if step % t_cfg.sample_every == 0 or step == total_steps:
                 l1 = sample_and_score(step)
                 writer.write(step, {"holdout_L1": l1})
+            if evaluator is not None and step % config.eval.every_steps == 0:
+                evaluate_now(step)
             if step % t_cfg.checkpoint_every == 0 or step == total_steps or stop["now"]:
                 checkpointing.save(manager, step, state, config, data_iter)
                 last_saved = step

@@ -1,9 +1,12 @@
 """PatchGAN discriminators and the multi-scale pyramid, returning every intermediate feature."""
 from __future__ import annotations
 
+from typing import Optional
+
 import flax.linen as nn
 import jax.numpy as jnp
 
+from pix2pixhd_jax.models.attention import AttentionConfig, SelfAttention
 from pix2pixhd_jax.models.layers import Array, Conv, Dtype, Norm, avg_pool_3x3_s2
 
 # Official kw=4, padw=ceil((4-1)/2)=2: every D conv is 4x4 with zero padding 2.
@@ -15,6 +18,8 @@ class NLayerDiscriminator(nn.Module):
 
     Returns the list of n_layers_D + 2 outputs (features of every group, scores last); with
     get_interm_feat=False only [scores]. Submodules `layer{j}` mirror official `model{j}`.
+    With `attention` set, a SelfAttention block `attn` follows layer `attention_after_layer`
+    (its output replaces that layer's feature; beyond the paper, absent by default).
     """
 
     ndf: int = 64
@@ -25,12 +30,23 @@ class NLayerDiscriminator(nn.Module):
     spectral_norm: bool = False
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
+    attention: Optional[AttentionConfig] = None
+    attention_after_layer: int = 2
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> list[Array]:
         conv = lambda f, s, name: Conv(f, _KERNEL, s, _PAD, self.init_std, self.spectral_norm, self.dtype, name=name)
+        if self.attention is not None and not 0 <= self.attention_after_layer <= self.n_layers_D:
+            raise ValueError(f"model.d_attention_after_layer={self.attention_after_layer} is not a feature layer of a "
+                             f"PatchGAN with n_layers_D={self.n_layers_D} (0..{self.n_layers_D})")
+
+        def maybe_attend(j: int, x: Array) -> Array:
+            if self.attention is None or j != self.attention_after_layer:
+                return x
+            return SelfAttention(self.attention, self.spectral_norm, self.init_std, self.dtype, name="attn")(x, train)
+
         feats = []
-        x = nn.leaky_relu(conv(self.ndf, 2, "layer0")(x, train), 0.2)
+        x = maybe_attend(0, nn.leaky_relu(conv(self.ndf, 2, "layer0")(x, train), 0.2))
         feats.append(x)
         nf = self.ndf
         for n in range(1, self.n_layers_D + 1):
@@ -38,6 +54,7 @@ class NLayerDiscriminator(nn.Module):
             stride = 2 if n < self.n_layers_D else 1
             x = conv(nf, stride, f"layer{n}")(x, train)
             x = nn.leaky_relu(Norm(self.norm, self.dtype, name=f"layer{n}_norm")(x, train), 0.2)
+            x = maybe_attend(n, x)
             feats.append(x)
         scores = conv(1, 1, f"layer{self.n_layers_D + 1}")(x, train).astype(jnp.float32)
         feats.append(scores)
@@ -50,6 +67,7 @@ class MultiscaleDiscriminator(nn.Module):
     Output: list per scale, finest first, of each scale's feature list (scores last). As in the
     official code the finest scale is `scale{num_D-1}` and the coarsest `scale0`, so a pyramid
     grown from 2 to 3 scales keeps scale0/scale1 at the same absolute resolutions.
+    `attention_scales` are pyramid positions (0 = finest input) whose PatchGAN gets a self-attention block.
     """
 
     ndf: int = 64
@@ -60,14 +78,23 @@ class MultiscaleDiscriminator(nn.Module):
     spectral_norm: bool = False
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
+    attention: Optional[AttentionConfig] = None
+    attention_scales: tuple[int, ...] = ()
+    attention_after_layer: int = 2
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> list[list[Array]]:
+        bad = [i for i in self.attention_scales if not 0 <= i < self.num_D]
+        if bad:
+            raise ValueError(f"model.d_attention_scales={tuple(self.attention_scales)}: scales {bad} do not exist with "
+                             f"num_D={self.num_D} (0 = finest .. {self.num_D - 1} = coarsest)")
         results = []
         for i in range(self.num_D):
+            use_attention = self.attention is not None and i in self.attention_scales
             d = NLayerDiscriminator(
                 self.ndf, self.n_layers_D, self.norm, self.get_interm_feat, spectral_norm=self.spectral_norm,
-                init_std=self.init_std, dtype=self.dtype, name=f"scale{self.num_D - 1 - i}",
+                init_std=self.init_std, dtype=self.dtype, attention=self.attention if use_attention else None,
+                attention_after_layer=self.attention_after_layer, name=f"scale{self.num_D - 1 - i}",
             )
             results.append(d(x, train))
             if i != self.num_D - 1:

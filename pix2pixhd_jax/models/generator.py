@@ -1,10 +1,13 @@
 """Coarse-to-fine generators: GlobalGenerator (G1) and LocalEnhancer (G2..Gn), NHWC."""
 from __future__ import annotations
 
+from typing import Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pix2pixhd_jax.models.attention import AttentionConfig, SelfAttention
 from pix2pixhd_jax.models.layers import (
     Array,
     Conv,
@@ -77,6 +80,8 @@ class GlobalGenerator(nn.Module):
 
     Submodules: `front`, `down{i}`, `res{i}`, `up{i}`, `out` (absent when with_output=False: the
     trunk of a LocalEnhancer ends in the last upsampling unit, ngf channels at input resolution).
+    With `attention` set, a SelfAttention block `attn` sits in the bottleneck after residual block
+    `attention_after_block` (-1 = after the last; beyond the paper, absent by default).
     """
 
     output_nc: int = 3
@@ -90,17 +95,29 @@ class GlobalGenerator(nn.Module):
     spectral_norm: bool = False
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
+    attention: Optional[AttentionConfig] = None
+    attention_after_block: int = -1
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         check_divisible(x, 2**self.n_downsample_global, "GlobalGenerator")
         kw = dict(norm=self.norm, init_std=self.init_std, spectral_norm=self.spectral_norm, dtype=self.dtype)
+        attn_at = self.n_blocks_global - 1 if self.attention_after_block == -1 else self.attention_after_block
+        if self.attention is not None and not (0 <= attn_at < self.n_blocks_global or attn_at == -1):
+            raise ValueError(f"model.g_attention_after_block={self.attention_after_block} is not a residual block of "
+                             f"G1 with n_blocks_global={self.n_blocks_global} (0..{self.n_blocks_global - 1}, or -1)")
+        attend = lambda x: SelfAttention(self.attention, self.spectral_norm, self.init_std, self.dtype,
+                                         name="attn")(x, train)
         x = ConvNormReLU(self.ngf, 7, reflect=3, name="front", **kw)(x, train)
         for i in range(self.n_downsample_global):
             x = ConvNormReLU(self.ngf * 2 ** (i + 1), 3, stride=2, padding=1, name=f"down{i}", **kw)(x, train)
+        if self.attention is not None and attn_at == -1:  # no residual blocks: attend right after downsampling
+            x = attend(x)
         block = nn.remat(ResnetBlock, static_argnums=(2,)) if self.remat_blocks else ResnetBlock
         for i in range(self.n_blocks_global):
             x = block(name=f"res{i}", **kw)(x, train)
+            if self.attention is not None and i == attn_at:
+                x = attend(x)
         for i in range(self.n_downsample_global):
             features = self.ngf * 2 ** (self.n_downsample_global - i - 1)
             x = UpNormReLU(features, upsample_impl=self.upsample_impl, name=f"up{i}", **kw)(x, train)
@@ -130,6 +147,8 @@ class LocalEnhancer(nn.Module):
     spectral_norm: bool = False
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
+    attention: Optional[AttentionConfig] = None  # in the global trunk's bottleneck
+    attention_after_block: int = -1
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -144,7 +163,8 @@ class LocalEnhancer(nn.Module):
         out = GlobalGenerator(
             self.output_nc, self.ngf * 2**self.n_local_enhancers, self.n_downsample_global, self.n_blocks_global,
             self.norm, with_output=False, upsample_impl=self.upsample_impl, remat_blocks=self.remat_blocks,
-            spectral_norm=self.spectral_norm, init_std=self.init_std, dtype=self.dtype, name="global_trunk",
+            spectral_norm=self.spectral_norm, init_std=self.init_std, dtype=self.dtype, attention=self.attention,
+            attention_after_block=self.attention_after_block, name="global_trunk",
         )(pyramid[-1], train)
         block = nn.remat(ResnetBlock, static_argnums=(2,)) if self.remat_blocks else ResnetBlock
         for n in range(1, self.n_local_enhancers + 1):

@@ -1,0 +1,210 @@
+"""What self-attention costs: the finest discriminator scale with full / pooled / window attention,
+and the whole train step of the ablation configs, timed interleaved in one process.
+
+  nice -n 5 python -m benchmarks.attention_cost --sizes=1024x512,2048x1024 --rounds=3 --out=benchmarks/results
+  nice -n 5 python -m benchmarks.attention_cost --suite=step --step_size=128x64 --rounds=5
+
+suite 'd': one official PatchGAN (ndf 64, n_layers_D 3, the finest of the pyramid, input label_nc 35
++ edge + RGB = 39 channels, batch 1) with an attention block after layer `--layer` (2 = 1/8 of the
+image: 257x129 positions at 2048x1024), forward + backward w.r.t. its params and its input, as in
+a train step. Per form: XLA's planned program memory (compiled.memory_analysis(): arguments +
+outputs + temporaries; compile only, so it is reported even where running would not fit) and the
+median step time over --rounds interleaved rounds (skipped when the program exceeds --max_run_gb).
+suite 'step': the full train step (G + D + losses + both Adam updates) of configs/synthetic_demo.py
+at --step_size with no attention, and full / pooled / window attention at D's finest scale after
+--step_layer, plus pix2pixHD++ and pix2pixHD++ with full attention.
+"""
+from __future__ import annotations
+
+import os
+
+_CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"  # PLATFORM_NOTES.md
+if _CPU_FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _CPU_FLAG).strip()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Callable, Optional  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+
+sys.path.insert(0, os.getcwd())
+
+from benchmarks import harness  # noqa: E402
+from pix2pixhd_jax.models.attention import AttentionConfig  # noqa: E402
+from pix2pixhd_jax.models.discriminator import NLayerDiscriminator  # noqa: E402
+
+D_FORMS = {"none": None, "full": AttentionConfig("full"), "pooled4": AttentionConfig("pooled", pool=4),
+           "pooled8": AttentionConfig("pooled", pool=8), "window16": AttentionConfig("window", window=16)}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    w, h = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
+def positions_after(layer: int, h: int, w: int, n_layers: int = 3) -> int:
+    """Spatial positions of PatchGAN layer `layer` (4x4 convs, pad 2: stride 2 -> floor(n/2)+1, stride 1 -> n+1)."""
+    for j in range(layer + 1):
+        if j < n_layers:
+            h, w = h // 2 + 1, w // 2 + 1
+        else:
+            h, w = h + 1, w + 1
+    return h * w
+
+
+def build_d(form: Optional[AttentionConfig], h: int, w: int, layer: int, dtype) -> tuple[Callable, tuple]:
+    """Compiled fwd+bwd of the finest PatchGAN and its arguments."""
+    d = NLayerDiscriminator(64, 3, "instance", attention=form, attention_after_layer=layer, dtype=dtype)
+    x = jax.random.normal(jax.random.PRNGKey(0), (1, h, w, 39))
+    params = jax.jit(d.init)(jax.random.PRNGKey(1), x[:, :64, :64])["params"]
+
+    def loss(p, x):
+        return sum(jnp.mean(f.astype(jnp.float32) ** 2) for f in d.apply({"params": p}, x, True))
+
+    fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    t = time.perf_counter()
+    compiled = fn.lower(params, x).compile()
+    return compiled, (params, x), time.perf_counter() - t
+
+
+def suite_d(a: argparse.Namespace) -> list[dict[str, Any]]:
+    dtype = jnp.bfloat16 if a.dtype == "bfloat16" else jnp.float32
+    rows, runnable = [], []
+    for size in a.sizes.split(","):
+        h, w = parse_size(size)
+        n = positions_after(a.layer, h, w)
+        for name in a.forms.split(","):
+            form = D_FORMS[name]
+            row = {"suite": "d", "size": size, "form": name, "layer": a.layer, "positions": n, "dtype": a.dtype}
+            try:
+                compiled, args, compile_s = build_d(form, h, w, a.layer, dtype)
+            except Exception as e:  # noqa: BLE001 -- a variant that cannot compile is a result too
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                rows.append(row)
+                continue
+            row.update(compile_s=compile_s, program_bytes=harness.program_memory_bytes(compiled))
+            rows.append(row)
+            if row["program_bytes"] <= a.max_run_gb * 1e9:
+                runnable.append((row, compiled, args))
+            else:
+                row["skipped_run"] = f"program {row['program_bytes'] / 1e9:.1f} GB > --max_run_gb={a.max_run_gb}"
+            print(json.dumps(row), flush=True)
+    interleave(runnable, a.rounds)
+    return rows
+
+
+def suite_step(a: argparse.Namespace) -> list[dict[str, Any]]:
+    from configs import pix2pixhd_pp, synthetic_demo
+
+    h, w = parse_size(a.step_size)
+    variants = {"baseline": (synthetic_demo.get_config(), None), "full": (synthetic_demo.get_config(), "full"),
+                "pooled4": (synthetic_demo.get_config(), "pooled"), "window16": (synthetic_demo.get_config(), "window"),
+                "pix2pixHD++": (pix2pixhd_pp.get_config(), None), "pix2pixHD++ +full": (pix2pixhd_pp.get_config(), "full")}
+    rows, runnable = [], []
+    for name, (config, form) in variants.items():
+        config.bench = ml_collections.ConfigDict({"height": h, "width": w})
+        if form:
+            config.model.d_attention_scales, config.model.attention_form = (0,), form
+            config.model.d_attention_after_layer = a.step_layer
+        compiled, state, args, compile_s = build_step(config)
+        row = {"suite": "step", "size": a.step_size, "variant": name, "layer": a.step_layer, "compile_s": compile_s,
+               "program_bytes": harness.program_memory_bytes(compiled)}
+        rows.append(row)
+        runnable.append((row, _stepper(compiled, state, args), ()))
+        print(json.dumps(row), flush=True)
+    interleave(runnable, a.rounds)
+    return rows
+
+
+def build_step(config):
+    from pix2pixhd_jax.optim import make_optimizers
+    from pix2pixhd_jax.train_step import make_init_fn, make_networks, make_train_step
+
+    vgg, vgg_vars = harness.random_vgg(config)
+    nets = make_networks(config, vgg)
+    tx_g, tx_d = make_optimizers(config.optim)
+    h, w = config.bench.height, config.bench.width
+    config.data.batch_size = 1
+    state = jax.jit(make_init_fn(config, nets, tx_g, tx_d, height=h, width=w))(jax.random.PRNGKey(0))
+    batch = harness.synthetic_batch(config)
+    step = jax.jit(make_train_step(config, nets, tx_g, tx_d, steps_per_epoch=1000), donate_argnums=(0,))
+    t = time.perf_counter()
+    compiled = step.lower(state, batch, vgg_vars).compile()
+    return compiled, state, (batch, vgg_vars), time.perf_counter() - t
+
+
+def _stepper(compiled, state, args):
+    holder = {"state": state}
+
+    def run():
+        holder["state"], metrics = compiled(holder["state"], *args)
+        return metrics
+
+    return run
+
+
+def interleave(runnable: list, rounds: int) -> None:
+    """One warm-up call each, then `rounds` rounds calling every variant once; median seconds per variant."""
+    calls = [(row, fn if not args else (lambda fn=fn, args=args: fn(*args))) for row, fn, args in runnable]
+    for _, call in calls:
+        jax.block_until_ready(call())
+    times: dict[int, list[float]] = {id(row): [] for row, _ in calls}
+    for _ in range(rounds):
+        for row, call in calls:
+            times[id(row)] += harness.timed(call, 1)
+    for row, _ in calls:
+        row["step_s"] = statistics.median(times[id(row)])
+        row["step_times"] = times[id(row)]
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    if rows and rows[0]["suite"] == "d":
+        out = ["| size | attention | positions | program memory GB | fwd+bwd s |", "|---|---|---|---|---|"]
+        for r in rows:
+            t = f"{r['step_s']:.3f}" if "step_s" in r else ("not run: " + r.get("skipped_run", r.get("error", "")))
+            mem = f"{r['program_bytes'] / 1e9:.2f}" if "program_bytes" in r else "-"
+            out.append(f"| {r['size']} | {r['form']} | {r['positions']} | {mem} | {t} |")
+    else:
+        out = ["| size | variant | program memory GB | step s |", "|---|---|---|---|"]
+        for r in rows:
+            out.append(f"| {r['size']} | {r['variant']} | {r['program_bytes'] / 1e9:.3f} | {r['step_s']:.3f} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> list[dict[str, Any]]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=("d", "step"), default="d")
+    p.add_argument("--sizes", default="1024x512,2048x1024", help="WxH list for suite d")
+    p.add_argument("--forms", default=",".join(D_FORMS))
+    p.add_argument("--layer", type=int, default=2, help="D layer the block follows (suite d)")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--max_run_gb", type=float, default=12.0, help="compile-only above this program size")
+    p.add_argument("--step_size", default="128x64")
+    p.add_argument("--step_layer", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--out", default="")
+    a = p.parse_args(argv)
+    rows = suite_d(a) if a.suite == "d" else suite_step(a)
+    env = harness.environment()
+    for r in rows:
+        r["env"] = env
+    table = markdown(rows)
+    print(table)
+    if a.out:
+        os.makedirs(a.out, exist_ok=True)
+        tag = f"attention_{a.suite}"
+        with open(os.path.join(a.out, f"{tag}.json"), "w") as f:
+            json.dump(rows, f, indent=1)
+        with open(os.path.join(a.out, f"{tag}.md"), "w") as f:
+            f.write(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

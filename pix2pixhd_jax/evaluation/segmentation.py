@@ -1,0 +1,448 @@
+"""Segmentation score (the pix2pixHD paper's protocol): a segmenter trained on real photos labels fakes.
+
+A compact U-Net is trained on the REAL images of a dataset split (image -> label map, softmax
+cross-entropy). To score a generator, the segmenter labels images synthesized from a split's label
+maps, and its predictions are compared with those INPUT label maps: pixel accuracy and mean IoU.
+The same numbers on the real photos of that split are the ceiling (what the segmenter reaches on
+images it was built for).
+
+  python -m pix2pixhd_jax.evaluation.segmentation --config=configs/synthetic_demo.py --out=runs/seg \
+      [--config.eval.segmenter.steps=3000]
+  python -m pix2pixhd_jax.evaluate --workdir=runs/demo --segmenter=runs/seg
+
+The segmenter directory holds `params.npz` (the flattened parameter pytree; read with
+allow_pickle=False) and `segmenter.json` (network, classes, training data and held-out scores);
+loading it for a run whose data or label set differ is refused with the difference named.
+
+Metrics come from a (K, K) confusion matrix (rows: target class, columns: prediction) accumulated
+over batches by a jitted function. Pixel accuracy = trace / total; IoU_c = C_cc / (row_c + col_c
+- C_cc) for every class c present in the targets or the predictions; mean IoU averages those.
+Pixels whose label is not in `classes` (or >= label_nc) are ignored in the loss and the metrics;
+predictions are restricted to `classes`.
+"""
+from __future__ import annotations
+
+import os
+
+_CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"  # PLATFORM_NOTES.md
+if __name__ == "__main__" and _CPU_FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _CPU_FLAG).strip()
+
+import json  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence  # noqa: E402
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import traverse_util  # noqa: E402
+
+FORMAT_VERSION = 1
+PARAMS_FILE = "params.npz"
+SPEC_FILE = "segmenter.json"
+# Fields of the saved data description that must equal the evaluated run's for the score to mean anything.
+DATA_IDENTITY_KEYS = ("source", "dataset", "label_nc", "classes", "height", "width")
+
+
+# ------------------------------------------------------------------------------------- network
+class ConvBlock(nn.Module):
+    """Two (3x3 conv, GroupNorm, ReLU) layers."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i in range(2):
+            x = nn.Conv(self.features, (3, 3), padding="SAME", name=f"conv{i}")(x)
+            x = nn.GroupNorm(num_groups=min(8, self.features), name=f"norm{i}")(x)
+            x = nn.relu(x)
+        return x
+
+
+def _upsample2x(x: jax.Array) -> jax.Array:
+    """Nearest-neighbour 2x upsampling (its backward is a reshape-sum, fast on every backend)."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class UNet(nn.Module):
+    """Encoder-decoder with skip connections: `levels` 2x max-pool stages, width doubling per stage."""
+
+    num_classes: int
+    features: int = 32
+    levels: int = 4
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        x, skips = images, []
+        for i in range(self.levels):
+            x = ConvBlock(self.features * 2 ** i, name=f"down{i}")(x)
+            skips.append(x)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = ConvBlock(self.features * 2 ** self.levels, name="bottom")(x)
+        for i in reversed(range(self.levels)):
+            x = nn.Conv(self.features * 2 ** i, (3, 3), padding="SAME", name=f"up{i}_conv")(_upsample2x(x))
+            x = ConvBlock(self.features * 2 ** i, name=f"up{i}")(jnp.concatenate([x, skips[i]], axis=-1))
+        return nn.Conv(self.num_classes, (1, 1), name="logits")(x)
+
+
+# ------------------------------------------------------------------------------------- classes
+def resolve_classes(classes: Sequence[int], label_nc: int) -> tuple[int, ...]:
+    """The label ids the segmenter predicts: `classes`, or all of 0..label_nc-1 when empty."""
+    if label_nc <= 0:
+        raise ValueError("the segmentation score needs label maps of class ids (model.label_nc > 0); "
+                         "label_nc=0 (RGB label images) has no classes to score")
+    out = tuple(int(c) for c in classes) if classes else tuple(range(label_nc))
+    bad = [c for c in out if not 0 <= c < label_nc]
+    if bad or len(set(out)) != len(out):
+        raise ValueError(f"eval.segmenter.classes={tuple(classes)}: ids must be distinct and in "
+                         f"[0, label_nc={label_nc})"
+                         f"{'; bad: ' + str(bad) if bad else ''}")
+    return out
+
+
+def label_lookup(classes: Sequence[int], size: int = 256) -> np.ndarray:
+    """(size,) int32 table: label id -> class index in `classes`, -1 (ignored) for any other id."""
+    lut = np.full(max(size, max(classes) + 1), -1, np.int32)
+    lut[np.asarray(classes)] = np.arange(len(classes), dtype=np.int32)
+    return lut
+
+
+def to_targets(labels: jax.Array, lut: jax.Array) -> jax.Array:
+    """Label ids (B, H, W) -> class indices, -1 where ignored (ids outside the table included)."""
+    labels = labels.astype(jnp.int32)
+    inside = (labels >= 0) & (labels < lut.shape[0])
+    return jnp.where(inside, lut[jnp.clip(labels, 0, lut.shape[0] - 1)], -1)
+
+
+# ------------------------------------------------------------------------------------- metrics
+def confusion_matrix(targets: jax.Array, preds: jax.Array, num_classes: int) -> jax.Array:
+    """(K, K) int32 counts of (target, prediction) pairs; targets < 0 are ignored. jit-friendly."""
+    valid = (targets >= 0) & (targets < num_classes)
+    index = jnp.where(valid, targets * num_classes + preds, 0).reshape(-1)
+    counts = jnp.bincount(index, weights=valid.reshape(-1).astype(jnp.int32), length=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).astype(jnp.int32)
+
+
+def scores_from_confusion(conf: np.ndarray, class_names: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Pixel accuracy, mean IoU over classes present in targets or predictions, per-class IoU."""
+    conf = np.asarray(conf, np.float64)
+    total = conf.sum()
+    if total == 0:
+        raise ValueError("the confusion matrix is empty: no pixel had a label in the scored classes")
+    tp = np.diag(conf)
+    union = conf.sum(0) + conf.sum(1) - tp
+    present = union > 0
+    iou = np.where(present, tp / np.maximum(union, 1), np.nan)
+    out: dict[str, Any] = {"pixel_acc": float(tp.sum() / total), "mean_iou": float(np.mean(iou[present]))}
+    if class_names is not None:
+        out["class_iou"] = {str(n): round(float(v), 4) for n, v, p in zip(class_names, iou, present) if p}
+    return out
+
+
+# ------------------------------------------------------------------------------------- segmenter
+def _pad_to_multiple(images: jax.Array, multiple: int) -> jax.Array:
+    """Edge-pad H and W up to multiples of `multiple` (the U-Net's total downsampling)."""
+    h, w = images.shape[1:3]
+    ph, pw = -h % multiple, -w % multiple
+    if ph or pw:
+        images = jnp.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+    return images
+
+
+def make_model(spec: Mapping[str, Any]) -> UNet:
+    m = spec["model"]
+    return UNet(num_classes=len(m["classes"]), features=m["features"], levels=m["levels"])
+
+
+def predict_logits(model: UNet, params: Any, images: jax.Array) -> jax.Array:
+    """(B, H, W, K) float32 logits for images in [-1, 1] of any size."""
+    h, w = images.shape[1:3]
+    logits = model.apply({"params": params}, _pad_to_multiple(images.astype(jnp.float32), 2 ** model.levels))
+    return logits[:, :h, :w].astype(jnp.float32)
+
+
+class Segmenter:
+    """A trained segmenter: `predict` label ids, `confusion` against label maps, `score` many batches."""
+
+    def __init__(self, spec: Mapping[str, Any], params: Any):
+        self.spec, self.params = dict(spec), params
+        self.model = make_model(spec)
+        self.classes = tuple(spec["model"]["classes"])
+        self.lut = jnp.asarray(label_lookup(self.classes))
+        self.class_ids = jnp.asarray(self.classes, jnp.int32)
+        k = len(self.classes)
+        model = self.model
+
+        def confusion(params, lut, images, labels):
+            preds = jnp.argmax(predict_logits(model, params, images), axis=-1)
+            return confusion_matrix(to_targets(labels, lut), preds, k)
+
+        def predict(params, class_ids, images):
+            return class_ids[jnp.argmax(predict_logits(model, params, images), axis=-1)]
+
+        self._confusion, self._predict = jax.jit(confusion), jax.jit(predict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_names(self) -> list[str]:
+        from pix2pixhd_jax.data import cityscapes as cs
+
+        cityscapes_ids = self.spec["data"].get("source") in ("synthetic", "cityscapes")
+        return [cs.ID_TO_NAME.get(c, str(c)) if cityscapes_ids else str(c) for c in self.classes]
+
+    def predict(self, images: Any) -> np.ndarray:
+        """(B, H, W) int32 label ids for (B, H, W, 3) images in [-1, 1]."""
+        return np.asarray(self._predict(self.params, self.class_ids, jnp.asarray(images)))
+
+    def confusion(self, images: Any, labels: Any) -> np.ndarray:
+        """(K, K) int64 confusion matrix of one batch against its label ids."""
+        return np.asarray(self._confusion(self.params, self.lut, jnp.asarray(images), jnp.asarray(labels)), np.int64)
+
+    def score(self, batches: Iterable[tuple[Any, Any]], *, progress: bool = False, desc: str = "segment") -> dict:
+        """pixel_acc / mean_iou / class_iou over (images, labels) batches."""
+        conf = np.zeros((self.num_classes, self.num_classes), np.int64)
+        for images, labels in progress_bar(batches, progress, desc):
+            conf += self.confusion(images, labels)
+        return scores_from_confusion(conf, self.class_names())
+
+
+def progress_bar(iterable: Iterable, enabled: bool, desc: str, total: Optional[int] = None) -> Iterable:
+    """tqdm when installed and enabled, else the iterable unchanged."""
+    if not enabled:
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm ships with the project's requirements
+        return iterable
+    return tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, leave=False)
+
+
+# ------------------------------------------------------------------------------- spec and I/O
+def data_identity(config: ml_collections.ConfigDict, height: int, width: int,
+                  classes: Sequence[int]) -> dict[str, Any]:
+    """What a segmenter's training data must share with an evaluated run (DATA_IDENTITY_KEYS)."""
+    d = config.data
+    if d.source == "synthetic":
+        dataset = "synthetic"
+    elif d.source == "tfds":
+        dataset = d.tfds_name
+    else:
+        dataset = os.path.abspath(d.dataroot)
+    return {"source": d.source, "dataset": dataset, "label_nc": int(config.model.label_nc),
+            "classes": [int(c) for c in classes], "height": int(height), "width": int(width)}
+
+
+def make_spec(config: ml_collections.ConfigDict, height: int, width: int) -> dict[str, Any]:
+    """The saved description: network, classes, training data and training hyperparameters."""
+    s = config.eval.segmenter
+    classes = resolve_classes(s.classes, config.model.label_nc)
+    return {"format": FORMAT_VERSION,
+            "model": {"features": int(s.features), "levels": int(s.levels), "classes": list(classes)},
+            "data": {**data_identity(config, height, width, classes), "split": config.data.phase},
+            "train": {"steps": int(s.steps), "batch_size": int(s.batch_size), "lr": float(s.lr), "seed": int(s.seed),
+                      "num_examples": int(s.num_examples)}}
+
+
+def save_segmenter(directory: str, spec: Mapping[str, Any], params: Any) -> None:
+    """Write params.npz (flattened pytree, '/'-joined names) and segmenter.json into `directory`."""
+    os.makedirs(directory, exist_ok=True)
+    flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(jax.device_get(params)).items()}
+    tmp = os.path.join(directory, PARAMS_FILE + ".tmp.npz")
+    np.savez(tmp, **flat)
+    os.replace(tmp, os.path.join(directory, PARAMS_FILE))
+    with open(os.path.join(directory, SPEC_FILE), "w") as f:
+        json.dump(spec, f, indent=1)
+
+
+def abstract_params(spec: Mapping[str, Any]) -> Any:
+    """Shapes of the parameter tree a spec describes (no compute)."""
+    levels = spec["model"]["levels"]
+    size = 2 ** levels
+    return jax.eval_shape(lambda: make_model(spec).init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))["params"]
+
+
+def load_segmenter(directory: str, expect: Optional[Mapping[str, Any]] = None) -> Segmenter:
+    """Restore a segmenter; with `expect` (a data_identity), refuse one trained for other data or classes."""
+    spec_path, params_path = os.path.join(directory, SPEC_FILE), os.path.join(directory, PARAMS_FILE)
+    if not os.path.exists(spec_path) or not os.path.exists(params_path):
+        raise FileNotFoundError(
+            f"{directory} holds no segmenter ({SPEC_FILE} + {PARAMS_FILE}); train one with "
+            f"`python -m pix2pixhd_jax.evaluation.segmentation --config=<the run's config> --out={directory}`")
+    with open(spec_path) as f:
+        spec = json.load(f)
+    if spec.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{spec_path}: format {spec.get('format')!r}, this code reads format {FORMAT_VERSION}; "
+                         "retrain it")
+    if expect is not None:
+        check_compatible(spec, expect, spec_path)
+    want = traverse_util.flatten_dict(abstract_params(spec))
+    with np.load(params_path, allow_pickle=False) as z:
+        got = {tuple(k.split("/")): z[k] for k in z.files}
+    problems = [f"missing {'/'.join(k)}" for k in want if k not in got]
+    problems += [f"unexpected {'/'.join(k)}" for k in got if k not in want]
+    problems += [f"{'/'.join(k)}: shape {got[k].shape} != {want[k].shape}" for k in want
+                 if k in got and got[k].shape != want[k].shape]
+    if problems:
+        raise ValueError(f"{params_path} does not match the network in {spec_path}: " + "; ".join(problems[:8])
+                         + (f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""))
+    params = traverse_util.unflatten_dict({k: jnp.asarray(v, jnp.float32) for k, v in got.items()})
+    return Segmenter(spec, params)
+
+
+def check_compatible(spec: Mapping[str, Any], expect: Mapping[str, Any], where: str = "the segmenter") -> None:
+    """Raise ValueError naming every data field where the segmenter's training data differs from `expect`."""
+    have = spec["data"]
+    diffs = [f"{k}: segmenter {have.get(k)!r} vs run {expect.get(k)!r}" for k in DATA_IDENTITY_KEYS
+             if k in expect and _norm(have.get(k)) != _norm(expect.get(k))]
+    if diffs:
+        raise ValueError(
+            f"{where} was trained for other data than this run ({'; '.join(diffs)}). Its scores would not "
+            "measure this generator; train a segmenter on this run's data: `python -m "
+            "pix2pixhd_jax.evaluation.segmentation --config=<the run's config> --out=<new dir>`")
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+# ------------------------------------------------------------------------------------- training
+def make_train_step(model: UNet, tx: optax.GradientTransformation) -> Callable:
+    """step(params, opt_state, lut, images, labels) -> (params, opt_state, metrics), jitted, state donated."""
+
+    def loss_fn(params, images, targets):
+        logits = predict_logits(model, params, images)
+        valid = targets >= 0
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(targets, 0))
+        n = jnp.maximum(valid.sum(), 1)
+        acc = jnp.sum((jnp.argmax(logits, -1) == targets) & valid) / n
+        return jnp.sum(jnp.where(valid, ce, 0.0)) / n, acc
+
+    def step(params, opt_state, lut, images, labels):
+        targets = to_targets(labels, lut)
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, images, targets)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, {"loss": loss, "pixel_acc": acc}
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_optimizer(s: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam with cosine decay of the learning rate to 0 over the training steps."""
+    return optax.adam(optax.cosine_decay_schedule(s.lr, max(int(s.steps), 1)))
+
+
+def heldout_examples(config: ml_collections.ConfigDict, num: int) -> list[dict[str, np.ndarray]]:
+    """Examples the segmenter never trains on: the evaluation split (unseen scenes for synthetic data)."""
+    from pix2pixhd_jax.evaluate import load_examples
+
+    return load_examples(config, config.eval.split, num)
+
+
+def batches_of(examples: Sequence[Mapping[str, np.ndarray]], batch_size: int,
+               key: str = "image") -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) batches of transformed examples."""
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        yield np.stack([e[key] for e in chunk]), np.stack([e["label"] for e in chunk])
+
+
+def train_segmenter(config: ml_collections.ConfigDict, out_dir: str, *, progress: bool = True,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train on the real images of `config.data.phase`, score held-out real images, save to out_dir.
+
+    Hyperparameters: config.eval.segmenter (features, levels, classes, steps, batch_size, lr, seed,
+    num_examples); data and transforms: config.data, as in pix2pixHD training (random flips kept).
+    Returns the saved spec, whose 'heldout' entry holds the real-image scores (the ceiling).
+    """
+    from pix2pixhd_jax import train
+    from pix2pixhd_jax.data import pipeline
+
+    s, d = config.eval.segmenter, config.data
+    tcfg = train.transform_config(config)
+    source = train.make_source(config, d.phase, s.num_examples or d.synthetic_num, d.synthetic_seed)
+    height, width = train.example_size(source, tcfg)
+    spec = make_spec(config, height, width)
+    model, tx = make_model(spec), make_optimizer(s)
+    size = 2 ** model.levels  # the network is fully convolutional: init at the smallest size it takes
+    params = jax.jit(model.init)(jax.random.PRNGKey(s.seed), jnp.zeros((1, size, size, 3)))["params"]
+    opt_state = jax.jit(tx.init)(params)
+    lut = jnp.asarray(label_lookup(spec["model"]["classes"]))
+    step_fn = make_train_step(model, tx)
+    dataset = pipeline.build_dataset(source, batch_size=s.batch_size, transform=tcfg, seed=s.seed, shuffle=True,
+                                     shard_index=0, shard_count=1)
+    data_iter = iter(dataset)
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
+    log(f"segmenter: U-Net features={s.features} levels={s.levels} ({n_params / 1e6:.2f}M params), "
+        f"{len(spec['model']['classes'])} classes, {len(source)} {d.source} images {width}x{height}, "
+        f"{s.steps} steps of batch {s.batch_size}")
+    t0, metrics, history = time.time(), None, []
+    bar = progress_bar(range(1, int(s.steps) + 1), progress, "train segmenter", total=int(s.steps))
+    for step in bar:
+        batch = next(data_iter)
+        params, opt_state, metrics = step_fn(params, opt_state, lut, batch["image"], batch["label"])
+        if step % s.log_every == 0 or step == s.steps:
+            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            if not np.isfinite(m["loss"]):
+                raise FloatingPointError(f"segmenter loss is {m['loss']} at step {step}; lower eval.segmenter.lr")
+            history.append({"step": step, **m})
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['pixel_acc']:.3f}")
+    if hasattr(bar, "close"):
+        bar.close()
+    if hasattr(data_iter, "close"):
+        data_iter.close()
+    train_s = time.time() - t0
+    segmenter = Segmenter(spec, params)
+    heldout = heldout_examples(config, s.heldout_examples)
+    scores = segmenter.score(batches_of(heldout, s.batch_size), progress=progress, desc="held-out real")
+    majority = majority_baseline(heldout, spec["model"]["classes"])
+    spec.update(train_seconds=round(train_s, 1), history=history[-20:],
+                heldout={"split": config.eval.split, "num_images": len(heldout), **scores,
+                         "majority_class_pixel_acc": majority})
+    save_segmenter(out_dir, spec, params)
+    log(f"segmenter trained in {train_s:.0f}s; held-out real images ({len(heldout)}): pixel acc "
+        f"{scores['pixel_acc']:.4f}, mean IoU {scores['mean_iou']:.4f} (majority class {majority:.4f}); "
+        f"saved to {out_dir}")
+    return spec
+
+
+def majority_baseline(examples: Sequence[Mapping[str, np.ndarray]], classes: Sequence[int]) -> float:
+    """Pixel accuracy of always predicting the most frequent scored class (the trivial baseline)."""
+    lut = label_lookup(classes)
+    labels = np.concatenate([e["label"].reshape(-1) for e in examples]).astype(np.int64)
+    targets = np.where((labels >= 0) & (labels < len(lut)), lut[np.clip(labels, 0, len(lut) - 1)], -1)
+    counts = np.bincount(targets[targets >= 0], minlength=len(classes))
+    return float(counts.max() / max(counts.sum(), 1))
+
+
+# ------------------------------------------------------------------------------------- CLI
+def _cli() -> None:
+    import sys
+
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    sys.path.insert(0, os.getcwd())  # configs import each other as `configs.*`
+    config_flag = config_flags.DEFINE_config_file("config", None, "the run's ml_collections config file",
+                                                  lock_config=True)
+    out_flag = flags.DEFINE_string("out", None, "directory for params.npz + segmenter.json")
+    flags.mark_flags_as_required(["config", "out"])
+
+    def main(argv):
+        del argv
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        spec = train_segmenter(config_flag.value, out_flag.value)
+        print(json.dumps(spec["heldout"], indent=1))
+
+    app.run(main)
+
+
+if __name__ == "__main__":
+    _cli()
