@@ -3,8 +3,8 @@
   nice -n 5 python -m benchmarks.ablation --out=runs/ablation --steps=1000 --width=128 --height=64
   nice -n 5 python -m benchmarks.ablation --out=runs/ablation --skip_train --segmenter=runs/seg128
 
-Each variant trains with `python -m pix2pixhd_jax.main` in its own process (so its peak RSS, read
-with os.wait4, is its own), then `python -m pix2pixhd_jax.evaluate` scores it on `--num_eval`
+Each variant trains with `python -m pix2pixhd_jax.cli.train` in its own process (so its peak RSS, read
+with os.wait4, is its own), then `python -m pix2pixhd_jax.cli.evaluate` scores it on `--num_eval`
 unseen synthetic scenes (L1 and LPIPS to the real photo; the segmentation score against the
 real-photo ceiling with --segmenter). Step time is the median of the logged images/s over the run,
 which shares the machine with anything else running: treat < 30% differences as noise and use
@@ -96,7 +96,7 @@ def main(argv=None) -> list[dict[str, Any]]:
         dirname, config, extra = VARIANTS[name]
         workdir = os.path.join(a.out, dirname)
         row: dict[str, Any] = {"variant": name, "config": config, "overrides": list(extra) + common_overrides(a)}
-        train_cmd = [sys.executable, "-m", "pix2pixhd_jax.main", f"--config={config}", f"--workdir={workdir}",
+        train_cmd = [sys.executable, "-m", "pix2pixhd_jax.cli.train", f"--config={config}", f"--workdir={workdir}",
                      *row["overrides"]]
         row["train_command"] = " ".join(train_cmd[1:])
         usage_path = os.path.join(workdir, "ablation_usage.json")
@@ -107,7 +107,7 @@ def main(argv=None) -> list[dict[str, Any]]:
         row.update(json.load(open(usage_path)))
         row.update(train_metrics(workdir))
         eval_path = os.path.join(workdir, "eval_test.json")
-        eval_cmd = [sys.executable, "-m", "pix2pixhd_jax.evaluate", f"--workdir={workdir}", "--split=test",
+        eval_cmd = [sys.executable, "-m", "pix2pixhd_jax.cli.evaluate", f"--workdir={workdir}", "--split=test",
                     f"--num={a.num_eval}", f"--out={eval_path}"] + ([f"--segmenter={a.segmenter}"] if a.segmenter else [])
         row["eval_command"] = " ".join(eval_cmd[1:])
         run_child(eval_cmd, os.path.join(workdir, "eval.log"))

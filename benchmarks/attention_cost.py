@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import os
 
-_CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"  # PLATFORM_NOTES.md
-if _CPU_FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _CPU_FLAG).strip()
+from pix2pixhd_jax.cli import process  # noqa: F401,E402  (sets XLA flags before JAX starts)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -33,7 +31,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
-sys.path.insert(0, os.getcwd())
 
 from benchmarks import harness  # noqa: E402
 from pix2pixhd_jax.models.attention import AttentionConfig  # noqa: E402
@@ -123,17 +120,14 @@ def suite_step(a: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def build_step(config):
-    from pix2pixhd_jax.optim import make_optimizers
-    from pix2pixhd_jax.train_step import make_init_fn, make_networks, make_train_step
+    from pix2pixhd_jax.train_step import build_program
 
     vgg, vgg_vars = harness.random_vgg(config)
-    nets = make_networks(config, vgg)
-    tx_g, tx_d = make_optimizers(config.optim)
-    h, w = config.bench.height, config.bench.width
     config.data.batch_size = 1
-    state = jax.jit(make_init_fn(config, nets, tx_g, tx_d, height=h, width=w))(jax.random.PRNGKey(0))
+    program = build_program(config, vgg, height=config.bench.height, width=config.bench.width, steps_per_epoch=1000)
+    state = jax.jit(program.init)(jax.random.PRNGKey(0))
     batch = harness.synthetic_batch(config)
-    step = jax.jit(make_train_step(config, nets, tx_g, tx_d, steps_per_epoch=1000), donate_argnums=(0,))
+    step = jax.jit(program.step, donate_argnums=(0,))
     t = time.perf_counter()
     compiled = step.lower(state, batch, vgg_vars).compile()
     return compiled, state, (batch, vgg_vars), time.perf_counter() - t

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import os
 
-_CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"  # PLATFORM_NOTES.md
-if _CPU_FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _CPU_FLAG).strip()
+from pix2pixhd_jax.cli import process  # noqa: F401,E402  (sets XLA flags before JAX starts)
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
@@ -26,7 +24,6 @@ import time  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.getcwd())
 
 
 def torch_vgg19_slices(torch):
@@ -121,17 +118,16 @@ def make_official_step(config, device: str = "cpu"):
 def make_jax_step(config):
     """Our compiled step and G forward on random inputs (same shapes)."""
     from benchmarks import harness
-    from pix2pixhd_jax.optim import make_optimizers
-    from pix2pixhd_jax.train_step import make_generate_fn, make_init_fn, make_networks, make_train_step
+    from pix2pixhd_jax.models.factory import make_generate_fn
+    from pix2pixhd_jax.train_step import build_program
 
     vgg, vgg_vars = harness.random_vgg(config)
-    nets = make_networks(config, vgg)
-    tx_g, tx_d = make_optimizers(config.optim)
     b = config.bench
-    state = jax.jit(make_init_fn(config, nets, tx_g, tx_d, height=b.height, width=b.width))(jax.random.PRNGKey(0))
+    program = build_program(config, vgg, height=b.height, width=b.width, steps_per_epoch=1000)
+    state = jax.jit(program.init)(jax.random.PRNGKey(0))
     batch = harness.synthetic_batch(config)
-    train = jax.jit(make_train_step(config, nets, tx_g, tx_d, steps_per_epoch=1000), donate_argnums=(0,))
-    sample = jax.jit(make_generate_fn(config, nets))
+    train = jax.jit(program.step, donate_argnums=(0,))
+    sample = jax.jit(make_generate_fn(config, program.nets))
     holder = {"state": state}
 
     def step():

@@ -22,8 +22,7 @@ import os
 import sys
 import time
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pix2pixhd_jax.cli import process  # noqa: F401,E402  (sets XLA flags before JAX starts)
 
 import numpy as np  # noqa: E402
 
@@ -64,25 +63,25 @@ def main() -> None:
     p.add_argument("--num_scenes", type=int, default=40)
     args = p.parse_args()
 
-    from pix2pixhd_jax import features, train
-    from pix2pixhd_jax.inference import Synthesizer
+    from pix2pixhd_jax import features, inputs, train
+    from pix2pixhd_jax.inference import Synthesizer, encode_feature_bank
 
     t0 = time.time()
     if args.steps:
         train.run(train_config(args), args.workdir)
     t_train = time.time() - t0
-    bank, _ = features.encode_features(args.workdir, config_overrides={"num_examples": args.bank_examples})
+    bank, _ = encode_feature_bank(Synthesizer.from_workdir(args.workdir, load_bank=False),
+                                  config_overrides={"num_examples": args.bank_examples})
     synth = Synthesizer.from_workdir(args.workdir)
     config = synth.config
-    tcfg = train.transform_config(config)
+    tcfg = inputs.transform_config(config)
     centers = bank.centers[26]
     k = len(centers)
 
     # Cluster -> mean real colour of the training cars it represents.
-    train_src = train.make_source(config, "train", config.data.synthetic_num, config.data.synthetic_seed)
+    train_src = inputs.make_source(config, "train", config.data.synthetic_num, config.data.synthetic_seed)
     real = car_colours(train_src, args.bank_examples, tcfg)
-    regions = features.encode_source(features.make_encode_fn(synth.nets.encoder), synth.g_params["encoder"],
-                                     synth.g_collections["encoder"], train_src, model_cfg=config.model, transform=tcfg,
+    regions = features.encode_source(synth.encode, train_src, model_cfg=config.model, transform=tcfg,
                                      num_examples=args.bank_examples, progress=False)
     is_car = regions.class_id == 26
     nearest = ((regions.features[is_car][:, None] - centers[None]) ** 2).sum(-1).argmin(1)
@@ -91,7 +90,7 @@ def main() -> None:
                                for c in range(k)])
 
     # Held-out scenes: render the largest car with every cluster.
-    test_src = train.make_source(config, "test", args.num_scenes, config.data.synthetic_seed + 20_000)
+    test_src = inputs.make_source(config, "test", args.num_scenes, config.data.synthetic_seed + 20_000)
     from pix2pixhd_jax.data.transforms import transform_example
 
     wanted, got, inside_change, outside_change, ratios = [], [], [], [], []

@@ -18,8 +18,8 @@ import numpy as np
 
 from pix2pixhd_jax.models import factory
 from pix2pixhd_jax.models.vgg import VGG
-from pix2pixhd_jax.optim import make_optimizers
-from pix2pixhd_jax.train_step import make_generate_fn, make_init_fn, make_networks, make_train_step
+from pix2pixhd_jax.models.factory import make_generate_fn
+from pix2pixhd_jax.train_step import build_program
 
 
 def variant_config(config: ml_collections.ConfigDict, *, dtype: str, remat: bool) -> ml_collections.ConfigDict:
@@ -109,12 +109,10 @@ def matmul_peak_flops(dtype: str = "float32", repeats: int = 5) -> float:
 def bench_train(config: ml_collections.ConfigDict) -> dict[str, float]:
     """Compile time, median step time, images/s and FLOPs of one train step of the config."""
     vgg, vgg_vars = (None, None) if config.loss.no_vgg_loss else random_vgg(config)
-    nets = make_networks(config, vgg)
-    tx_g, tx_d = make_optimizers(config.optim)
-    h, w = config.bench.height, config.bench.width
-    state = jax.jit(make_init_fn(config, nets, tx_g, tx_d, height=h, width=w))(jax.random.PRNGKey(0))
+    program = build_program(config, vgg, height=config.bench.height, width=config.bench.width, steps_per_epoch=1000)
+    state = jax.jit(program.init)(jax.random.PRNGKey(0))
     batch = synthetic_batch(config)
-    step = jax.jit(make_train_step(config, nets, tx_g, tx_d, steps_per_epoch=1000), donate_argnums=(0,))
+    step = jax.jit(program.step, donate_argnums=(0,))
     t = time.perf_counter()
     compiled = step.lower(state, batch, vgg_vars).compile()
     compile_s = time.perf_counter() - t
@@ -136,12 +134,10 @@ def bench_train(config: ml_collections.ConfigDict) -> dict[str, float]:
 
 def bench_infer(config: ml_collections.ConfigDict) -> dict[str, float]:
     """Compile time and median latency per image of G alone (eval mode)."""
-    nets = make_networks(config, None)
-    tx_g, tx_d = make_optimizers(config.optim)
-    h, w = config.bench.height, config.bench.width
-    state = jax.jit(make_init_fn(config, nets, tx_g, tx_d, height=h, width=w))(jax.random.PRNGKey(0))
+    program = build_program(config, height=config.bench.height, width=config.bench.width, steps_per_epoch=1000)
+    state = jax.jit(program.init)(jax.random.PRNGKey(0))
     batch = synthetic_batch(config)
-    sample = jax.jit(make_generate_fn(config, nets))
+    sample = jax.jit(make_generate_fn(config, program.nets))
     t = time.perf_counter()
     compiled = sample.lower(state.g_params, state.g_collections, batch).compile()
     compile_s = time.perf_counter() - t

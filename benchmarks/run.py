@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import os
 
-# XLA's Eigen conv path is several times faster than the default YNNPACK one on CPU
-# (PLATFORM_NOTES.md); it must be set before JAX starts and is harmless on GPU/TPU.
-_CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
-if _CPU_FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _CPU_FLAG).strip()
+from pix2pixhd_jax.cli import process  # noqa: F401,E402  (sets XLA flags before JAX starts)
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
@@ -31,7 +27,6 @@ import sys  # noqa: E402
 import traceback  # noqa: E402
 from typing import Any  # noqa: E402
 
-sys.path.insert(0, os.getcwd())  # configs/ is imported as a package from the repository root
 
 SUITES = ("train", "infer", "data")
 FULL_CONFIGS = ("bench_512x256", "bench_1024x512", "bench_2048x1024")

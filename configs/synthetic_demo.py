@@ -18,7 +18,7 @@ def get_config():
     t.max_steps = 600
     t.log_every, t.sample_every, t.checkpoint_every = 20, 150, 300
     t.num_samples = 4
-    seg = config.eval.segmenter  # segmentation score: python -m pix2pixhd_jax.evaluation.segmentation
+    seg = config.eval.segmenter  # segmentation score: python -m pix2pixhd_jax.cli.train_segmenter
     seg.classes = (7, 8, 11, 17, 19, 20, 21, 22, 23, 24, 26)  # the Cityscapes ids synthetic scenes draw
     seg.features, seg.levels = 16, 4
     seg.steps, seg.batch_size, seg.lr = 800, 4, 2e-3  # ~10 min on 2 CPU cores

@@ -10,5 +10,5 @@ gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone" --worker=all --command "
   [ -d pix2pixhd-jax ] || git clone $repo_url pix2pixhd-jax
   cd pix2pixhd-jax && git pull --ff-only
   pip install -q -e . 'jax[tpu]'
-  python -m pix2pixhd_jax.main --config=$config --workdir=$workdir --distributed=on $*
+  python -m pix2pixhd_jax.cli.train --config=$config --workdir=$workdir --distributed=on $*
 "

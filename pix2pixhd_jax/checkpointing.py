@@ -16,6 +16,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from pix2pixhd_jax import run_config
+
 
 def make_manager(workdir: str, *, max_to_keep: int, async_save: bool = True) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
@@ -49,17 +51,20 @@ def _leaf_paths(tree: Any) -> dict[str, tuple]:
     return {"/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ())) for path, leaf in flat}
 
 
+def _shape_problems(saved: dict[str, tuple], wanted: dict[str, tuple]) -> list[str]:
+    problems = [f"  {k}: checkpoint {saved[k]} vs config {v}" for k, v in wanted.items() if k in saved and saved[k] != v]
+    problems += [f"  {k}: missing from the checkpoint" for k in wanted if k not in saved]
+    problems += [f"  {k}: in the checkpoint but not in this config" for k in saved if k not in wanted]
+    return problems
+
+
 def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
     """Raise a readable error if the saved state's array shapes differ from the current config's."""
     metadata = manager.item_metadata(step)
     saved_tree = metadata["state"] if metadata is not None and "state" in metadata else None
     if saved_tree is None:
         return  # nothing to compare against: the restore itself will validate
-    saved = _leaf_paths(getattr(saved_tree, "tree", saved_tree))
-    wanted = _leaf_paths(abstract_state)
-    problems = [f"  {k}: checkpoint {saved[k]} vs config {v}" for k, v in wanted.items() if k in saved and saved[k] != v]
-    problems += [f"  {k}: missing from the checkpoint" for k in wanted if k not in saved]
-    problems += [f"  {k}: in the checkpoint but not in this config" for k in saved if k not in wanted]
+    problems = _shape_problems(_leaf_paths(getattr(saved_tree, "tree", saved_tree)), _leaf_paths(abstract_state))
     if problems:
         raise ValueError(f"checkpoint step {step} in {manager.directory} does not match this config "
                          f"({len(problems)} arrays differ):\n" + "\n".join(problems[:40])
@@ -106,10 +111,42 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iter: Opti
     return state, step
 
 
-def restore_config(manager: ocp.CheckpointManager, step: Optional[int] = None) -> ml_collections.ConfigDict:
+def restore_config(manager: ocp.CheckpointManager, step: Optional[int] = None,
+                   defaults: Optional[ml_collections.ConfigDict] = None) -> ml_collections.ConfigDict:
+    """The config saved with `step` (default latest); keys it predates are filled from `defaults`."""
     step = manager.latest_step() if step is None else step
     restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    return ml_collections.ConfigDict(restored["config"])
+    return run_config.complete(restored["config"], defaults)
+
+
+def restore_generator(manager: ocp.CheckpointManager, step: int, abstract_g: Mapping[str, Any]) -> dict[str, Any]:
+    """Only G's side of a saved state: {'g_params', 'g_collections', 'g_ema'} at abstract_g's sharding.
+
+    Every other saved array (D, both optimizer states) is skipped with Orbax placeholders, so
+    inference reads G alone and needs neither D nor the optimizers to describe the target.
+    `abstract_g['g_ema']` is ignored: the EMA is restored when the run kept one, else None.
+    """
+    metadata = manager.item_metadata(step)
+    saved = metadata["state"] if metadata is not None and "state" in metadata else None
+    saved = getattr(saved, "tree", saved)
+    if not isinstance(saved, Mapping):
+        raise ValueError(f"checkpoint step {step} in {manager.directory} has no readable state metadata")
+    wanted = {"g_params": abstract_g["g_params"], "g_collections": abstract_g["g_collections"]}
+    has_ema = saved.get("g_ema") is not None and bool(jax.tree_util.tree_leaves(saved.get("g_ema")))
+    if has_ema:
+        wanted["g_ema"] = abstract_g["g_params"]
+    problems = _shape_problems(_leaf_paths({k: saved[k] for k in wanted if k in saved}), _leaf_paths(wanted))
+    if problems:
+        raise ValueError(f"generator of checkpoint step {step} in {manager.directory} does not match this config "
+                         f"({len(problems)} arrays differ):\n" + "\n".join(problems[:40]))
+    # A PyTree handler reads the state item directly: it takes a partial target (StandardRestore does not).
+    restore_args = ocp.checkpoint_utils.construct_restore_args(wanted)
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        restored = checkpointer.restore(os.path.join(str(manager.directory), str(step), "state"),
+                                        args=ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args,
+                                                                    partial_restore=True))
+    return {"g_params": restored["g_params"], "g_collections": restored["g_collections"],
+            "g_ema": restored["g_ema"] if has_ema else None}
 
 
 def abstract_with_sharding(abstract: Any, shardings: Any) -> Any:

@@ -4,7 +4,7 @@ Official pix2pixHD (encode_features.py) runs E over the training set, records ev
 pooled feature and area, keeps per class the instances larger than h*w/64, and clusters them with
 k-means into `n_clusters` centres; at test time each instance draws a centre of its class. Here:
 
-  encode_split(...)   E over a split (jitted, progress bar) -> EncodedRegions (one row per region)
+  encode_source(...)  E over a source (jitted, progress bar) -> EncodedRegions (one row per region)
   kmeans(...)         seeded k-means++ / Lloyd in numpy (no scikit-learn)
   build_bank(...)     per-class filtering by area and clustering -> FeatureBank
   FeatureBank         centres per class (+ a defined fallback for classes without centres);
@@ -12,7 +12,8 @@ k-means into `n_clusters` centres; at test time each instance draws a centre of 
                       encoded from (plain arrays, loaded with allow_pickle=False)
 
 Regions are instances (model.instance_feat) or label regions (model.label_feat); the class of a
-region is read from the label map, so any instance-id convention works.
+region is read from the label map, so any instance-id convention works. Building the bank of a
+trained run end to end is inference.encode_feature_bank.
 """
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ import json
 import os
 from typing import Any, Callable, Mapping, Optional
 
-import jax
 import ml_collections
 import numpy as np
 from tqdm import tqdm
+
+from pix2pixhd_jax.data.transforms import transform_example
 
 BANK_FILENAME = "feature_bank.npz"
 
@@ -69,20 +71,9 @@ def pool_ids_of(model_cfg: ml_collections.ConfigDict, label: np.ndarray, inst: O
     return np.asarray(inst)
 
 
-def make_encode_fn(encoder) -> Callable:
-    """jitted (e_params, e_collections, image, pool_ids) -> pooled features (B, H, W, F), eval mode."""
-
-    def encode(e_params, e_collections, image, pool_ids):
-        return encoder.apply({"params": e_params, **e_collections}, image, pool_ids, False)
-
-    return jax.jit(encode)
-
-
-def encode_source(encode_fn: Callable, e_params, e_collections, source, *, model_cfg: ml_collections.ConfigDict,
+def encode_source(encode_fn: Callable, source, *, model_cfg: ml_collections.ConfigDict,
                   transform, batch_size: int = 1, num_examples: int = 0, progress: bool = True) -> EncodedRegions:
     """Run E over `source` (deterministic transforms, no flip) and record every region of every example."""
-    from pix2pixhd_jax.data.transforms import transform_example  # data stays free of model imports
-
     n = len(source) if not num_examples else min(num_examples, len(source))
     parts = []
     for start in tqdm(range(0, n, batch_size), desc="encode features", unit="batch", disable=not progress):
@@ -93,7 +84,7 @@ def encode_source(encode_fn: Callable, e_params, e_collections, source, *, model
             raise ValueError(f"example {start} of {source!r} has no real image; E encodes photos")
         image = np.stack([e["image"] for e in examples])
         pool = pool_ids_of(model_cfg, label, inst)
-        pooled = np.asarray(encode_fn(e_params, e_collections, image, pool.astype(np.int32)))
+        pooled = np.asarray(encode_fn(image, pool.astype(np.int32)))
         parts += [region_records(pooled[b], pool[b], label[b], start + b) for b in range(len(examples))]
     return EncodedRegions.concat(parts)
 
@@ -268,33 +259,3 @@ def bank_path(workdir: str, step: int) -> str:
 def load_bank(workdir: str, step: int) -> Optional[FeatureBank]:
     path = bank_path(workdir, step)
     return FeatureBank.load(path) if os.path.exists(path) else None
-
-
-def encode_features(workdir: str, *, step: Optional[int] = None, config_overrides: Optional[dict] = None,
-                    progress: bool = True) -> tuple[FeatureBank, str]:
-    """Library form of the CLI: encode the configured split with the checkpoint's E, cluster, save the bank.
-
-    Uses the config saved with the checkpoint (config.features.* may be overridden by
-    `config_overrides`, e.g. {'n_clusters': 5}); returns (bank, path written).
-    """
-    from pix2pixhd_jax import inference, train  # heavy imports only for the end-to-end path
-
-    synth = inference.Synthesizer.from_workdir(workdir, step=step, load_bank=False)
-    config = synth.config
-    if not synth.uses_features:
-        raise ValueError(f"the model in {workdir} was trained without model.instance_feat / model.label_feat; "
-                         "it has no encoder to build a feature bank from")
-    with config.unlocked():
-        for k, v in (config_overrides or {}).items():
-            if k not in config.features:
-                raise KeyError(f"unknown features option {k!r}; known: {sorted(config.features)}")
-            config.features[k] = v
-    f, d = config.features, config.data
-    source = train.make_source(config, f.split, d.synthetic_num, d.synthetic_seed)
-    regions = encode_source(make_encode_fn(synth.nets.encoder), synth.g_params["encoder"],
-                            synth.g_collections["encoder"], source, model_cfg=config.model,
-                            transform=train.transform_config(config), batch_size=f.batch_size,
-                            num_examples=f.num_examples, progress=progress)
-    bank = bank_from_config(regions, config, meta={"step": synth.step, "split": f.split,
-                                                   "pool": "label" if config.model.label_feat else "instance"})
-    return bank, bank.save(bank_path(workdir, synth.step))

@@ -13,7 +13,7 @@ Per-instance features are assembled on the host from the bank (cheap: one table 
 """
 from __future__ import annotations
 
-import json
+import functools
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -22,46 +22,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from pix2pixhd_jax import checkpointing, features as features_lib
+from pix2pixhd_jax import checkpointing, features as features_lib, inputs, run_config, state as state_lib
+from pix2pixhd_jax.export import OUTPUTS, make_generator_fn, export_generator
 from pix2pixhd_jax.models import factory
-from pix2pixhd_jax.semantics import check_labels, encode_input
-from pix2pixhd_jax.state import inference_params
+from pix2pixhd_jax.semantics import check_labels
 
 FeatureSpec = Union[None, str, np.ndarray, jax.Array, Mapping[int, Any], Sequence[Mapping[int, Any]]]
-OUTPUTS = ("uint8", "float")
-
-
-def to_output(fake: jax.Array, output: str) -> jax.Array:
-    """[-1, 1] float -> uint8 (round half up as visualize.to_uint8) or the float image itself."""
-    if output == "uint8":
-        return jnp.clip(jnp.round((fake.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
-    return fake.astype(jnp.float32)
-
-
-def config_differences(saved: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """'key: checkpoint X vs given Y' for every leaf that differs (lists and tuples compare equal)."""
-    out = []
-    for k in sorted(set(saved) | set(given)):
-        a, b = saved.get(k, "<missing>"), given.get(k, "<missing>")
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += config_differences(a, b, f"{prefix}{k}.")
-        elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
-            out.append(f"{prefix}{k}: checkpoint {a!r} vs given {b!r}")
-    return out
-
-
-def make_generator_fn(config: ml_collections.ConfigDict, nets, output: str):
-    """(g_params, g_collections, label, inst, feats) -> image: the pure function that is jitted and exported."""
-    model_cfg = config.model
-    dtype = factory.compute_dtype(model_cfg)
-
-    def generate(generator_params, generator_collections, label, inst, feats):
-        g_in = encode_input(label, inst, label_nc=model_cfg.label_nc, use_instance=model_cfg.use_instance,
-                            features=feats, dtype=dtype)
-        fake = nets.generator.apply({"params": generator_params, **generator_collections}, g_in, False)
-        return to_output(fake, output)
-
-    return generate
 
 
 class Synthesizer:
@@ -70,28 +36,25 @@ class Synthesizer:
     def __init__(self, config: ml_collections.ConfigDict, g_params: Any, g_collections: Any, *,
                  bank: Optional[features_lib.FeatureBank] = None, step: Optional[int] = None,
                  workdir: Optional[str] = None):
-        from pix2pixhd_jax.train_step import make_networks
-
         self.config, self.g_params, self.g_collections = config, g_params, g_collections
         self.bank, self.step, self.workdir = bank, step, workdir
-        self.nets = make_networks(config)
+        self.nets = factory.build(config)
         self.uses_features = factory.uses_features(config.model)
         self.divisor = factory.downsample_factor(config.model)
         self._generate = {o: jax.jit(make_generator_fn(config, self.nets, o)) for o in OUTPUTS}
-        self._encode = features_lib.make_encode_fn(self.nets.encoder) if self.uses_features else None
+        self._encode = jax.jit(functools.partial(factory.encode, self.nets)) if self.uses_features else None
 
     # ------------------------------------------------------------------------------ loading
     @classmethod
     def from_workdir(cls, workdir: str, *, step: Optional[int] = None, config: Optional[ml_collections.ConfigDict] = None,
-                     load_bank: bool = True) -> "Synthesizer":
+                     defaults: Optional[ml_collections.ConfigDict] = None, load_bank: bool = True) -> "Synthesizer":
         """Restore G (+E) of `workdir`'s checkpoint (latest or `step`) with the config saved beside it.
 
-        If `config` is given, its model section must equal the saved one (strict check, all differing
-        keys listed); array shapes are checked against the checkpoint either way.
+        Only G's arrays are read (not D, not the optimizer states). If `config` is given, its model
+        section must equal the saved one (strict check, all differing keys listed); array shapes
+        are checked against the checkpoint either way. `defaults` (configs/default.py's
+        get_config()) fills keys a config saved by an older version lacks.
         """
-        from pix2pixhd_jax.optim import make_optimizers
-        from pix2pixhd_jax.train_step import make_init_fn, make_networks
-
         workdir = os.path.abspath(workdir)
         if not os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise FileNotFoundError(f"{workdir} has no checkpoints/ folder; pass the --workdir a training run wrote")
@@ -101,33 +64,33 @@ class Synthesizer:
             if step is None or step not in manager.all_steps():
                 raise FileNotFoundError(f"no checkpoint step {step} in {workdir}/checkpoints; "
                                         f"steps present: {sorted(manager.all_steps())}")
-            saved = checkpointing.restore_config(manager, step)
+            saved = checkpointing.restore_config(manager, step, defaults=defaults if config is None else config)
             if config is not None:
-                diffs = config_differences(saved.model.to_dict(), config.model.to_dict(), "model.")
+                diffs = run_config.differences(saved.model.to_dict(), config.model.to_dict(), "model.")
                 if diffs:
                     raise ValueError(f"the config given does not match the one saved with {workdir} step {step} "
                                      f"({len(diffs)} model keys differ):\n  " + "\n  ".join(diffs)
                                      + "\nDrop the config to use the saved one, or load the matching workdir.")
-                saved = _with_features_section(saved, config)
-            saved = _with_features_section(saved, None)
-            nets = make_networks(saved)
-            tx_g, tx_d = make_optimizers(saved.optim)
+            nets = factory.build(saved)
             h = w = factory.downsample_factor(saved.model) * 2  # params do not depend on the image size
-            abstract = jax.eval_shape(make_init_fn(saved, nets, tx_g, tx_d, height=h, width=w), jax.random.PRNGKey(0))
+            rng = jax.random.PRNGKey(0)
+            abstract = jax.eval_shape(lambda: state_lib.split_generator_variables(
+                factory.init_generator_variables(nets, saved.model, rng, rng, height=h, width=w)))
             single = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             target = checkpointing.abstract_with_sharding(abstract, jax.tree_util.tree_map(lambda _: single, abstract))
-            state, _ = checkpointing.restore(manager, target, step=step)
+            g = checkpointing.restore_generator(manager, step, target)
         finally:
             manager.close()
         bank = features_lib.load_bank(workdir, step) if load_bank else None
         # G's exponential moving average when the run kept one (optim.ema_decay > 0), else its params.
-        return cls(saved, inference_params(state), state.g_collections, bank=bank, step=step, workdir=workdir)
+        params = g["g_params"] if g["g_ema"] is None else g["g_ema"]
+        return cls(saved, params, g["g_collections"], bank=bank, step=step, workdir=workdir)
 
     # ------------------------------------------------------------------------------ features
     def _require_bank(self) -> features_lib.FeatureBank:
         if self.bank is None:
             where = f" for {self.workdir} step {self.step}" if self.workdir else ""
-            raise ValueError(f"no feature bank{where}: build it with `python -m pix2pixhd_jax.encode_features "
+            raise ValueError(f"no feature bank{where}: build it with `python -m pix2pixhd_jax.cli.encode_features "
                              f"--workdir {self.workdir or 'W'}`, or pass features='encode' with a real image, "
                              "or an explicit {instance_id: vector} mapping")
         return self.bank
@@ -240,14 +203,13 @@ class Synthesizer:
                 raise ValueError(f"features={features!r}; the only string is 'encode' (E on a real image)")
             if image is None:
                 raise ValueError("features='encode' runs E on a real photo: pass image=(B, H, W, 3) in [-1, 1]")
-            pool = pool_ids_of_batch(m, label, inst)
-            feats = self._encode(self.g_params["encoder"], self.g_collections["encoder"], jnp.asarray(image),
-                                 jnp.asarray(pool, jnp.int32))
+            pool = features_lib.pool_ids_of(m, label, inst)
+            feats = self.encode(image, pool)
         elif feats is None:
             chosen = features if isinstance(features, (list, tuple)) else [features] * label.shape[0]
             if len(chosen) != label.shape[0]:
                 raise ValueError(f"{len(chosen)} feature mappings for a batch of {label.shape[0]}")
-            pool = pool_ids_of_batch(m, label, inst)
+            pool = features_lib.pool_ids_of(m, label, inst)
             feats = np.stack([self.feature_map(label[b], pool[b], self.region_features(label[b], pool[b], chosen[b], seed=seed))
                               for b in range(label.shape[0])])
         elif feats.shape[:3] != label.shape[:3] or feats.shape[3] != m.feat_num:
@@ -259,90 +221,45 @@ class Synthesizer:
         out = out[:, :h, :w]
         return out[0] if squeeze else out
 
+    def encode(self, image, pool_ids) -> jax.Array:
+        """E's features of real images (B, H, W, 3) in [-1, 1], averaged inside each region of pool_ids."""
+        if self._encode is None:
+            raise ValueError("this model was trained without model.instance_feat / model.label_feat: it has no encoder")
+        feats, _ = self._encode(self.g_params, self.g_collections, jnp.asarray(image, jnp.float32),
+                                jnp.asarray(pool_ids, jnp.int32))
+        return feats
+
     def compiled_shapes(self, output: str = "uint8") -> int:
         """Number of compiled variants of the generator (one per input shape)."""
         return self._generate[output]._cache_size()
 
-    # ------------------------------------------------------------------------------ export
-    def export(self, path: str, *, height: int, width: int, batch: Optional[int] = None, output: str = "uint8",
-               platforms: Optional[Sequence[str]] = None) -> str:
-        """Serialise the jitted generator with jax.export into folder `path` (servable without the model code).
-
-        Writes generator.jaxexport (StableHLO; params are an argument, so no giant constants),
-        params.npz (the parameter leaves, plain arrays) and signature.json. batch None exports a
-        symbolic batch dimension. Load with ExportedGenerator(path).
-        """
-        m = self.config.model
-        if height % self.divisor or width % self.divisor:
-            raise ValueError(f"export size {height}x{width} must be a multiple of {self.divisor}")
-        gen = make_generator_fn(self.config, self.nets, output)
-        variables = {"params": self.g_params["generator"], "collections": self.g_collections["generator"]}
-        leaves, treedef = jax.tree_util.tree_flatten(variables)
-
-        def served(leaves, label, inst, feats):
-            v = jax.tree_util.tree_unflatten(treedef, leaves)
-            return gen(v["params"], v["collections"], label, inst, feats)
-
-        b = jax.export.symbolic_shape("b")[0] if batch is None else batch
-        label_spec = (jax.ShapeDtypeStruct((b, height, width), jnp.int32) if m.label_nc
-                      else jax.ShapeDtypeStruct((b, height, width, m.input_nc), jnp.float32))
-        inst_spec = jax.ShapeDtypeStruct((b, height, width), jnp.int32) if m.use_instance else None
-        feat_spec = jax.ShapeDtypeStruct((b, height, width, m.feat_num), jnp.float32) if self.uses_features else None
-        leaf_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
-        exported = jax.export.export(jax.jit(served), platforms=platforms)(leaf_specs, label_spec, inst_spec, feat_spec)
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, "generator.jaxexport"), "wb") as f:
-            f.write(exported.serialize())
-        np.savez(os.path.join(path, "params.npz"), **{f"p{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
-        signature = {"height": height, "width": width, "batch": batch, "output": output, "label_nc": m.label_nc,
-                     "use_instance": m.use_instance, "feat_num": m.feat_num if self.uses_features else 0,
-                     "platforms": list(exported.platforms), "step": self.step}
-        with open(os.path.join(path, "signature.json"), "w") as f:
-            json.dump(signature, f, indent=2)
-        return path
+    def export(self, path: str, **kw: Any) -> str:
+        """export.export_generator(self, path, height=, width=, batch=, output=, platforms=)."""
+        return export_generator(self, path, **kw)
 
 
-def pool_ids_of_batch(model_cfg: ml_collections.ConfigDict, label: np.ndarray, inst: Optional[np.ndarray]) -> np.ndarray:
-    return features_lib.pool_ids_of(model_cfg, label, inst)
 
 
-def _with_features_section(saved: ml_collections.ConfigDict, given: Optional[ml_collections.ConfigDict]):
-    """Checkpoints written before config.features existed get today's defaults (or the given config's)."""
-    if "features" in saved and given is None:
-        return saved
-    if given is None or "features" not in given:
-        try:
-            from configs import default  # the repository's defaults (run from the repository root)
-        except ImportError as e:
-            raise ValueError("this checkpoint's config predates config.features; run from the repository root "
-                             "(so configs/ is importable) or pass config=") from e
-        given = default.get_config()
-    saved = ml_collections.ConfigDict(saved.to_dict())
-    source = given.features
-    with saved.unlocked():
-        saved.features = ml_collections.ConfigDict(source.to_dict())
-    return saved
+def encode_feature_bank(synth: Synthesizer, *, config_overrides: Optional[Mapping[str, Any]] = None,
+                        progress: bool = True) -> tuple[features_lib.FeatureBank, str]:
+    """Encode the configured split with the checkpoint's E, cluster per class, save the bank beside the weights.
 
-
-class ExportedGenerator:
-    """Run an artifact written by Synthesizer.export with jax alone (no pix2pixhd_jax model code)."""
-
-    def __init__(self, path: str):
-        with open(os.path.join(path, "generator.jaxexport"), "rb") as f:
-            self.exported = jax.export.deserialize(bytearray(f.read()))
-        with np.load(os.path.join(path, "params.npz"), allow_pickle=False) as data:
-            self.params = [jnp.asarray(data[k]) for k in sorted(data.files)]
-        with open(os.path.join(path, "signature.json")) as f:
-            self.signature = json.load(f)
-
-    def __call__(self, label, inst=None, feats=None) -> jax.Array:
-        s = self.signature
-        label = jnp.asarray(label, jnp.int32 if s["label_nc"] else jnp.float32)
-        if s["use_instance"] and inst is None:
-            raise ValueError("this generator was exported with instance maps: pass inst")
-        if s["feat_num"] and feats is None:
-            raise ValueError(f"this generator was exported with {s['feat_num']} feature channels: pass feats")
-        if label.shape[1:3] != (s["height"], s["width"]):
-            raise ValueError(f"label size {label.shape[1:3]} differs from the exported {s['height']}x{s['width']}")
-        return self.exported.call(self.params, label, None if inst is None else jnp.asarray(inst, jnp.int32),
-                                  None if feats is None else jnp.asarray(feats, jnp.float32))
+    Uses the config saved with the checkpoint (config.features.* may be overridden, e.g.
+    {'n_clusters': 5}); returns (bank, path written).
+    """
+    config = ml_collections.ConfigDict(synth.config.to_dict())
+    if not synth.uses_features:
+        raise ValueError(f"the model in {synth.workdir} was trained without model.instance_feat / model.label_feat; "
+                         "it has no encoder to build a feature bank from")
+    for k, v in (config_overrides or {}).items():
+        if k not in config.features:
+            raise KeyError(f"unknown features option {k!r}; known: {sorted(config.features)}")
+        config.features[k] = v
+    f, d = config.features, config.data
+    source = inputs.make_source(config, f.split, d.synthetic_num, d.synthetic_seed)
+    regions = features_lib.encode_source(synth.encode, source,
+                                         model_cfg=config.model, transform=inputs.transform_config(config),
+                                         batch_size=f.batch_size, num_examples=f.num_examples, progress=progress)
+    bank = features_lib.bank_from_config(regions, config, meta={"step": synth.step, "split": f.split,
+                                                                "pool": "label" if config.model.label_feat else "instance"})
+    return bank, bank.save(features_lib.bank_path(synth.workdir, synth.step))

@@ -30,11 +30,18 @@ def split_variables(variables: dict) -> tuple[Any, dict]:
     return params, variables
 
 
-def create_state(g_variables: dict, d_variables: dict, tx_g, tx_d, *, ema: bool = False) -> GANState:
-    """Assemble a fresh state from {'generator': vars, 'encoder': vars?} and D vars (+ G's EMA = G's params)."""
+def split_generator_variables(g_variables: dict) -> dict[str, dict]:
+    """{'generator': vars, 'encoder': vars?} -> {'g_params': {...}, 'g_collections': {...}} as in GANState."""
     g_params, g_collections = {}, {}
     for name, variables in g_variables.items():
         g_params[name], g_collections[name] = split_variables(variables)
+    return {"g_params": g_params, "g_collections": g_collections}
+
+
+def create_state(g_variables: dict, d_variables: dict, tx_g, tx_d, *, ema: bool = False) -> GANState:
+    """Assemble a fresh state from {'generator': vars, 'encoder': vars?} and D vars (+ G's EMA = G's params)."""
+    g = split_generator_variables(g_variables)
+    g_params, g_collections = g["g_params"], g["g_collections"]
     d_params, d_collections = split_variables(d_variables)
     return GANState(step=jnp.zeros((), jnp.int32), g_params=g_params, g_opt_state=tx_g.init(g_params),
                     g_collections=g_collections, d_params=d_params, d_opt_state=tx_d.init(d_params),

@@ -24,74 +24,42 @@ import optax
 
 from pix2pixhd_jax import augment, losses
 from pix2pixhd_jax.models import factory
-from pix2pixhd_jax.optim import mask_frozen_trunk, official_lr, with_learning_rate
-from pix2pixhd_jax.semantics import encode_input
+from pix2pixhd_jax.models.factory import Networks, apply as _apply, generate, label_encoding
+from pix2pixhd_jax.optim import make_optimizers, mask_frozen_trunk, official_lr, with_learning_rate
 from pix2pixhd_jax.state import GANState, create_state, ema_decay_at, ema_update
 
 Batch = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
-class Networks:
-    """The modules of a config (static: hashable, no arrays)."""
+class Program:
+    """What training a config needs, built once: networks, both optimizers, init(rng) and the pure step."""
 
-    generator: nn.Module
-    discriminator: nn.Module
-    encoder: Optional[nn.Module]
-    vgg: Optional[nn.Module]
-
-
-def make_networks(config: ml_collections.ConfigDict, vgg: Optional[nn.Module] = None) -> Networks:
-    encoder = factory.make_encoder(config.model) if factory.uses_features(config.model) else None
-    return Networks(factory.make_generator(config.model), factory.make_discriminator(config.model, config.loss),
-                    encoder, vgg)
+    nets: Networks
+    tx_g: optax.GradientTransformation
+    tx_d: optax.GradientTransformation
+    init: Callable[[jax.Array], GANState]
+    step: Callable
 
 
-def _apply(module: nn.Module, params, collections: dict, *args, train: bool):
-    """module.apply that returns (output, updated collections); collections untouched in eval."""
-    variables = {"params": params, **collections}
-    if train and collections:
-        out, updates = module.apply(variables, *args, train, mutable=list(collections))
-        return out, {**collections, **updates}
-    return module.apply(variables, *args, train), collections
-
-
-def label_encoding(batch: Batch, model_cfg: ml_collections.ConfigDict, dtype) -> jax.Array:
-    """One-hot (or RGB) label + edge map: the conditioning shared by G and D."""
-    return encode_input(batch["label"], batch.get("inst"), label_nc=model_cfg.label_nc,
-                        use_instance=model_cfg.use_instance, dtype=dtype)
-
-
-def generate(nets: Networks, model_cfg: ml_collections.ConfigDict, g_params, g_collections, batch: Batch,
-             label_enc: jax.Array, *, train: bool):
-    """fake image in [-1, 1] and updated G (+E) collections."""
-    new_collections = dict(g_collections)
-    g_in = label_enc
-    if nets.encoder is not None:
-        # E sees the real image; features are pooled per instance (or per label region).
-        pool_ids = batch["label"] if model_cfg.label_feat else batch["inst"]
-        feats, new_collections["encoder"] = _apply(nets.encoder, g_params["encoder"], g_collections["encoder"],
-                                                   batch["image"], pool_ids, train=train)
-        g_in = jnp.concatenate([g_in, feats.astype(g_in.dtype)], axis=-1)
-    fake, new_collections["generator"] = _apply(nets.generator, g_params["generator"], g_collections["generator"],
-                                                g_in, train=train)
-    return fake, new_collections
+def build_program(config: ml_collections.ConfigDict, vgg: Optional[nn.Module] = None, *, height: int, width: int,
+                  steps_per_epoch: int) -> Program:
+    """Networks from the factory, optimizers from optim, init and step for images of height x width."""
+    nets = factory.build(config, vgg)
+    tx_g, tx_d = make_optimizers(config.optim)
+    return Program(nets, tx_g, tx_d, make_init_fn(config, nets, tx_g, tx_d, height=height, width=width),
+                   make_train_step(config, nets, tx_g, tx_d, steps_per_epoch=steps_per_epoch))
 
 
 def make_init_fn(config: ml_collections.ConfigDict, nets: Networks, tx_g: optax.GradientTransformation,
                  tx_d: optax.GradientTransformation, *, height: int, width: int) -> Callable[[jax.Array], GANState]:
     """init(rng) -> fresh GANState for images of height x width (shapes only matter for init)."""
-    model_cfg = config.model
-    g_nc, d_nc = factory.generator_input_nc(model_cfg), factory.discriminator_input_nc(model_cfg)
 
     def init(rng: jax.Array) -> GANState:
         rng_g, rng_d, rng_e = jax.random.split(rng, 3)
-        g_variables = {"generator": nets.generator.init(rng_g, jnp.zeros((1, height, width, g_nc)))}
-        if nets.encoder is not None:
-            g_variables["encoder"] = nets.encoder.init(rng_e, jnp.zeros((1, height, width, model_cfg.output_nc)),
-                                                       jnp.zeros((1, height, width), jnp.int32))
-        d_variables = nets.discriminator.init(rng_d, jnp.zeros((1, height, width, d_nc)))
-        return create_state(g_variables, d_variables, tx_g, tx_d, ema=config.optim.get("ema_decay", 0.0) > 0)
+        g_variables = factory.init_generator_variables(nets, config.model, rng_g, rng_e, height=height, width=width)
+        d_variables = factory.init_discriminator_variables(nets, config.model, rng_d, height=height, width=width)
+        return create_state(g_variables, d_variables, tx_g, tx_d, ema=config.optim.ema_decay > 0)
 
     return init
 
@@ -103,19 +71,19 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
     dtype = factory.compute_dtype(model_cfg)
     fix_steps = optim_cfg.niter_fix_global * steps_per_epoch if model_cfg.netG == "local" else 0
     use_vgg = not loss_cfg.no_vgg_loss
-    if use_vgg and nets.vgg is None:
-        raise ValueError("loss.no_vgg_loss is False but no VGG network was given")
-    # Beyond the paper (all off by default; .get keeps configs saved before these keys loadable).
-    aug_cfg = config.get("augment")
+    # Beyond the paper, all off by default.
+    aug_cfg = config.augment
     use_augment = augment.enabled(aug_cfg)
-    r1_gamma, r1_every = float(loss_cfg.get("r1_gamma", 0.0)), int(loss_cfg.get("r1_every", 1))
+    r1_gamma, r1_every = float(loss_cfg.r1_gamma), int(loss_cfg.r1_every)
     if r1_gamma > 0 and r1_every < 1:
         raise ValueError(f"loss.r1_every={r1_every} must be >= 1 (the lazy R1 interval in steps)")
-    ema_decay, ema_warmup = float(optim_cfg.get("ema_decay", 0.0)), bool(optim_cfg.get("ema_warmup", True))
+    ema_decay, ema_warmup = float(optim_cfg.ema_decay), bool(optim_cfg.ema_warmup)
 
     def step(state: GANState, batch: Batch, vgg_variables: Any) -> tuple[GANState, dict]:
+        if use_vgg and nets.vgg is None:  # checked when traced, so shape-only uses need no VGG
+            raise ValueError("loss.no_vgg_loss is False but no VGG network was given")
         real = batch["image"].astype(jnp.float32)
-        label_enc = label_encoding(batch, model_cfg, dtype)
+        label_enc = label_encoding(batch, model_cfg)
         # D's conditioning and real half; with augmentation one transform per sample (seeded by the
         # step, so a resumed run draws the same) goes to label, real and fake alike.
         d_label, d_real, d_aug = label_enc, real, lambda img: img
@@ -216,15 +184,3 @@ def lazy_r1(discriminator: nn.Module, state: GANState, d_label: jax.Array, d_rea
         return jnp.float32(0.0), jax.tree_util.tree_map(jnp.zeros_like, d_params)
 
     return jax.lax.cond((state.step + 1) % every == 0, run, skip, state.d_params)
-
-
-def make_generate_fn(config: ml_collections.ConfigDict, nets: Networks) -> Callable:
-    """sample(g_params, g_collections, batch) -> fake images in [-1, 1] (eval mode), ready for jit."""
-    dtype = factory.compute_dtype(config.model)
-
-    def sample(g_params, g_collections, batch: Batch) -> jax.Array:
-        label_enc = label_encoding(batch, config.model, dtype)
-        fake, _ = generate(nets, config.model, g_params, g_collections, batch, label_enc, train=False)
-        return fake
-
-    return sample

@@ -1,11 +1,27 @@
-"""Test session setup: 8 fake CPU devices and XLA's fast CPU conv path, set before JAX starts."""
-import os
+"""Test session set-up: 8 fake CPU devices, the package's process set-up, a persistent compile cache.
 
-# Both flags must be in place before jax initialises its backend (PLATFORM_NOTES.md).
-_FLAGS = (
-    "--xla_force_host_platform_device_count=8",
-    "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
-)
-_existing = os.environ.get("XLA_FLAGS", "")
-os.environ["XLA_FLAGS"] = " ".join([_existing, *(f for f in _FLAGS if f.split("=")[0] not in _existing)]).strip()
+The device count must be in XLA_FLAGS before JAX starts; `pix2pixhd_jax.cli.process` adds the CPU
+convolution flag every command uses. Compiled programs are cached on disk, so the many tests that
+build the same tiny networks compile them once per machine (PIX2PIXHD_TEST_CACHE moves the cache),
+and XLA's optimisation passes are off (PIX2PIXHD_TEST_XLA_OPT=1 turns them on).
+"""
+import os
+import tempfile
+
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from pix2pixhd_jax.cli import process  # noqa: E402,F401  (XLA flags before JAX starts)
+
+import jax  # noqa: E402
+
+CACHE_DIR = os.environ.get("PIX2PIXHD_TEST_CACHE", os.path.join(tempfile.gettempdir(), "pix2pixhd_jax_test_xla_cache"))
+jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+# Test programs are tiny: XLA's optimisation passes cost more than they save (about 2x on compile).
+jax.config.update("jax_disable_most_optimizations", os.environ.get("PIX2PIXHD_TEST_XLA_OPT", "0") != "1")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: multi-process, signal and benchmark tests (CI runs them too)")

@@ -6,16 +6,15 @@ freshly initialised state saved through the trainer's own checkpointing (seconds
 from __future__ import annotations
 
 import os
-import sys
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs import tiny_test  # noqa: E402
 from pix2pixhd_jax import checkpointing  # noqa: E402
 from pix2pixhd_jax.optim import make_optimizers  # noqa: E402
-from pix2pixhd_jax.train_step import make_init_fn, make_networks  # noqa: E402
+from pix2pixhd_jax.models.factory import build as make_networks  # noqa: E402
+from pix2pixhd_jax.train_step import make_init_fn  # noqa: E402
 
 
 def feature_config(**features):
@@ -59,3 +58,11 @@ def scene(index: int = 0, width: int = 64, height: int = 32):
 
     ex = generate_example(123, index, width, height)
     return ex["label"].astype(np.int32), ex["inst"].astype(np.int32), ex["image"].astype(np.float32) / 127.5 - 1.0
+
+
+def encode_bank(workdir, **overrides):
+    """(bank, path) of workdir's latest checkpoint, as the encode_features command builds it."""
+    from pix2pixhd_jax.inference import Synthesizer, encode_feature_bank
+
+    synth = Synthesizer.from_workdir(workdir, load_bank=False)
+    return encode_feature_bank(synth, config_overrides=overrides, progress=False)

@@ -3,10 +3,10 @@ import os
 import sys
 
 pid, nproc, port, workdir, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={8 // nproc} "
-                           "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={8 // nproc}"
 os.environ["JAX_PLATFORMS"] = "cpu"
-sys.path.insert(0, os.getcwd())
+
+from pix2pixhd_jax.cli import process  # noqa: E402,F401  (XLA flags before JAX starts)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

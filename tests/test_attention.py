@@ -1,5 +1,4 @@
 """Self-attention blocks: identity at init, the attention each form computes, placement in G and D."""
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +6,6 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-sys.path.insert(0, ".")
 from configs import tiny_test  # noqa: E402
 from pix2pixhd_jax.models import factory  # noqa: E402
 from pix2pixhd_jax.models.attention import AttentionConfig, SelfAttention, window_attention  # noqa: E402

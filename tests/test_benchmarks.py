@@ -5,9 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, ".")
-from benchmarks import run  # noqa: E402
-from pix2pixhd_jax import evaluate  # noqa: E402
+from benchmarks import run
+from pix2pixhd_jax.evaluation import evaluate
 
 
 def test_train_suite_quick_writes_json_and_table(tmp_path, capsys):

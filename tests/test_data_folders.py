@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pix2pixhd_jax.data import folders, make_synthetic, synthetic
+from pix2pixhd_jax.cli import make_synthetic as make_synthetic_cli
+from pix2pixhd_jax.data import folders, synthetic
 from pix2pixhd_jax.data.folders import CityscapesSource, DataError, OfficialFolderSource
 
 
@@ -37,7 +38,7 @@ def test_instance_png_round_trip_keeps_16_bit_ids(tmp_path):
 
 def test_synthetic_cli_writes_official_layout(tmp_path):
     out = tmp_path / "syn"
-    make_synthetic.main(["--out", str(out), "--num", "3", "--width", "64", "--height", "32", "--seed", "5"])
+    make_synthetic_cli.main(["prog", "--out", str(out), "--num", "3", "--width", "64", "--height", "32", "--seed", "5"])
     for sub in ("train_label", "train_inst", "train_img", "train_meta"):
         assert sorted(os.listdir(out / sub))[:1] == ["000000" + (".json" if sub == "train_meta" else ".png")]
     assert Image.open(out / "train_label" / "000001.png").mode == "L"

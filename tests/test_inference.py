@@ -3,14 +3,15 @@ import numpy as np
 import pytest
 
 import feature_helpers as fh
-from pix2pixhd_jax import features
-from pix2pixhd_jax.inference import ExportedGenerator, Synthesizer
+from pix2pixhd_jax.cli import synthesize as synthesize_cli
+from pix2pixhd_jax.export import ExportedGenerator
+from pix2pixhd_jax.inference import Synthesizer
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     workdir = fh.make_workdir(str(tmp_path_factory.mktemp("inference") / "w"))
-    features.encode_features(workdir, progress=False)
+    fh.encode_bank(workdir)
     return Synthesizer.from_workdir(workdir)
 
 
@@ -59,7 +60,7 @@ def test_chosen_feature_changes_mostly_that_instance(synth):
 def test_encode_uses_the_real_photo(synth):
     label, inst, image = fh.scene(1)
     enc = np.asarray(synth.synthesize(label, inst, "encode", image=image))
-    pooled = np.asarray(synth._encode(synth.g_params["encoder"], synth.g_collections["encoder"], image[None], inst[None]))
+    pooled = np.asarray(synth.encode(image[None], inst[None]))
     np.testing.assert_array_equal(enc, np.asarray(synth.synthesize(label[None], inst[None], pooled))[0])
     other = np.asarray(synth.synthesize(label, inst, "encode", image=-image))
     assert np.abs(enc.astype(int) - other).mean() > 0
@@ -117,13 +118,8 @@ def test_export_round_trip_gives_identical_outputs(synth, tmp_path):
 
 
 def test_synthesize_cli_writes_pngs_and_html(synth, tmp_path):
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "pix2pixhd_jax.synthesize", f"--workdir={synth.workdir}",
-                          f"--out={tmp_path / 'out'}", "--num_inputs=2", "--num_samples=2"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert synthesize_cli.main(["prog", f"--workdir={synth.workdir}", f"--out={tmp_path / 'out'}", "--num_inputs=2",
+                                "--num_samples=2"]) == 0
     names = set(p.name for p in (tmp_path / "out").iterdir())
     assert {"0000_label.png", "0000_out0.png", "0000_out1.png", "0000_real.png", "0001_out1.png", "index.html"} <= names
     page = (tmp_path / "out" / "index.html").read_text()
@@ -135,7 +131,7 @@ def test_label_feat_and_featureless_models(tmp_path):
     config = fh.feature_config()
     config.model.instance_feat, config.model.label_feat = False, True
     workdir = fh.make_workdir(str(tmp_path / "label_feat"), config)
-    bank, _ = features.encode_features(workdir, progress=False)
+    bank, _ = fh.encode_bank(workdir)
     assert bank.meta["pool"] == "label" and 26 in bank.centers
     synth = Synthesizer.from_workdir(workdir)
     # Regions are label ids here; JSON-style string keys are accepted.
@@ -148,14 +144,12 @@ def test_label_feat_and_featureless_models(tmp_path):
     with pytest.raises(ValueError, match="trained without model.instance_feat"):
         plain.synthesize(label, inst, {26000: 0})
     with pytest.raises(ValueError, match="no encoder to build a feature bank"):
-        features.encode_features(plain.workdir, progress=False)
+        fh.encode_bank(plain.workdir)
 
 
 def test_synthesize_cli_reads_an_official_folder_without_photos(synth, tmp_path):
     """Label/instance folders in, no {phase}_img: outputs and a page without a real column."""
     import shutil
-    import subprocess
-    import sys
 
     from pix2pixhd_jax.data import folders
     from pix2pixhd_jax.data.synthetic import generate_example
@@ -164,10 +158,8 @@ def test_synthesize_cli_reads_an_official_folder_without_photos(synth, tmp_path)
     for i in range(2):
         folders.write_official_example(str(root), "test", f"{i:04d}", generate_example(7, i, 64, 32))
     shutil.rmtree(root / "test_img")
-    out = subprocess.run([sys.executable, "-m", "pix2pixhd_jax.synthesize", f"--workdir={synth.workdir}",
-                          f"--out={tmp_path / 'out'}", "--source=folder", f"--dataroot={root}", "--phase=test",
-                          "--num_inputs=5"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert synthesize_cli.main(["prog", f"--workdir={synth.workdir}", f"--out={tmp_path / 'out'}", "--source=folder",
+                                f"--dataroot={root}", "--phase=test", "--num_inputs=5"]) == 0
     names = set(p.name for p in (tmp_path / "out").iterdir())
     assert {"0000_label.png", "0000_out0.png", "0001_out0.png"} <= names
     assert not any(n.endswith("_real.png") for n in names) and "0002_label.png" not in names

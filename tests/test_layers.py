@@ -1,4 +1,6 @@
-"""Layer semantics against explicit PyTorch formulas: transposed conv, pyramid pooling, norms."""
+"""Layer semantics against explicit PyTorch formulas: transposed conv, pyramid pooling, norms.
+
+The conv rewrites against plain lax convs are in test_conv_rewrites.py."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,11 +25,11 @@ def _conv_transpose_by_formula(x, w, b):
     return out
 
 
-@pytest.mark.parametrize("impl", ["subpixel", "xla"])
-def test_conv_transpose_exactly_doubles_with_pytorch_taps(impl):
+@pytest.mark.parametrize("impl, conv_impl", [("subpixel", "auto"), ("xla", "auto"), ("subpixel", "lax")])
+def test_conv_transpose_exactly_doubles_with_pytorch_taps(impl, conv_impl):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
-    layer = ConvTranspose(6, impl=impl)
+    layer = ConvTranspose(6, impl=impl, conv_impl=conv_impl)
     variables = layer.init(jax.random.PRNGKey(0), x)
     w = np.asarray(variables["params"]["kernel"])
     b = np.asarray(variables["params"]["bias"])
@@ -78,42 +80,3 @@ def test_batch_norm_keeps_running_stats_in_a_mutable_collection():
     _, updated = norm.apply(variables, x, train=True, mutable=["batch_stats"])
     mean = np.asarray(updated["batch_stats"]["BatchNorm_0"]["mean"])
     np.testing.assert_allclose(mean, 0.1 * x.mean((0, 1, 2)), atol=1e-5)  # PyTorch momentum 0.1
-
-
-@pytest.mark.parametrize("h, w", [(16, 16), (17, 23), (5, 6)])
-@pytest.mark.parametrize("stride, kernel", [(2, 4), (1, 4), (2, 2), (1, 6)])
-def test_even_kernel_conv_rewrites_equal_lax_conv(h, w, stride, kernel):
-    """The D's 4x4 convs run as space-to-depth / shift-stacked 2x2 convs: same values and grads."""
-    from pix2pixhd_jax.models.layers import Conv
-
-    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, h, w, 3)).astype(np.float32))
-    layer = Conv(5, kernel, stride=stride, padding=2)
-    variables = layer.init(jax.random.PRNGKey(0), x)
-    p = variables["params"]
-    ref = lambda k: jax.lax.conv_general_dilated(x, k, (stride, stride), ((2, 2), (2, 2)),
-                                                 dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["bias"]
-    want = ref(p["kernel"])
-    got = layer.apply(variables, x)
-    assert got.shape == want.shape == (2, (h + 4 - kernel) // stride + 1, (w + 4 - kernel) // stride + 1, 5)
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    grad = lambda f: jax.grad(lambda k: jnp.sum(f(k) ** 2))(p["kernel"])
-    g_ours = grad(lambda k: layer.apply({"params": {**p, "kernel": k}}, x))
-    np.testing.assert_allclose(g_ours, grad(ref), rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("shape", [(2, 4, 5, 6, 48, 3), (1, 9, 11, 5, 7, 2), (1, 10, 12, 8, 4, 7)])
-def test_conv_valid_value_and_gradients_equal_lax_conv(shape):
-    # (B, H, W, Cin, Cout, k): the first hits the matmul input gradient (Cout > B*Ho*Wo), the others lax's.
-    from pix2pixhd_jax.models.layers import conv_valid
-
-    b, h, w, ci, co, k = shape
-    kx, kk, kd = jax.random.split(jax.random.PRNGKey(0), 3)
-    x, kernel = jax.random.normal(kx, (b, h, w, ci)), jax.random.normal(kk, (k, k, ci, co))
-    lax_conv = lambda x, kernel: jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
-                                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    want, want_vjp = jax.vjp(lax_conv, x, kernel)
-    got, got_vjp = jax.vjp(jax.jit(conv_valid), x, kernel)
-    dy = jax.random.normal(kd, want.shape)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    for g, r in zip(got_vjp(dy), want_vjp(dy)):
-        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-4 * float(jnp.max(jnp.abs(r))))

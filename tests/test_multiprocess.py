@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -20,6 +21,10 @@ def _free_port() -> int:
 def _launch(nproc, tmp_path, name):
     port = str(_free_port())
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    # The workers share the test session's compile cache and its unoptimised XLA setting.
+    env.update(JAX_COMPILATION_CACHE_DIR=jax.config.values["jax_compilation_cache_dir"] or "",
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+               JAX_DISABLE_MOST_OPTIMIZATIONS="1" if jax.config.values["jax_disable_most_optimizations"] else "0")
     procs = [subprocess.Popen([sys.executable, WORKER, str(i), str(nproc), port, str(tmp_path / name),
                                str(tmp_path / f"{name}.npz")], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(nproc)]
@@ -29,6 +34,7 @@ def _launch(nproc, tmp_path, name):
     return [np.load(tmp_path / f"{name}.npz.step{s}.npz") for s in (1, 2)]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     one = _launch(1, tmp_path, "one")
     two = _launch(2, tmp_path, "two")

@@ -111,14 +111,15 @@ def test_gan_loss_matches_official_lsgan():
 
 
 def test_convert_cli_roundtrips_a_pth_file(tmp_path):
-    from pix2pixhd_jax.compat.convert import load_converted, main
+    from pix2pixhd_jax.cli.convert import main
+    from pix2pixhd_jax.compat.convert import load_converted
 
     net = official_networks().MultiscaleDiscriminator(7, 4, 2, _norm_layer("batch"), False, 2, True)
     randomize_(net, 5).eval()
     torch.save(net.state_dict(), tmp_path / "latest_net_D.pth")
-    main(["--net", "D", "--pth", str(tmp_path / "latest_net_D.pth"), "--out", str(tmp_path / "D"),
+    assert main(["prog", "--net", "D", "--pth", str(tmp_path / "latest_net_D.pth"), "--out", str(tmp_path / "D"),
           "--option", "input_nc=7", "--option", "ndf=4", "--option", "n_layers_D=2", "--option", "num_D=2",
-          "--option", "norm=batch"])
+          "--option", "norm=batch"]) == 0
     module, variables = load_converted(str(tmp_path / "D"))
     x = np.random.default_rng(6).normal(size=(1, 20, 20, 7)).astype(np.float32)
     with torch.no_grad():

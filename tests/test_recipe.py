@@ -1,6 +1,5 @@
 """pix2pixHD++ pieces: EMA, hinge, R1, spectral-norm state through checkpoints, the all-options step."""
 import dataclasses
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -8,12 +7,12 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-sys.path.insert(0, ".")
 from configs import pix2pixhd_pp, synthetic_demo, tiny_test  # noqa: E402
 from pix2pixhd_jax import augment, checkpointing, losses  # noqa: E402
 from pix2pixhd_jax.optim import make_optimizers  # noqa: E402
 from pix2pixhd_jax.state import GANState, ema_decay_at, ema_update, inference_params  # noqa: E402
-from pix2pixhd_jax.train_step import label_encoding, make_init_fn, make_networks, make_train_step  # noqa: E402
+from pix2pixhd_jax.models.factory import build as make_networks, label_encoding  # noqa: E402
+from pix2pixhd_jax.train_step import make_init_fn, make_train_step  # noqa: E402
 
 H, W = 16, 24
 # Tests below compare runs with each other, never with fixed numbers. Compilation is most of their
@@ -129,7 +128,7 @@ def test_lazy_r1_value_is_the_penalty_of_the_augmented_real_input(all_on):
     config, nets, _, states, metrics = all_on
     state, batch = states[1], _batch(1)
     params = augment.sample_params(jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), 2, H, W, config.augment)
-    d_label = augment.apply(label_encoding(batch, config.model, jnp.float32), params, config.augment, is_label=True)
+    d_label = augment.apply(label_encoding(batch, config.model), params, config.augment, is_label=True)
     d_real = augment.apply(batch["image"], params, config.augment, is_label=False)
     d = lambda img: nets.discriminator.apply({"params": state.d_params, **state.d_collections},
                                              jnp.concatenate([d_label, img], -1), True, mutable=["batch_stats"])[0]

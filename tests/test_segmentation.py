@@ -1,17 +1,15 @@
 """Segmentation score: confusion-matrix metrics, a segmenter that learns, save/restore, evaluate and the trainer hook."""
 import json
 import os
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, ".")
-from configs import tiny_test  # noqa: E402
-from pix2pixhd_jax import evaluate, train  # noqa: E402
-from pix2pixhd_jax.evaluation import segmentation as seg  # noqa: E402
+from configs import tiny_test
+from pix2pixhd_jax import inputs, train
+from pix2pixhd_jax.cli import evaluate as evaluate_cli
+from pix2pixhd_jax.evaluation import segmentation as seg, segmenter_training
 
 SYNTHETIC_IDS = (7, 8, 11, 17, 19, 20, 21, 22, 23, 24, 26)
 
@@ -75,7 +73,7 @@ def _seg_config():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("segmenter"))
-    spec = seg.train_segmenter(_seg_config(), out, progress=False, log=lambda _: None)
+    spec = segmenter_training.train_segmenter(_seg_config(), out, progress=False, log=lambda _: None)
     return out, spec
 
 
@@ -92,15 +90,15 @@ def test_save_restore_round_trip_and_mismatch_refusal(trained, tmp_path):
     out, spec = trained
     loaded = seg.load_segmenter(out, expect=seg.data_identity(_seg_config(), 32, 64, SYNTHETIC_IDS))
     assert loaded.classes == SYNTHETIC_IDS
-    examples = evaluate.load_examples(_seg_config(), "test", 16)
-    again = loaded.score(seg.batches_of(examples, 8))
+    examples = inputs.load_examples(_seg_config(), "test", 16)
+    again = loaded.score(segmenter_training.batches_of(examples, 8))
     assert again["pixel_acc"] == pytest.approx(spec["heldout"]["pixel_acc"], abs=1e-7)
     assert again["mean_iou"] == pytest.approx(spec["heldout"]["mean_iou"], abs=1e-7)
     pred = loaded.predict(examples[0]["image"][None])
     assert pred.shape == (1, 32, 64) and set(np.unique(pred)) <= set(SYNTHETIC_IDS)
 
     # Other image size, label set or data: refused, naming the field and how to train a matching one.
-    with pytest.raises(ValueError, match=r"height: segmenter 32 vs run 64.*evaluation.segmentation"):
+    with pytest.raises(ValueError, match=r"height: segmenter 32 vs run 64.*cli.train_segmenter"):
         seg.load_segmenter(out, expect=seg.data_identity(_seg_config(), 64, 64, SYNTHETIC_IDS))
     other = _seg_config()
     other.data.source, other.data.dataroot = "folder", "/data/cityscapes"
@@ -124,7 +122,6 @@ def test_save_restore_round_trip_and_mismatch_refusal(trained, tmp_path):
 # --------------------------------------------------------------------- evaluate CLI and trainer hook
 def test_trainer_hook_logs_eval_metrics_and_evaluate_reports_segmentation(trained, tmp_path):
     out, spec = trained
-    assert train.make_evaluator(tiny_test.get_config()) is None  # off by default: nothing loaded
     config = tiny_test.get_config()
     e = config.eval
     e.every_steps, e.num_examples, e.batch_size, e.lpips, e.segmenter_dir = 1, 4, 2, False, out
@@ -140,9 +137,9 @@ def test_trainer_hook_logs_eval_metrics_and_evaluate_reports_segmentation(traine
     assert evals[1]["eval/segmentation/real/pixel_acc"] == evals[2]["eval/segmentation/real/pixel_acc"]
     assert evals[2]["eval/segmentation/fake/pixel_acc"] < evals[2]["eval/segmentation/real/pixel_acc"]
 
-    report = evaluate.main(["--workdir", workdir, "--num", "4", "--batch_size", "2", "--segmenter", out,
-                            "--no_lpips", "--out", str(tmp_path / "eval.json")])
-    saved = json.load(open(tmp_path / "eval.json"))
+    assert evaluate_cli.main(["prog", "--workdir", workdir, "--num", "4", "--batch_size", "2", "--segmenter", out,
+                              "--nolpips", "--out", str(tmp_path / "eval.json")]) == 0
+    saved = report = json.load(open(tmp_path / "eval.json"))
     assert saved["segmentation"]["real"]["pixel_acc"] == pytest.approx(evals[2]["eval/segmentation/real/pixel_acc"])
     assert saved["segmentation"]["fake"]["mean_iou"] == pytest.approx(evals[2]["eval/segmentation/fake/mean_iou"],
                                                                      abs=1e-6)

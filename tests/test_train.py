@@ -1,17 +1,26 @@
-"""The real train.run on a shrunken config: resume, re-sharding, staging, bad checkpoints, outputs."""
+"""The real train.run on a shrunken config: resume, re-sharding, staging, bad checkpoints, outputs.
+
+One tiny run (the module fixture) serves as the resumed run, the mismatched checkpoint and the
+stage-1 run of the staging test; everything else about staging is tested on initialised states.
+"""
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 import pytest
 from flax import traverse_util
 
-sys.path.insert(0, ".")
-from configs import tiny_test  # noqa: E402
-from pix2pixhd_jax import train  # noqa: E402
-from pix2pixhd_jax.optim import official_lr  # noqa: E402
+from configs import tiny_test
+from pix2pixhd_jax import staging, train
+from pix2pixhd_jax.optim import mask_frozen_trunk, official_lr
+from pix2pixhd_jax.train_step import build_program
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(**overrides):
@@ -31,23 +40,43 @@ def _assert_trees_equal(a, b, atol=0.0):
         np.testing.assert_allclose(x, y, atol=atol, rtol=0)
 
 
-def test_resume_equals_uninterrupted_and_writes_outputs(tmp_path):
-    straight = train.run(_config(train__max_steps=6), str(tmp_path / "straight"))
+def _metric_lines(workdir):
+    return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    """A global-generator run of 6 steps, straight through."""
+    workdir = str(tmp_path_factory.mktemp("train") / "straight")
+    return workdir, train.run(_config(train__max_steps=6), workdir)
+
+
+def test_resume_equals_uninterrupted_and_writes_outputs(stage1, tmp_path):
+    workdir, straight = stage1
     train.run(_config(train__max_steps=3), str(tmp_path / "resumed"))
     resumed = train.run(_config(train__max_steps=6), str(tmp_path / "resumed"))
     assert straight["step"] == resumed["step"] == 6
     for side in ("g_params", "d_params", "g_opt_state", "d_opt_state"):
         _assert_trees_equal(getattr(straight["state"], side), getattr(resumed["state"], side), atol=1e-6)
     # Same batches after the restart: the logged losses of steps 4..6 agree.
-    def losses(workdir):
-        lines = [json.loads(l) for l in open(tmp_path / workdir / "metrics.jsonl")]
-        return {l["step"]: l["loss_G"] for l in lines if "loss_G" in l}
-    a, b = losses("straight"), losses("resumed")
+    def losses(path):
+        return {line["step"]: line["loss_G"] for line in _metric_lines(path) if "loss_G" in line}
+    a, b = losses(workdir), losses(str(tmp_path / "resumed"))
     for step in (4, 5, 6):
         assert b[step] == pytest.approx(a[step], rel=1e-5)
-    samples = os.listdir(tmp_path / "straight" / "samples")
+    samples = os.listdir(os.path.join(workdir, "samples"))
     assert "index.html" in samples and "step_00000006.png" in samples
-    assert _tensorboard_tags(tmp_path / "straight" / "tensorboard") >= {"loss_G", "loss_D", "holdout_L1"}
+    assert _tensorboard_tags(os.path.join(workdir, "tensorboard")) >= {"loss_G", "loss_D", "holdout_L1"}
+
+
+def test_a_finished_run_returns_at_once_without_new_metrics(stage1):
+    workdir, straight = stage1
+    before = len(_metric_lines(workdir))
+    t0 = time.time()
+    again = train.run(_config(train__max_steps=6), workdir)
+    assert again["already_done"] and again["step"] == 6 and time.time() - t0 < 10
+    assert len(_metric_lines(workdir)) == before
+    _assert_trees_equal(again["state"].g_params, straight["state"].g_params)
 
 
 def _tensorboard_tags(folder):
@@ -76,38 +105,74 @@ def test_checkpoint_from_4_devices_restores_on_8(tmp_path):
     assert len(jax.tree_util.tree_leaves(out["state"].g_params)[0].sharding.device_set) == 8
 
 
-def test_checkpoint_of_another_config_names_the_mismatched_arrays(tmp_path):
-    train.run(_config(train__max_steps=1), str(tmp_path / "w"))
+def test_checkpoint_of_another_config_names_the_mismatched_arrays(stage1):
+    workdir, _ = stage1
     with pytest.raises(ValueError, match=r"(?s)does not match this config.*generator/front/conv/kernel: checkpoint \(7, 7, 36, 4\) vs config \(7, 7, 36, 8\)"):
-        train.run(_config(model__ngf=8, train__max_steps=2), str(tmp_path / "w"))
+        train.run(_config(model__ngf=8, train__max_steps=8), workdir)
 
 
-def test_coarse_to_fine_staging(tmp_path):
-    stage1 = train.run(_config(train__max_steps=2), str(tmp_path / "global"))
-    g1 = traverse_util.flatten_dict(jax.device_get(stage1["state"].g_params["generator"]))
-    # 8 examples / batch 2 = 4 steps per epoch; the trunk stays fixed for the first epoch.
-    local = dict(model__netG="local", model__ngf=2, model__num_D=3, train__init_from=str(tmp_path / "global"),
-                 optim__niter_fix_global=1, data__synthetic_width=128, data__synthetic_height=64)
+def test_a_bad_config_fails_before_anything_is_written(tmp_path):
+    for bad in ({"train__log_every": 0}, {"model__ngf": 0}, {"data__batch_size": 0}, {"optim__beta1_G": 1.0},
+                {"train__max_steps": -1}, {"optim__lr_G": -1e-4}, {"model__n_blocks_global": -1}):
+        with pytest.raises(ValueError, match=list(bad)[0].split("__")[-1]):
+            train.run(_config(**bad), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+LOCAL = dict(model__netG="local", model__ngf=2, model__num_D=3, optim__niter_fix_global=1,
+             data__synthetic_width=128, data__synthetic_height=64)
+
+
+def _init_state(config, height, width):
+    program = build_program(config, height=height, width=width, steps_per_epoch=4)
+    return jax.jit(program.init)(jax.random.PRNGKey(config.seed))
+
+
+def test_stage_transfer_maps_g1_into_the_trunk_and_d_scales_by_name(stage1):
+    _, result = stage1
+    g1 = traverse_util.flatten_dict(jax.device_get(result["state"].g_params["generator"]))
+    local = _init_state(_config(**LOCAL), 64, 128)
+    new, copied, fresh = staging.transfer_from_stage1(local, result["state"])
+    g2 = traverse_util.flatten_dict(jax.device_get(new.g_params["generator"]))
+    trunk = {k[1:]: v for k, v in g2.items() if k[0] == "global_trunk"}
+    assert set(trunk) == {k for k in g1 if k[0] != "out"}  # G1's output conv has no partner
+    for k, v in trunk.items():
+        np.testing.assert_array_equal(v, g1[k])
+    assert any(p.startswith("generator/enh1") for p in fresh)
+    # Official naming puts scale{i} at the same absolute resolution: scales 0, 1 copied, 2 fresh.
+    assert any(p.startswith("scale0/") for p in copied) and any(p.startswith("scale2/") for p in fresh)
+    d1 = set(traverse_util.flatten_dict(jax.device_get(result["state"].d_params)))
+    assert d1 <= set(traverse_util.flatten_dict(jax.device_get(new.d_params)))
+
+
+def test_fixed_trunk_gets_no_update_while_fixed():
+    config = _config(**LOCAL)
+    state = _init_state(config, 64, 128)
+    grads = jax.tree_util.tree_map(np.ones_like, jax.device_get(state.g_params))
+    masked = traverse_util.flatten_dict(mask_frozen_trunk(grads, np.bool_(True)))
+    assert all((v == 0).all() for k, v in masked.items() if k[1] == "global_trunk")
+    assert all((v == 1).all() for k, v in masked.items() if k[1] != "global_trunk")
+    free = traverse_util.flatten_dict(mask_frozen_trunk(grads, np.bool_(False)))
+    assert all((v == 1).all() for v in free.values())
+
+
+def test_init_from_trains_the_enhancer_around_a_fixed_trunk_then_everything(stage1, tmp_path):
+    """End to end: stage 2 from stage 1's workdir; 8 examples / batch 2 = 4 steps fixed, then joint."""
+    workdir, result = stage1
+    g1 = traverse_util.flatten_dict(jax.device_get(result["state"].g_params["generator"]))
+    local = dict(LOCAL, train__init_from=workdir)
     fixed = train.run(_config(train__max_steps=4, **local), str(tmp_path / "local"))
     g2 = traverse_util.flatten_dict(jax.device_get(fixed["state"].g_params["generator"]))
     trunk = {k[1:]: v for k, v in g2.items() if k[0] == "global_trunk"}
-    assert set(trunk) == {k for k in g1 if k[0] != "out"}
-    for k, v in trunk.items():
-        np.testing.assert_array_equal(v, g1[k])  # copied from stage 1 and untouched while fixed
-    d1 = traverse_util.flatten_dict(jax.device_get(stage1["state"].d_params))
-    d2_init = train.transfer_from_stage1(fixed["state"], stage1["state"])[1]
-    assert any(p.startswith("scale0/") for p in d2_init) and not any(p.startswith("scale2/") for p in d2_init)
-    assert {k for k in d1} <= set(traverse_util.flatten_dict(jax.device_get(fixed["state"].d_params)))
-    one = train.run(_config(train__max_steps=1, **local), str(tmp_path / "one_step"))
-    g_one = traverse_util.flatten_dict(jax.device_get(one["state"].g_params["generator"]))
-    assert all(np.array_equal(g_one[("global_trunk",) + k], v) for k, v in trunk.items())
-    assert any(not np.array_equal(g2[k], g_one[k]) for k in g2 if k[0].startswith("enh1"))  # the enhancer trains
-    with pytest.raises(ValueError, match="shares no generator array"):
-        train.run(_config(train__max_steps=1, **{**local, "model__ngf": 4}), str(tmp_path / "bad"))
-    # After the fixed epoch the whole generator trains.
+    assert trunk and all(np.array_equal(v, g1[k]) for k, v in trunk.items())
+    start = staging.transfer_from_stage1(_init_state(_config(**local), 64, 128), result["state"])[0]
+    g_start = traverse_util.flatten_dict(jax.device_get(start.g_params["generator"]))
+    assert any(not np.array_equal(g2[k], g_start[k]) for k in g2 if k[0].startswith("enh1"))  # the enhancer trains
     joint = train.run(_config(train__max_steps=5, **local), str(tmp_path / "local"))
     g3 = traverse_util.flatten_dict(jax.device_get(joint["state"].g_params["generator"]))
     assert any(not np.array_equal(g3[("global_trunk",) + k], g1[k]) for k in trunk)
+    with pytest.raises(ValueError, match="shares no generator array"):
+        train.run(_config(train__max_steps=1, **{**local, "model__ngf": 4}), str(tmp_path / "bad"))
 
 
 def test_official_lr_schedule_at_epoch_boundaries():
@@ -118,17 +183,15 @@ def test_official_lr_schedule_at_epoch_boundaries():
     assert float(official_lr(np.int32(39), **kw)) == pytest.approx(1.5e-4)  # constant within an epoch
 
 
-def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
-    """TPU preemption: the CLI catches SIGTERM, saves the current step and stops cleanly."""
-    import signal
-    import subprocess
-    import time
-
+@pytest.mark.slow
+def test_cli_from_another_directory_saves_on_sigterm_and_exits(tmp_path):
+    """The README command with an absolute config path, run elsewhere; TPU preemption (SIGTERM) saves and stops."""
     workdir = tmp_path / "w"
-    env = dict(os.environ)
-    proc = subprocess.Popen([sys.executable, "-m", "pix2pixhd_jax.main", "--config=configs/tiny_test.py",
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.values["jax_compilation_cache_dir"] or "",
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pix2pixhd_jax.main", f"--config={REPO}/configs/tiny_test.py",
                              f"--workdir={workdir}", "--config.train.max_steps=100000", "--config.num_devices=1"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 4):
@@ -148,7 +211,8 @@ def test_trains_from_official_folder_layout(tmp_path):
     out = train.run(_config(data__source="folder", data__dataroot=str(tmp_path / "data"), train__max_steps=1),
                     str(tmp_path / "w"))
     assert out["step"] == 1 and np.isfinite(out["holdout_L1_end"])
-    # A label id the config cannot hold is refused with the value and the file.
+    # A label id the config cannot hold is refused with the value and the file, before the workdir is made.
     with pytest.raises(ValueError, match=r"label \d+ in .*train_label.* >= label_nc=20"):
         train.run(_config(data__source="folder", data__dataroot=str(tmp_path / "data"), model__label_nc=20,
                           train__max_steps=1), str(tmp_path / "w2"))
+    assert not (tmp_path / "w2").exists()

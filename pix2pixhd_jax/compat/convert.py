@@ -1,6 +1,6 @@
 """Convert official pix2pixHD `.pth` checkpoints into an Orbax checkpoint of our variables.
 
-    python -m pix2pixhd_jax.compat.convert --net global --pth checkpoints/label2city_512p/latest_net_G.pth \
+    python -m pix2pixhd_jax.cli.convert --net global --pth checkpoints/label2city_512p/latest_net_G.pth \
         --out converted/G --option input_nc=36 --option ngf=64
 
 Options use the official names (see compat.official.build_module); values are parsed as Python
@@ -9,7 +9,6 @@ literals. The output folder holds the Orbax tree (`variables/`) and `options.jso
 """
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import os
@@ -19,11 +18,12 @@ import orbax.checkpoint as ocp
 from pix2pixhd_jax.compat.official import NETS, build_from_torch, build_module, load_pth
 
 
-def _parse_options(pairs: list[str]) -> dict:
+def parse_options(pairs: list[str]) -> dict:
+    """['ngf=64', 'norm=batch'] -> {'ngf': 64, 'norm': 'batch'} (values as Python literals where they parse)."""
     options = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SystemExit(f"--option expects name=value, got {pair!r}")
+            raise ValueError(f"--option expects name=value, got {pair!r}")
         key, value = pair.split("=", 1)
         try:
             options[key] = ast.literal_eval(value)
@@ -53,19 +53,3 @@ def load_converted(path: str):
     with ocp.StandardCheckpointer() as ckptr:
         variables = ckptr.restore(os.path.join(path, "variables"))
     return module, variables
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--net", required=True, choices=NETS)
-    parser.add_argument("--pth", required=True, help="official state dict, e.g. latest_net_G.pth")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--option", action="append", default=[], help="official option name=value (repeatable)")
-    args = parser.parse_args(argv)
-    variables = convert(args.pth, args.net, args.out, _parse_options(args.option))
-    n = sum(v.size for v in __import__("jax").tree_util.tree_leaves(variables))
-    print(f"wrote {n:,} values of net={args.net} to {os.path.abspath(args.out)}")
-
-
-if __name__ == "__main__":
-    main()

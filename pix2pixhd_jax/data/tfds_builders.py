@@ -4,10 +4,10 @@ Prepare once (no TensorFlow needed), then read anywhere with `tfds.data_source` 
 from cloud storage; `--data_dir gs://...` works where TFDS has GCS access):
 
   # synthetic street scenes; configs 512x256, 1024x512, 2048x1024 (sizes of each split below)
-  python -m pix2pixhd_jax.data.tfds_builders --dataset synthetic_streets/512x256 --data_dir ~/tensorflow_datasets
+  python -m pix2pixhd_jax.cli.tfds_prepare --dataset synthetic_streets/512x256 --data_dir ~/tensorflow_datasets
   # your data: the official layout (train_label/ train_inst/ train_img/ [test_*]) or Cityscapes
   # (gtFine/ leftImg8bit/) in a manual directory; configs official, official_rgb (label_nc 0), cityscapes
-  python -m pix2pixhd_jax.data.tfds_builders --dataset paired_folders/cityscapes \
+  python -m pix2pixhd_jax.cli.tfds_prepare --dataset paired_folders/cityscapes \
       --manual_dir /data/cityscapes --data_dir gs://my-bucket/tfds
 
 and in the trainer:
@@ -21,11 +21,10 @@ prepare time), so synthetic example i of a split is scene (seed, i).
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -187,19 +186,3 @@ def prepare(dataset: str, *, data_dir: str | None = None, manual_dir: str | None
     builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line for `prepare`."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="name/config, e.g. synthetic_streets/512x256")
-    p.add_argument("--data_dir", default=None, help="TFDS data dir (default ~/tensorflow_datasets)")
-    p.add_argument("--manual_dir", default=None, help="folder with the raw data for paired_folders")
-    a = p.parse_args(argv)
-    builder = prepare(a.dataset, data_dir=a.data_dir, manual_dir=a.manual_dir)
-    print(f"prepared {builder.info.full_name} in {builder.data_dir}: "
-          + ", ".join(f"{k}={v.num_examples}" for k, v in builder.info.splits.items()))
-
-
-if __name__ == "__main__":
-    main()

@@ -6,9 +6,12 @@ maps, and its predictions are compared with those INPUT label maps: pixel accura
 The same numbers on the real photos of that split are the ceiling (what the segmenter reaches on
 images it was built for).
 
-  python -m pix2pixhd_jax.evaluation.segmentation --config=configs/synthetic_demo.py --out=runs/seg \
+  python -m pix2pixhd_jax.cli.train_segmenter --config=configs/synthetic_demo.py --out=runs/seg \
       [--config.eval.segmenter.steps=3000]
-  python -m pix2pixhd_jax.evaluate --workdir=runs/demo --segmenter=runs/seg
+  python -m pix2pixhd_jax.cli.evaluate --workdir=runs/demo --segmenter=runs/seg
+
+Training the segmenter lives in segmenter_training.py; this module is the network, the metrics
+and the saved format.
 
 The segmenter directory holds `params.npz` (the flattened parameter pytree; read with
 allow_pickle=False) and `segmenter.json` (network, classes, training data and held-out scores);
@@ -23,22 +26,18 @@ predictions are restricted to `classes`.
 from __future__ import annotations
 
 import os
+import json
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
-_CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"  # PLATFORM_NOTES.md
-if __name__ == "__main__" and _CPU_FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _CPU_FLAG).strip()
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import traverse_util
+from tqdm import tqdm
 
-import json  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence  # noqa: E402
-
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from flax import traverse_util  # noqa: E402
+from pix2pixhd_jax.data import cityscapes as cs
 
 FORMAT_VERSION = 1
 PARAMS_FILE = "params.npz"
@@ -190,8 +189,6 @@ class Segmenter:
         return len(self.classes)
 
     def class_names(self) -> list[str]:
-        from pix2pixhd_jax.data import cityscapes as cs
-
         cityscapes_ids = self.spec["data"].get("source") in ("synthetic", "cityscapes")
         return [cs.ID_TO_NAME.get(c, str(c)) if cityscapes_ids else str(c) for c in self.classes]
 
@@ -214,10 +211,6 @@ class Segmenter:
 def progress_bar(iterable: Iterable, enabled: bool, desc: str, total: Optional[int] = None) -> Iterable:
     """tqdm when installed and enabled, else the iterable unchanged."""
     if not enabled:
-        return iterable
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm ships with the project's requirements
         return iterable
     return tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, leave=False)
 
@@ -272,7 +265,7 @@ def load_segmenter(directory: str, expect: Optional[Mapping[str, Any]] = None) -
     if not os.path.exists(spec_path) or not os.path.exists(params_path):
         raise FileNotFoundError(
             f"{directory} holds no segmenter ({SPEC_FILE} + {PARAMS_FILE}); train one with "
-            f"`python -m pix2pixhd_jax.evaluation.segmentation --config=<the run's config> --out={directory}`")
+            f"`python -m pix2pixhd_jax.cli.train_segmenter --config=<the run's config> --out={directory}`")
     with open(spec_path) as f:
         spec = json.load(f)
     if spec.get("format") != FORMAT_VERSION:
@@ -303,146 +296,8 @@ def check_compatible(spec: Mapping[str, Any], expect: Mapping[str, Any], where: 
         raise ValueError(
             f"{where} was trained for other data than this run ({'; '.join(diffs)}). Its scores would not "
             "measure this generator; train a segmenter on this run's data: `python -m "
-            "pix2pixhd_jax.evaluation.segmentation --config=<the run's config> --out=<new dir>`")
+            "pix2pixhd_jax.cli.train_segmenter --config=<the run's config> --out=<new dir>`")
 
 
 def _norm(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
-
-
-# ------------------------------------------------------------------------------------- training
-def make_train_step(model: UNet, tx: optax.GradientTransformation) -> Callable:
-    """step(params, opt_state, lut, images, labels) -> (params, opt_state, metrics), jitted, state donated."""
-
-    def loss_fn(params, images, targets):
-        logits = predict_logits(model, params, images)
-        valid = targets >= 0
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(targets, 0))
-        n = jnp.maximum(valid.sum(), 1)
-        acc = jnp.sum((jnp.argmax(logits, -1) == targets) & valid) / n
-        return jnp.sum(jnp.where(valid, ce, 0.0)) / n, acc
-
-    def step(params, opt_state, lut, images, labels):
-        targets = to_targets(labels, lut)
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, images, targets)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, {"loss": loss, "pixel_acc": acc}
-
-    return jax.jit(step, donate_argnums=(0, 1))
-
-
-def make_optimizer(s: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam with cosine decay of the learning rate to 0 over the training steps."""
-    return optax.adam(optax.cosine_decay_schedule(s.lr, max(int(s.steps), 1)))
-
-
-def heldout_examples(config: ml_collections.ConfigDict, num: int) -> list[dict[str, np.ndarray]]:
-    """Examples the segmenter never trains on: the evaluation split (unseen scenes for synthetic data)."""
-    from pix2pixhd_jax.evaluate import load_examples
-
-    return load_examples(config, config.eval.split, num)
-
-
-def batches_of(examples: Sequence[Mapping[str, np.ndarray]], batch_size: int,
-               key: str = "image") -> Iterable[tuple[np.ndarray, np.ndarray]]:
-    """(images, labels) batches of transformed examples."""
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        yield np.stack([e[key] for e in chunk]), np.stack([e["label"] for e in chunk])
-
-
-def train_segmenter(config: ml_collections.ConfigDict, out_dir: str, *, progress: bool = True,
-                    log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train on the real images of `config.data.phase`, score held-out real images, save to out_dir.
-
-    Hyperparameters: config.eval.segmenter (features, levels, classes, steps, batch_size, lr, seed,
-    num_examples); data and transforms: config.data, as in pix2pixHD training (random flips kept).
-    Returns the saved spec, whose 'heldout' entry holds the real-image scores (the ceiling).
-    """
-    from pix2pixhd_jax import train
-    from pix2pixhd_jax.data import pipeline
-
-    s, d = config.eval.segmenter, config.data
-    tcfg = train.transform_config(config)
-    source = train.make_source(config, d.phase, s.num_examples or d.synthetic_num, d.synthetic_seed)
-    height, width = train.example_size(source, tcfg)
-    spec = make_spec(config, height, width)
-    model, tx = make_model(spec), make_optimizer(s)
-    size = 2 ** model.levels  # the network is fully convolutional: init at the smallest size it takes
-    params = jax.jit(model.init)(jax.random.PRNGKey(s.seed), jnp.zeros((1, size, size, 3)))["params"]
-    opt_state = jax.jit(tx.init)(params)
-    lut = jnp.asarray(label_lookup(spec["model"]["classes"]))
-    step_fn = make_train_step(model, tx)
-    dataset = pipeline.build_dataset(source, batch_size=s.batch_size, transform=tcfg, seed=s.seed, shuffle=True,
-                                     shard_index=0, shard_count=1)
-    data_iter = iter(dataset)
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
-    log(f"segmenter: U-Net features={s.features} levels={s.levels} ({n_params / 1e6:.2f}M params), "
-        f"{len(spec['model']['classes'])} classes, {len(source)} {d.source} images {width}x{height}, "
-        f"{s.steps} steps of batch {s.batch_size}")
-    t0, metrics, history = time.time(), None, []
-    bar = progress_bar(range(1, int(s.steps) + 1), progress, "train segmenter", total=int(s.steps))
-    for step in bar:
-        batch = next(data_iter)
-        params, opt_state, metrics = step_fn(params, opt_state, lut, batch["image"], batch["label"])
-        if step % s.log_every == 0 or step == s.steps:
-            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not np.isfinite(m["loss"]):
-                raise FloatingPointError(f"segmenter loss is {m['loss']} at step {step}; lower eval.segmenter.lr")
-            history.append({"step": step, **m})
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['pixel_acc']:.3f}")
-    if hasattr(bar, "close"):
-        bar.close()
-    if hasattr(data_iter, "close"):
-        data_iter.close()
-    train_s = time.time() - t0
-    segmenter = Segmenter(spec, params)
-    heldout = heldout_examples(config, s.heldout_examples)
-    scores = segmenter.score(batches_of(heldout, s.batch_size), progress=progress, desc="held-out real")
-    majority = majority_baseline(heldout, spec["model"]["classes"])
-    spec.update(train_seconds=round(train_s, 1), history=history[-20:],
-                heldout={"split": config.eval.split, "num_images": len(heldout), **scores,
-                         "majority_class_pixel_acc": majority})
-    save_segmenter(out_dir, spec, params)
-    log(f"segmenter trained in {train_s:.0f}s; held-out real images ({len(heldout)}): pixel acc "
-        f"{scores['pixel_acc']:.4f}, mean IoU {scores['mean_iou']:.4f} (majority class {majority:.4f}); "
-        f"saved to {out_dir}")
-    return spec
-
-
-def majority_baseline(examples: Sequence[Mapping[str, np.ndarray]], classes: Sequence[int]) -> float:
-    """Pixel accuracy of always predicting the most frequent scored class (the trivial baseline)."""
-    lut = label_lookup(classes)
-    labels = np.concatenate([e["label"].reshape(-1) for e in examples]).astype(np.int64)
-    targets = np.where((labels >= 0) & (labels < len(lut)), lut[np.clip(labels, 0, len(lut) - 1)], -1)
-    counts = np.bincount(targets[targets >= 0], minlength=len(classes))
-    return float(counts.max() / max(counts.sum(), 1))
-
-
-# ------------------------------------------------------------------------------------- CLI
-def _cli() -> None:
-    import sys
-
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    sys.path.insert(0, os.getcwd())  # configs import each other as `configs.*`
-    config_flag = config_flags.DEFINE_config_file("config", None, "the run's ml_collections config file",
-                                                  lock_config=True)
-    out_flag = flags.DEFINE_string("out", None, "directory for params.npz + segmenter.json")
-    flags.mark_flags_as_required(["config", "out"])
-
-    def main(argv):
-        del argv
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.WARNING)
-        spec = train_segmenter(config_flag.value, out_flag.value)
-        print(json.dumps(spec["heldout"], indent=1))
-
-    app.run(main)
-
-
-if __name__ == "__main__":
-    _cli()

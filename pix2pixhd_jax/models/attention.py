@@ -103,6 +103,7 @@ class SelfAttention(nn.Module):
     spectral_norm: bool = False
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"  # computational form of the 1x1 convs (conv_rewrites.py)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -110,7 +111,7 @@ class SelfAttention(nn.Module):
         b, h, w, c = x.shape
         c_qk, c_v = max(1, c // cfg.reduction), max(1, c // 2)
         conv = lambda f, name: Conv(f, 1, init_std=self.init_std, spectral_norm=self.spectral_norm, dtype=self.dtype,
-                                    name=name)
+                                    conv_impl=self.conv_impl, name=name)
         q, k, v = conv(c_qk, "query")(x, train), conv(c_qk, "key")(x, train), conv(c_v, "value")(x, train)
         if cfg.form == "window":
             o = window_attention(q, k, v, cfg.window)

@@ -32,10 +32,12 @@ class NLayerDiscriminator(nn.Module):
     dtype: Dtype = jnp.float32
     attention: Optional[AttentionConfig] = None
     attention_after_layer: int = 2
+    conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> list[Array]:
-        conv = lambda f, s, name: Conv(f, _KERNEL, s, _PAD, self.init_std, self.spectral_norm, self.dtype, name=name)
+        conv = lambda f, s, name: Conv(f, _KERNEL, s, _PAD, self.init_std, self.spectral_norm, self.dtype,
+                                       self.conv_impl, name=name)
         if self.attention is not None and not 0 <= self.attention_after_layer <= self.n_layers_D:
             raise ValueError(f"model.d_attention_after_layer={self.attention_after_layer} is not a feature layer of a "
                              f"PatchGAN with n_layers_D={self.n_layers_D} (0..{self.n_layers_D})")
@@ -43,7 +45,8 @@ class NLayerDiscriminator(nn.Module):
         def maybe_attend(j: int, x: Array) -> Array:
             if self.attention is None or j != self.attention_after_layer:
                 return x
-            return SelfAttention(self.attention, self.spectral_norm, self.init_std, self.dtype, name="attn")(x, train)
+            return SelfAttention(self.attention, self.spectral_norm, self.init_std, self.dtype, self.conv_impl,
+                                 name="attn")(x, train)
 
         feats = []
         x = maybe_attend(0, nn.leaky_relu(conv(self.ndf, 2, "layer0")(x, train), 0.2))
@@ -53,7 +56,7 @@ class NLayerDiscriminator(nn.Module):
             nf = min(nf * 2, self.max_features)
             stride = 2 if n < self.n_layers_D else 1
             x = conv(nf, stride, f"layer{n}")(x, train)
-            x = nn.leaky_relu(Norm(self.norm, self.dtype, name=f"layer{n}_norm")(x, train), 0.2)
+            x = nn.leaky_relu(Norm(self.norm, self.dtype, self.conv_impl, name=f"layer{n}_norm")(x, train), 0.2)
             x = maybe_attend(n, x)
             feats.append(x)
         scores = conv(1, 1, f"layer{self.n_layers_D + 1}")(x, train).astype(jnp.float32)
@@ -81,6 +84,7 @@ class MultiscaleDiscriminator(nn.Module):
     attention: Optional[AttentionConfig] = None
     attention_scales: tuple[int, ...] = ()
     attention_after_layer: int = 2
+    conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> list[list[Array]]:
@@ -94,7 +98,8 @@ class MultiscaleDiscriminator(nn.Module):
             d = NLayerDiscriminator(
                 self.ndf, self.n_layers_D, self.norm, self.get_interm_feat, spectral_norm=self.spectral_norm,
                 init_std=self.init_std, dtype=self.dtype, attention=self.attention if use_attention else None,
-                attention_after_layer=self.attention_after_layer, name=f"scale{self.num_D - 1 - i}",
+                attention_after_layer=self.attention_after_layer, conv_impl=self.conv_impl,
+                name=f"scale{self.num_D - 1 - i}",
             )
             results.append(d(x, train))
             if i != self.num_D - 1:

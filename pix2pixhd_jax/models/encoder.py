@@ -20,6 +20,7 @@ class Encoder(nn.Module):
     upsample_impl: str = "subpixel"
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
 
     @nn.compact
     def __call__(self, image: Array, inst: Array, train: bool = False) -> Array:
@@ -28,6 +29,6 @@ class Encoder(nn.Module):
             inst = inst[..., 0]
         feats = GlobalGenerator(
             self.feat_num, self.nef, self.n_downsample_E, 0, self.norm, upsample_impl=self.upsample_impl,
-            init_std=self.init_std, dtype=self.dtype, name="net",
+            init_std=self.init_std, dtype=self.dtype, conv_impl=self.conv_impl, name="net",
         )(image, train)
         return instance_average_pool(feats, inst)

@@ -1,6 +1,16 @@
-"""Build the networks of a config: the one place that maps config keys to module arguments."""
+"""Build the networks of a config and run them: the one place that maps config keys to modules.
+
+`build(config)` gives the (static) modules; `generate` is the one forward of G (with E's pooled
+features when the model uses them) shared by the train step, sample grids, evaluation, inference
+and export; `encode` is E alone (feature banks).
+"""
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -8,7 +18,7 @@ from pix2pixhd_jax.models.attention import AttentionConfig
 from pix2pixhd_jax.models.discriminator import MultiscaleDiscriminator
 from pix2pixhd_jax.models.encoder import Encoder
 from pix2pixhd_jax.models.generator import GlobalGenerator, LocalEnhancer
-from pix2pixhd_jax.semantics import input_channels
+from pix2pixhd_jax.semantics import encode_input, input_channels
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -54,7 +64,7 @@ def make_generator(model_cfg: ml_collections.ConfigDict):
                   n_blocks_global=model_cfg.n_blocks_global, norm=model_cfg.norm, upsample_impl=model_cfg.upsample_impl,
                   remat_blocks=model_cfg.remat_blocks, spectral_norm=model_cfg.spectral_norm_G,
                   init_std=model_cfg.init_std, dtype=compute_dtype(model_cfg), attention=attention,
-                  attention_after_block=model_cfg.get("g_attention_after_block", -1))
+                  attention_after_block=model_cfg.get("g_attention_after_block", -1), conv_impl=model_cfg.conv_impl)
     if model_cfg.netG == "global":
         return GlobalGenerator(**common)
     if model_cfg.netG == "local":
@@ -71,10 +81,100 @@ def make_discriminator(model_cfg: ml_collections.ConfigDict, loss_cfg: ml_collec
                                    spectral_norm=model_cfg.spectral_norm_D, init_std=model_cfg.init_std,
                                    dtype=compute_dtype(model_cfg),
                                    attention=attention_config(model_cfg) if scales else None, attention_scales=scales,
-                                   attention_after_layer=model_cfg.get("d_attention_after_layer", 2))
+                                   attention_after_layer=model_cfg.get("d_attention_after_layer", 2),
+                                   conv_impl=model_cfg.conv_impl)
 
 
 def make_encoder(model_cfg: ml_collections.ConfigDict):
     return Encoder(feat_num=model_cfg.feat_num, nef=model_cfg.nef, n_downsample_E=model_cfg.n_downsample_E,
                    norm=model_cfg.norm, upsample_impl=model_cfg.upsample_impl, init_std=model_cfg.init_std,
-                   dtype=compute_dtype(model_cfg))
+                   dtype=compute_dtype(model_cfg), conv_impl=model_cfg.conv_impl)
+
+
+# ------------------------------------------------------------------------------------ networks
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    """The modules of a config (static: hashable, no arrays)."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    encoder: Optional[nn.Module]
+    vgg: Optional[nn.Module]
+
+
+def build(config: ml_collections.ConfigDict, vgg: Optional[nn.Module] = None) -> Networks:
+    """G, multi-scale D, E (when G is conditioned on features) and the given VGG."""
+    encoder = make_encoder(config.model) if uses_features(config.model) else None
+    return Networks(make_generator(config.model), make_discriminator(config.model, config.loss), encoder, vgg)
+
+
+def apply(module: nn.Module, params: Any, collections: dict, *args, train: bool) -> tuple[Any, dict]:
+    """module.apply that returns (output, updated collections); collections untouched in eval."""
+    variables = {"params": params, **collections}
+    if train and collections:
+        out, updates = module.apply(variables, *args, train, mutable=list(collections))
+        return out, {**collections, **updates}
+    return module.apply(variables, *args, train), collections
+
+
+def init_generator_variables(nets: Networks, model_cfg: ml_collections.ConfigDict, rng_g: jax.Array,
+                             rng_e: jax.Array, *, height: int, width: int) -> dict:
+    """{'generator': variables, 'encoder': variables?} for images of height x width."""
+    variables = {"generator": nets.generator.init(rng_g, jnp.zeros((1, height, width, generator_input_nc(model_cfg))))}
+    if nets.encoder is not None:
+        variables["encoder"] = nets.encoder.init(rng_e, jnp.zeros((1, height, width, model_cfg.output_nc)),
+                                                 jnp.zeros((1, height, width), jnp.int32))
+    return variables
+
+
+def init_discriminator_variables(nets: Networks, model_cfg: ml_collections.ConfigDict, rng: jax.Array, *,
+                                 height: int, width: int) -> dict:
+    return nets.discriminator.init(rng, jnp.zeros((1, height, width, discriminator_input_nc(model_cfg))))
+
+
+# ------------------------------------------------------------------------------------- forward
+def label_encoding(batch: dict, model_cfg: ml_collections.ConfigDict) -> jax.Array:
+    """One-hot (or RGB) label + edge map: the conditioning shared by G and D."""
+    return encode_input(batch["label"], batch.get("inst"), label_nc=model_cfg.label_nc,
+                        use_instance=model_cfg.use_instance, dtype=compute_dtype(model_cfg))
+
+
+def pool_ids(batch: dict, model_cfg: ml_collections.ConfigDict) -> jax.Array:
+    """The map E pools over: label regions (label_feat) or instances (instance_feat)."""
+    return batch["label"] if model_cfg.label_feat else batch["inst"]
+
+
+def encode(nets: Networks, g_params: Any, g_collections: dict, image: jax.Array, pool: jax.Array, *,
+           train: bool = False) -> tuple[jax.Array, dict]:
+    """E on real images, average-pooled inside each region of `pool`: (B, H, W, feat_num) and E's collections."""
+    return apply(nets.encoder, g_params["encoder"], g_collections["encoder"], image, pool, train=train)
+
+
+def generate(nets: Networks, model_cfg: ml_collections.ConfigDict, g_params: Any, g_collections: dict, batch: dict,
+             label_enc: jax.Array, *, train: bool, features: Optional[jax.Array] = None) -> tuple[jax.Array, dict]:
+    """Fake image in [-1, 1] and updated G (+E) collections.
+
+    A model conditioned on features takes them from `features` (a ready per-pixel map: feature
+    bank draws at inference) or, when None, from E on batch['image'] (training, samples, evaluation).
+    """
+    new_collections = dict(g_collections)
+    g_in = label_enc
+    if nets.encoder is not None:
+        if features is None:
+            features, new_collections["encoder"] = encode(nets, g_params, g_collections, batch["image"],
+                                                          pool_ids(batch, model_cfg), train=train)
+        g_in = jnp.concatenate([g_in, features.astype(g_in.dtype)], axis=-1)
+    fake, new_collections["generator"] = apply(nets.generator, g_params["generator"], g_collections["generator"],
+                                               g_in, train=train)
+    return fake, new_collections
+
+
+def make_generate_fn(config: ml_collections.ConfigDict, nets: Networks) -> Callable:
+    """sample(g_params, g_collections, batch) -> fake images in [-1, 1] (eval mode), ready for jit."""
+
+    def sample(g_params: Any, g_collections: dict, batch: dict) -> jax.Array:
+        fake, _ = generate(nets, config.model, g_params, g_collections, batch,
+                           label_encoding(batch, config.model), train=False)
+        return fake
+
+    return sample

@@ -32,14 +32,15 @@ class ConvNormReLU(nn.Module):
     init_std: float = 0.02
     spectral_norm: bool = False
     dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         if self.reflect:
             x = reflect_pad(x, self.reflect)
         x = Conv(self.features, self.kernel_size, self.stride, self.padding, self.init_std, self.spectral_norm,
-                 self.dtype, name="conv")(x, train)
-        return nn.relu(Norm(self.norm, self.dtype, name="norm")(x, train))
+                 self.dtype, self.conv_impl, name="conv")(x, train)
+        return nn.relu(Norm(self.norm, self.dtype, self.conv_impl, name="norm")(x, train))
 
 
 class UpNormReLU(nn.Module):
@@ -51,12 +52,13 @@ class UpNormReLU(nn.Module):
     upsample_impl: str = "subpixel"
     spectral_norm: bool = False
     dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         x = ConvTranspose(self.features, self.init_std, self.upsample_impl, self.spectral_norm, self.dtype,
-                          name="conv")(x, train)
-        return nn.relu(Norm(self.norm, self.dtype, name="norm")(x, train))
+                          self.conv_impl, name="conv")(x, train)
+        return nn.relu(Norm(self.norm, self.dtype, self.conv_impl, name="norm")(x, train))
 
 
 class OutputConv(nn.Module):
@@ -66,11 +68,12 @@ class OutputConv(nn.Module):
     init_std: float = 0.02
     spectral_norm: bool = False
     dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         x = Conv(self.features, 7, init_std=self.init_std, spectral_norm=self.spectral_norm, dtype=self.dtype,
-                 name="conv")(reflect_pad(x, 3), train)
+                 conv_impl=self.conv_impl, name="conv")(reflect_pad(x, 3), train)
         # tanh in float32: the image range is what the losses compare.
         return jnp.tanh(x.astype(jnp.float32))
 
@@ -97,17 +100,19 @@ class GlobalGenerator(nn.Module):
     dtype: Dtype = jnp.float32
     attention: Optional[AttentionConfig] = None
     attention_after_block: int = -1
+    conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         check_divisible(x, 2**self.n_downsample_global, "GlobalGenerator")
-        kw = dict(norm=self.norm, init_std=self.init_std, spectral_norm=self.spectral_norm, dtype=self.dtype)
+        kw = dict(norm=self.norm, init_std=self.init_std, spectral_norm=self.spectral_norm, dtype=self.dtype,
+                  conv_impl=self.conv_impl)
         attn_at = self.n_blocks_global - 1 if self.attention_after_block == -1 else self.attention_after_block
         if self.attention is not None and not (0 <= attn_at < self.n_blocks_global or attn_at == -1):
             raise ValueError(f"model.g_attention_after_block={self.attention_after_block} is not a residual block of "
                              f"G1 with n_blocks_global={self.n_blocks_global} (0..{self.n_blocks_global - 1}, or -1)")
         attend = lambda x: SelfAttention(self.attention, self.spectral_norm, self.init_std, self.dtype,
-                                         name="attn")(x, train)
+                                         self.conv_impl, name="attn")(x, train)
         x = ConvNormReLU(self.ngf, 7, reflect=3, name="front", **kw)(x, train)
         for i in range(self.n_downsample_global):
             x = ConvNormReLU(self.ngf * 2 ** (i + 1), 3, stride=2, padding=1, name=f"down{i}", **kw)(x, train)
@@ -123,7 +128,8 @@ class GlobalGenerator(nn.Module):
             x = UpNormReLU(features, upsample_impl=self.upsample_impl, name=f"up{i}", **kw)(x, train)
         if not self.with_output:
             return x
-        return OutputConv(self.output_nc, self.init_std, self.spectral_norm, self.dtype, name="out")(x, train)
+        return OutputConv(self.output_nc, self.init_std, self.spectral_norm, self.dtype, self.conv_impl,
+                          name="out")(x, train)
 
 
 class LocalEnhancer(nn.Module):
@@ -149,13 +155,15 @@ class LocalEnhancer(nn.Module):
     dtype: Dtype = jnp.float32
     attention: Optional[AttentionConfig] = None  # in the global trunk's bottleneck
     attention_after_block: int = -1
+    conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         if self.n_local_enhancers < 1:
             raise ValueError(f"LocalEnhancer needs n_local_enhancers >= 1, got {self.n_local_enhancers}")
         check_divisible(x, 2 ** (self.n_downsample_global + self.n_local_enhancers), "LocalEnhancer")
-        kw = dict(norm=self.norm, init_std=self.init_std, spectral_norm=self.spectral_norm, dtype=self.dtype)
+        kw = dict(norm=self.norm, init_std=self.init_std, spectral_norm=self.spectral_norm, dtype=self.dtype,
+                  conv_impl=self.conv_impl)
         # The official pyramid average-pools the one-hot + edge input itself (a blur, not nearest).
         pyramid = [x]
         for _ in range(self.n_local_enhancers):
@@ -164,7 +172,7 @@ class LocalEnhancer(nn.Module):
             self.output_nc, self.ngf * 2**self.n_local_enhancers, self.n_downsample_global, self.n_blocks_global,
             self.norm, with_output=False, upsample_impl=self.upsample_impl, remat_blocks=self.remat_blocks,
             spectral_norm=self.spectral_norm, init_std=self.init_std, dtype=self.dtype, attention=self.attention,
-            attention_after_block=self.attention_after_block, name="global_trunk",
+            attention_after_block=self.attention_after_block, conv_impl=self.conv_impl, name="global_trunk",
         )(pyramid[-1], train)
         block = nn.remat(ResnetBlock, static_argnums=(2,)) if self.remat_blocks else ResnetBlock
         for n in range(1, self.n_local_enhancers + 1):
@@ -175,7 +183,8 @@ class LocalEnhancer(nn.Module):
             for j in range(self.n_blocks_local):
                 h = block(name=f"enh{n}_res{j}", **kw)(h, train)
             out = UpNormReLU(width, upsample_impl=self.upsample_impl, name=f"enh{n}_up", **kw)(h, train)
-        return OutputConv(self.output_nc, self.init_std, self.spectral_norm, self.dtype, name="out")(out, train)
+        return OutputConv(self.output_nc, self.init_std, self.spectral_norm, self.dtype, self.conv_impl,
+                          name="out")(out, train)
 
 
 def check_divisible(x: Array, factor: int, what: str) -> None:

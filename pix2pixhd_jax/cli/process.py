@@ -1,0 +1,196 @@
+"""Process set-up shared by every command: XLA flags, logging, distributed init, flags, errors.
+
+Import this module before anything imports JAX: XLA reads its flags once, when the backend starts.
+On CPU, jaxlib routes convolutions to YNNPACK by default, which is several times slower than XLA's
+own Eigen convolutions for this model's shapes; the flag below keeps convolutions on Eigen (it is
+ignored by the GPU and TPU backends).
+
+Every command is `main(argv) -> int`, built with `run_command`: absl flags on a fresh FlagValues
+(so commands can run in-process side by side, as the tests do), `--help` that exits 0, one-line
+errors for a bad config path, an unknown or mistyped key (with the closest match) or a bad value,
+and `--print_config` for the commands that take a config.
+"""
+from __future__ import annotations
+
+import os
+
+CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+
+
+def add_xla_flags(*flags_: str) -> None:
+    """Append XLA flags to the environment unless already present (effective only before JAX starts)."""
+    current = os.environ.get("XLA_FLAGS", "")
+    extra = [f for f in flags_ if f.split("=")[0] not in current]
+    os.environ["XLA_FLAGS"] = " ".join([current, *extra]).strip()
+
+
+add_xla_flags(CPU_CONV_FLAG)
+
+import difflib  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from typing import Callable, Optional, Sequence  # noqa: E402
+
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from configs import default as configs_default  # noqa: E402  (installed with the package)
+
+from pix2pixhd_jax import run_config  # noqa: E402
+
+# Errors a user can fix from the message alone: printed as one line (set this variable for a traceback).
+TRACEBACK_ENV = "PIX2PIXHD_TRACEBACK"
+USER_ERRORS = (run_config.ConfigError, ValueError, FileNotFoundError, KeyError, FloatingPointError, IsADirectoryError)
+CONFIG_HELP = ("Config keys and their defaults, one commented line each: configs/default.py. Override any key "
+               "as --config.<section>.<key>=value, e.g. --config.model.ngf=32; --print_config shows the result.")
+
+
+class UsageError(Exception):
+    """A command-line mistake: printed as one line with exit status 2."""
+
+
+class _DropLibraryChatter(logging.Filter):
+    """Orbax logs every checkpoint step at INFO through absl; keep its warnings only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def setup_logging(verbose: bool) -> None:
+    """INFO from this package (training progress), warnings only from the libraries."""
+    logging.basicConfig(format="%(levelname).1s %(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S", force=True)
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    logging.getLogger("pix2pixhd_jax").setLevel(logging.INFO if verbose else logging.WARNING)
+    for handler in root.handlers + logging.getLogger("absl").handlers:
+        handler.addFilter(_DropLibraryChatter())
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def initialize_distributed(mode: str, coordinator: Optional[str], num_processes: Optional[int],
+                           process_id: Optional[int]) -> None:
+    """jax.distributed.initialize() when asked, or ('auto') on Cloud TPU pods and Slurm jobs."""
+    explicit = coordinator is not None
+    auto = any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID", "MEGASCALE_COORDINATOR_ADDRESS"))
+    if mode == "off" or (mode == "auto" and not (explicit or auto)):
+        return
+    if explicit:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+    else:
+        jax.distributed.initialize()
+
+
+def define_distributed_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                      "jax.distributed.initialize(): 'auto' = on Cloud TPU pods and Slurm jobs", flag_values=fv)
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (explicit multi-host)", flag_values=fv)
+    flags.DEFINE_integer("num_processes", None, "total processes (explicit multi-host)", flag_values=fv)
+    flags.DEFINE_integer("process_id", None, "this process's index (explicit multi-host)", flag_values=fv)
+
+
+def define_config_flag(fv: flags.FlagValues, argv: Sequence[str], required: bool = True) -> None:
+    """--config=configs/x.py[:arg] with --config.a.b=value overrides (read from argv), and --print_config."""
+    config_flags.DEFINE_config_file("config", None, "ml_collections config file. " + CONFIG_HELP,
+                                    flag_values=fv, lock_config=True, sys_argv=list(argv))
+    flags.DEFINE_bool("print_config", False, "print the resolved config and exit", flag_values=fv)
+    if required:
+        flags.mark_flag_as_required("config", flag_values=fv)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """configs/default.py: the defaults that complete configs saved by older versions."""
+    return configs_default.get_config()
+
+
+def _config_keys(config: ml_collections.ConfigDict, prefix: str = "config.") -> list[str]:
+    out = []
+    for k, v in config.items():
+        out += _config_keys(v, f"{prefix}{k}.") if isinstance(v, ml_collections.ConfigDict) else [prefix + k]
+    return out
+
+
+def _config_file_keys(argv: Sequence[str]) -> list[str]:
+    """Dotted keys ('config.train.max_steps', ...) of the --config file on the command line, if it loads."""
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if not path:
+        return []
+    try:
+        module = config_flags.config_flags._LoadConfigModule("config", path.split(":")[0])
+        return _config_keys(module.get_config())
+    except Exception:  # the override error is the message that matters
+        return []
+
+
+def _explain_override_error(argv: Sequence[str], fallback: str) -> str:
+    """'unknown config key --config.train.max_step; did you mean --config.train.max_steps?' style messages."""
+    keys = _config_file_keys(argv)
+    overrides = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    for name in overrides:
+        if keys and name not in keys:
+            close = difflib.get_close_matches(name, keys, n=1)
+            hint = f"; did you mean --{close[0]}?" if close else "; the keys are listed in configs/default.py"
+            return f"unknown config key --{name}{hint}"
+    return fallback
+
+
+def parse(fv: flags.FlagValues, argv: Sequence[str], doc: str) -> None:
+    """Parse argv into fv; --help prints the usage and raises SystemExit(0)."""
+    if any(a in ("-h", "--help", "--helpfull", "-?") for a in argv[1:]):
+        has_config = "config" in fv
+        print(doc.strip() + "\n\nflags:\n" + fv.get_help(include_special_flags=False)
+              + ("\n\n" + CONFIG_HELP if has_config else ""))
+        raise SystemExit(0)
+    try:
+        fv(list(argv))
+    except flags.Error as e:
+        raise UsageError(_explain_override_error(argv, str(e).splitlines()[0])) from None
+    except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config lacks
+        raise UsageError(_explain_override_error(argv, str(e).splitlines()[0])) from None
+    # Libraries that read absl flags (grain workers) require the global registry parsed.
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def loaded_config(fv: flags.FlagValues) -> ml_collections.ConfigDict:
+    """The --config value, with a failed load turned into a one-line error."""
+    try:
+        config = fv.config
+        config.keys()  # an unloadable file surfaces here
+    except (OSError, ImportError, SyntaxError, AttributeError) as e:
+        message = str(e).splitlines()
+        detail = next((line.strip() for line in reversed(message) if line.strip()), repr(e))
+        raise UsageError(f"cannot load --config={fv['config'].config_filename}: {detail}") from None
+    return config
+
+
+def run_command(define: Callable[[flags.FlagValues, Sequence[str]], None], body: Callable[[flags.FlagValues], Optional[int]],
+                argv: Optional[Sequence[str]], doc: str, *, verbose_logs: bool = False) -> int:
+    """Parse flags, set up the process, run body; user errors become one line and a non-zero status."""
+    argv = list(sys.argv if argv is None else argv)
+    fv = flags.FlagValues()
+    define(fv, argv)
+    try:
+        parse(fv, argv, doc)
+        if "print_config" in fv and fv.print_config:
+            print(loaded_config(fv).to_json_best_effort(indent=2) if "config" in fv else "")
+            return 0
+        setup_logging(verbose_logs)
+        return int(body(fv) or 0)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as e:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {message}\n(set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def exit_with(status: int) -> None:
+    """sys.exit for `python -m` entry points, flushing tqdm/logging first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(status)

@@ -1,0 +1,97 @@
+"""Batch synthesis: python -m pix2pixhd_jax.cli.synthesize --workdir W --out DIR [--num_samples K].
+
+Inputs come from the workdir's data config (synthetic: unseen test scenes; folder / cityscapes /
+tfds: --phase), or from --source/--dataroot/--phase overrides. Writes per input a colourised
+label, K outputs (K feature draws: seeds seed..seed+K-1; or E on the real photo with
+--features=encode) and the real photo when present, plus index.html: label | outputs | real.
+"""
+from __future__ import annotations
+
+import html
+import os
+import sys
+from typing import Optional, Sequence
+
+from pix2pixhd_jax.cli import process
+
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pix2pixhd_jax import inputs, visualize  # noqa: E402
+from pix2pixhd_jax.inference import Synthesizer  # noqa: E402
+
+
+def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+    flags.DEFINE_string("workdir", None, "training workdir (holds checkpoints/)", flag_values=fv)
+    flags.DEFINE_string("out", None, "output folder for PNGs and index.html", flag_values=fv)
+    flags.DEFINE_integer("step", None, "checkpoint step (default: latest)", flag_values=fv)
+    flags.DEFINE_integer("num_inputs", 8, "label maps to render", flag_values=fv)
+    flags.DEFINE_integer("num_samples", 1, "feature draws per input (multimodality)", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "seed of the first feature draw", flag_values=fv)
+    flags.DEFINE_enum("features", "sample", ["sample", "encode"], "bank draws, or E on the real photo", flag_values=fv)
+    flags.DEFINE_string("source", "", "override data.source ('folder', 'cityscapes', 'tfds', 'synthetic')",
+                        flag_values=fv)
+    flags.DEFINE_string("dataroot", "", "override data.dataroot (folder: {phase}_label, {phase}_inst, {phase}_img)",
+                        flag_values=fv)
+    flags.DEFINE_string("phase", "", "split / folder prefix (default: data.sample_split; synthetic: unseen scenes)",
+                        flag_values=fv)
+    flags.DEFINE_bool("pad", False, "pad sizes the generator cannot take (edge replication) and crop back",
+                      flag_values=fv)
+    flags.mark_flags_as_required(["workdir", "out"], flag_values=fv)
+
+
+def write_page(out: str, rows: list[dict], num_samples: int) -> str:
+    head = "<th>label</th>" + "".join(f"<th>output {k}</th>" for k in range(num_samples)) + "<th>real</th>"
+    body = []
+    for r in rows:
+        cells = [f'<td><img src="{html.escape(r["label"])}"></td>']
+        cells += [f'<td><img src="{html.escape(p)}"></td>' for p in r["outputs"]]
+        cells.append(f'<td><img src="{html.escape(r["real"])}"></td>' if r.get("real") else "<td></td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    path = os.path.join(out, "index.html")
+    with open(path, "w") as f:
+        f.write("<!doctype html><html><head><meta charset=\"utf-8\"><title>pix2pixhd-jax synthesis</title>"
+                "<style>img{max-width:100%}td{vertical-align:top}</style></head><body>"
+                f"<table><tr>{head}</tr>\n" + "\n".join(body) + "</table></body></html>\n")
+    return path
+
+
+def body(fv: flags.FlagValues) -> int:
+    synth = Synthesizer.from_workdir(fv.workdir, step=fv.step, defaults=process.default_config())
+    examples = inputs.load_inputs(synth.config, source=fv.source, dataroot=fv.dataroot, phase=fv.phase,
+                                  num=fv.num_inputs)
+    os.makedirs(fv.out, exist_ok=True)
+    label_nc = synth.config.model.label_nc
+    rows = []
+    for i, ex in enumerate(examples):
+        row = {"label": f"{i:04d}_label.png", "outputs": []}
+        Image.fromarray(visualize.label_to_rgb(ex["label"], label_nc)).save(os.path.join(fv.out, row["label"]))
+        k_max = fv.num_samples if (fv.features == "sample" and synth.uses_features) else 1
+        for k in range(k_max):
+            if fv.features == "encode" and synth.uses_features:
+                if "image" not in ex:
+                    raise ValueError(f"--features=encode needs real photos; input {i} has none")
+                img = synth.synthesize(ex["label"], ex.get("inst"), "encode", image=ex["image"], pad=fv.pad)
+            else:
+                img = synth.synthesize(ex["label"], ex.get("inst"), seed=fv.seed + k, pad=fv.pad)
+            name = f"{i:04d}_out{k}.png"
+            Image.fromarray(np.asarray(img)).save(os.path.join(fv.out, name))
+            row["outputs"].append(name)
+        if "image" in ex:
+            row["real"] = f"{i:04d}_real.png"
+            Image.fromarray(visualize.to_uint8(ex["image"])).save(os.path.join(fv.out, row["real"]))
+        rows.append(row)
+    print(f"wrote {len(rows)} inputs x {max(len(r['outputs']) for r in rows)} outputs -> "
+          f"{write_page(fv.out, rows, max(len(r['outputs']) for r in rows))}")
+
+
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return process.run_command(define, body, argv, __doc__)
+
+
+if __name__ == "__main__":
+    process.exit_with(main(sys.argv))

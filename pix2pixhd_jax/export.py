@@ -1,0 +1,105 @@
+"""Export a trained generator with jax.export, and run an exported one with jax alone.
+
+    path = export_generator(synth, "runs/demo/export", height=128, width=256)
+    ExportedGenerator(path)(label, inst, feature_map)   # no pix2pixhd_jax model code needed
+
+`make_generator_fn` is the pure (params, label, inst, feats) -> image function that both the
+Synthesizer jits and the export serialises.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from pix2pixhd_jax.models import factory
+
+OUTPUTS = ("uint8", "float")
+
+
+def to_output(fake: jax.Array, output: str) -> jax.Array:
+    """[-1, 1] float -> uint8 (round half up as visualize.to_uint8) or the float image itself."""
+    if output == "uint8":
+        return jnp.clip(jnp.round((fake.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+    return fake.astype(jnp.float32)
+
+
+def make_generator_fn(config: ml_collections.ConfigDict, nets: factory.Networks, output: str) -> Callable:
+    """(generator params, generator collections, label, inst, feats) -> image: the function jitted and exported."""
+
+    def generate(generator_params, generator_collections, label, inst, feats):
+        batch = {"label": label, "inst": inst}
+        fake, _ = factory.generate(nets, config.model, {"generator": generator_params},
+                                   {"generator": generator_collections}, batch,
+                                   factory.label_encoding(batch, config.model), train=False, features=feats)
+        return to_output(fake, output)
+
+    return generate
+
+
+def export_generator(synth: Any, path: str, *, height: int, width: int, batch: Optional[int] = None,
+                     output: str = "uint8", platforms: Optional[Sequence[str]] = None) -> str:
+    """Serialise a Synthesizer's jitted generator with jax.export into folder `path`.
+
+    Writes generator.jaxexport (StableHLO; params are an argument, so no giant constants),
+    params.npz (the parameter leaves, plain arrays) and signature.json. batch None exports a
+    symbolic batch dimension. Load with ExportedGenerator(path).
+    """
+    m = synth.config.model
+    divisor = factory.downsample_factor(m)
+    if height % divisor or width % divisor:
+        raise ValueError(f"export size {height}x{width} must be a multiple of {divisor}")
+    gen = make_generator_fn(synth.config, synth.nets, output)
+    variables = {"params": synth.g_params["generator"], "collections": synth.g_collections["generator"]}
+    leaves, treedef = jax.tree_util.tree_flatten(variables)
+
+    def served(leaves, label, inst, feats):
+        v = jax.tree_util.tree_unflatten(treedef, leaves)
+        return gen(v["params"], v["collections"], label, inst, feats)
+
+    b = jax.export.symbolic_shape("b")[0] if batch is None else batch
+    label_spec = (jax.ShapeDtypeStruct((b, height, width), jnp.int32) if m.label_nc
+                  else jax.ShapeDtypeStruct((b, height, width, m.input_nc), jnp.float32))
+    inst_spec = jax.ShapeDtypeStruct((b, height, width), jnp.int32) if m.use_instance else None
+    feat_spec = jax.ShapeDtypeStruct((b, height, width, m.feat_num), jnp.float32) if synth.uses_features else None
+    leaf_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
+    exported = jax.export.export(jax.jit(served), platforms=platforms)(leaf_specs, label_spec, inst_spec, feat_spec)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "generator.jaxexport"), "wb") as f:
+        f.write(exported.serialize())
+    np.savez(os.path.join(path, "params.npz"), **{f"p{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
+    signature = {"height": height, "width": width, "batch": batch, "output": output, "label_nc": m.label_nc,
+                 "use_instance": m.use_instance, "feat_num": m.feat_num if synth.uses_features else 0,
+                 "platforms": list(exported.platforms), "step": synth.step}
+    with open(os.path.join(path, "signature.json"), "w") as f:
+        json.dump(signature, f, indent=2)
+    return path
+
+
+class ExportedGenerator:
+    """Run an artifact written by Synthesizer.export with jax alone (no pix2pixhd_jax model code)."""
+
+    def __init__(self, path: str):
+        with open(os.path.join(path, "generator.jaxexport"), "rb") as f:
+            self.exported = jax.export.deserialize(bytearray(f.read()))
+        with np.load(os.path.join(path, "params.npz"), allow_pickle=False) as data:
+            self.params = [jnp.asarray(data[k]) for k in sorted(data.files)]
+        with open(os.path.join(path, "signature.json")) as f:
+            self.signature = json.load(f)
+
+    def __call__(self, label, inst=None, feats=None) -> jax.Array:
+        s = self.signature
+        label = jnp.asarray(label, jnp.int32 if s["label_nc"] else jnp.float32)
+        if s["use_instance"] and inst is None:
+            raise ValueError("this generator was exported with instance maps: pass inst")
+        if s["feat_num"] and feats is None:
+            raise ValueError(f"this generator was exported with {s['feat_num']} feature channels: pass feats")
+        if label.shape[1:3] != (s["height"], s["width"]):
+            raise ValueError(f"label size {label.shape[1:3]} differs from the exported {s['height']}x{s['width']}")
+        return self.exported.call(self.params, label, None if inst is None else jnp.asarray(inst, jnp.int32),
+                                  None if feats is None else jnp.asarray(feats, jnp.float32))

@@ -1,0 +1,108 @@
+"""From a run config to data: the source of a split, its transforms, and fixed example lists.
+
+The one place that reads `config.data` for the trainer, the evaluators, the feature bank and the
+command-line tools. Synthetic data draws unseen scenes for everything that is not training
+(seed + HELDOUT_SEED_OFFSET), so held-out numbers never see a training scene.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import ml_collections
+import numpy as np
+
+from pix2pixhd_jax.data import sources, transforms
+from pix2pixhd_jax.models import factory
+
+log = logging.getLogger(__name__)
+
+# Synthetic scenes for sample grids, evaluation and inference come from seed + this offset.
+HELDOUT_SEED_OFFSET = 10_000
+Example = dict[str, np.ndarray]
+
+
+def transform_config(config: ml_collections.ConfigDict) -> transforms.TransformConfig:
+    """Resize / crop / flip settings of config.data, with sizes rounded to what G accepts."""
+    d, m = config.data, config.model
+    return transforms.TransformConfig(
+        resize_or_crop=d.resize_or_crop, load_size=d.loadSize, fine_size=d.fineSize, no_flip=d.no_flip,
+        size_divisor=factory.downsample_factor(m), label_nc=m.label_nc)
+
+
+def make_source(config: ml_collections.ConfigDict, split: str, num_examples: int, seed: int,
+                load_image: Optional[bool] = True) -> Any:
+    """A random-access source of `split`; num_examples and seed matter only for synthetic data."""
+    d, m = config.data, config.model
+    return sources.make_source(
+        d.source, split=split, label_nc=m.label_nc, use_instance=m.use_instance, load_image=load_image,
+        dataroot=d.dataroot, max_dataset_size=d.max_dataset_size or None, num_examples=num_examples,
+        width=d.synthetic_width, height=d.synthetic_height, seed=seed, tfds_name=d.tfds_name,
+        tfds_data_dir=d.tfds_data_dir or None)
+
+
+def train_source(config: ml_collections.ConfigDict) -> Any:
+    """The training split (config.data.phase)."""
+    d = config.data
+    return make_source(config, d.phase, d.synthetic_num, d.synthetic_seed)
+
+
+def heldout_source(config: ml_collections.ConfigDict, split: str, num: int, load_image: Optional[bool] = True) -> Any:
+    """A non-training split: unseen synthetic scenes, or the named split of the dataset."""
+    d = config.data
+    if d.source == "synthetic":
+        return make_source(config, split, num, d.synthetic_seed + HELDOUT_SEED_OFFSET)
+    return make_source(config, split, 0, 0, load_image=load_image)
+
+
+def example_size(source: Any, tcfg: transforms.TransformConfig) -> tuple[int, int]:
+    """(height, width) of transformed examples, from the first example's native size."""
+    h, w = source[0]["label"].shape[:2]
+    out_w, out_h = transforms.output_size(w, h, tcfg)
+    return out_h, out_w
+
+
+def examples_of(source: Any, tcfg: transforms.TransformConfig, num: int) -> list[Example]:
+    """The first `num` examples (0 = all), transformed without random crops or flips."""
+    n = min(num, len(source)) if num else len(source)
+    return [transforms.transform_example(source[i], tcfg, None, train=False) for i in range(n)]
+
+
+def stack(examples: list[Example]) -> dict[str, np.ndarray]:
+    """Examples -> one batch (metadata dropped)."""
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "meta"}
+
+
+def load_examples(config: ml_collections.ConfigDict, split: str, num: int) -> list[Example]:
+    """Deterministic examples of a held-out split, transformed as in training (evaluation input)."""
+    return examples_of(heldout_source(config, split, num), transform_config(config), num)
+
+
+def holdout_batch(config: ml_collections.ConfigDict, train: Any) -> dict[str, np.ndarray]:
+    """The fixed batch of the sample grids and the held-out L1 (the sample split, or unseen synthetic scenes).
+
+    Without a readable sample split the first training examples are shown instead (then the L1
+    is not held out; the log says so).
+    """
+    d, n = config.data, config.train.num_samples
+    try:
+        source = heldout_source(config, d.sample_split, n)
+    except (OSError, ValueError) as e:
+        log.warning("no sample split %r (%s); sample grids show training examples", d.sample_split, e)
+        source = train
+    return stack(examples_of(source, transform_config(config), n))
+
+
+def load_inputs(config: ml_collections.ConfigDict, *, source: str = "", dataroot: str = "", phase: str = "",
+                num: int = 4) -> list[Example]:
+    """Label maps (+ instance maps, + photos where present) to synthesize from, for the tools.
+
+    Uses the run's data config, optionally pointed at another source / dataroot / split; label
+    maps alone are enough (photos are read only where the folder has them).
+    """
+    config = ml_collections.ConfigDict(config.to_dict())
+    d = config.data
+    d.source = source or d.source
+    d.dataroot = dataroot or d.dataroot
+    split = phase or (d.sample_split if d.source != "synthetic" else "test")
+    return examples_of(heldout_source(config, split, num, load_image=None), transform_config(config), num)

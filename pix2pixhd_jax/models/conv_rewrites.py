@@ -1,0 +1,201 @@
+"""Convolutions in the form each backend runs fastest: plain lax convs, or CPU-friendly rewrites.
+
+Every rewrite here computes the same function as the plain lax convolution (equal up to float
+summation order, with identical kernels and parameter shapes); they exist only because XLA's CPU
+backend lowers the *gradients* of some conv shapes poorly:
+
+  space_to_depth_conv   stride-2 even-kernel conv (the discriminator's 4x4/s2) as a stride-1 conv
+                        on the space-to-depth input: the strided conv's CPU backward is several
+                        times slower than the stride-1 one.
+  shift_stacked_conv    stride-1 even-kernel conv (4x4/s1) as a 2x2 conv over shifted copies of the
+                        input: the CPU weight gradient of a 4x4 kernel is far slower than a 2x2's.
+  conv_valid            stride-1 VALID conv whose input gradient is one GEMM + col2im when the
+                        kernel is wider than the output map (the 1024-channel residual blocks): the
+                        CPU conv-transpose gradient first makes a flipped copy of the whole kernel.
+  subpixel_transposed_conv
+                        the 3x3/s2 transposed conv as a 2x2 conv + depth-to-space: the CPU gradient
+                        of XLA's zero-inserted transposed conv is slow.
+  unfused               an optimization barrier before instance norm, so XLA CPU does not fuse the
+                        statistics reduction into the producing conv, which slows that conv down.
+
+GPU and TPU run the plain forms natively (cuDNN, the MXU), where the rewrites only add reshapes,
+concatenations and copies, so the choice is per backend through one option, `conv_impl`
+(config key `model.conv_impl`):
+
+  'auto'     rewrites when jax.default_backend() is 'cpu', plain lax convs elsewhere (default)
+  'rewrite'  always the rewrites
+  'lax'      always lax.conv_general_dilated / lax.conv_transpose, and no barrier
+
+The older `upsample_impl` option (`model.upsample_impl`, 'subpixel' | 'xla') still selects the
+transposed conv's form, but only where rewrites are in use: the sub-pixel form runs iff
+use_rewrites(conv_impl) and upsample_impl == 'subpixel'. So 'xla' forces lax.conv_transpose under
+every conv_impl, and conv_impl='lax' (or 'auto' off CPU) forces it under every upsample_impl.
+The backend is read at trace time; parameter trees never depend on either option.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+CONV_IMPLS = ("auto", "rewrite", "lax")
+UPSAMPLE_IMPLS = ("subpixel", "xla")
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def use_rewrites(conv_impl: str) -> bool:
+    """Whether `conv_impl` selects the rewritten forms on the current default backend."""
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl={conv_impl!r} is not one of {CONV_IMPLS} (model.conv_impl)")
+    if conv_impl == "auto":
+        return jax.default_backend() == "cpu"
+    return conv_impl == "rewrite"
+
+
+def upsample_form(upsample_impl: str, conv_impl: str) -> str:
+    """The transposed conv's effective form, 'subpixel' or 'xla' (see the module docstring)."""
+    if upsample_impl not in UPSAMPLE_IMPLS:
+        raise ValueError(f"upsample impl {upsample_impl!r} is not one of {UPSAMPLE_IMPLS} (model.upsample_impl)")
+    return "subpixel" if upsample_impl == "subpixel" and use_rewrites(conv_impl) else "xla"
+
+
+def conv2d(x: Array, kernel: Array, stride: int, padding: int, conv_impl: str) -> Array:
+    """Zero-padded NHWC x HWIO conv with a square kernel, in the form `conv_impl` selects."""
+    k = kernel.shape[0]
+    if not use_rewrites(conv_impl):
+        return lax_conv(x, kernel, stride, padding)
+    if stride == 2 and k % 2 == 0:
+        return space_to_depth_conv(x, kernel, padding)
+    if stride == 1 and k % 2 == 0 and k > 2:
+        return shift_stacked_conv(x, kernel, padding)
+    if stride == 1 and padding == 0:
+        return conv_valid(x, kernel)
+    return lax_conv(x, kernel, stride, padding)
+
+
+def conv_transpose_3x3_s2(x: Array, kernel: Array, upsample_impl: str, conv_impl: str) -> Array:
+    """ConvTranspose2d(3, stride 2, padding 1, output_padding 1) with a PyTorch-layout HWIO kernel."""
+    if upsample_form(upsample_impl, conv_impl) == "subpixel":
+        return subpixel_transposed_conv(x, kernel)
+    return lax_conv_transpose(x, kernel)
+
+
+def unfused(x: Array, conv_impl: str) -> Array:
+    """Identity that XLA cannot fuse across, where rewrites are in use (elsewhere fusion is wanted)."""
+    return jax.lax.optimization_barrier(x) if use_rewrites(conv_impl) else x
+
+
+def lax_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+    """The plain form: lax.conv_general_dilated with symmetric zero padding."""
+    pad = ((padding, padding), (padding, padding))
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), pad, dimension_numbers=_DIMS)
+
+
+def lax_conv_transpose(x: Array, kernel: Array) -> Array:
+    """The plain transposed conv: PyTorch's taps are lax's spatially flipped ones."""
+    # Padding (1, 2) = (k - 1 - padding, k - 1 - padding + output_padding) doubles H and W exactly.
+    return jax.lax.conv_transpose(x, kernel[::-1, ::-1], strides=(2, 2), padding=((1, 2), (1, 2)),
+                                  dimension_numbers=_DIMS)
+
+
+def _lax_conv_valid(x: Array, kernel: Array) -> Array:
+    """Stride-1 VALID lax conv, the primal of conv_valid."""
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_DIMS)
+
+
+def _input_grad_by_matmul(dy: Array, kernel: Array) -> Array:
+    """Input gradient of a stride-1 VALID conv as one GEMM (dy . kernel^T per tap) plus col2im."""
+    kh, kw, c_in, c_out = kernel.shape
+    b, ho, wo, _ = dy.shape
+    # Contracting the last axis of both operands is a plain A @ B^T GEMM: no flipped kernel copy.
+    z = jax.lax.dot_general(dy.reshape(-1, c_out), kernel.reshape(-1, c_out), (((1,), (1,)), ((), ())))
+    z = z.reshape(b, ho, wo, kh, kw, c_in)
+    dx = None
+    for ky in range(kh):
+        for kx in range(kw):
+            tap = jnp.pad(z[:, :, :, ky, kx], ((0, 0), (ky, kh - 1 - ky), (kx, kw - 1 - kx), (0, 0)))
+            dx = tap if dx is None else dx + tap
+    return dx
+
+
+@jax.custom_vjp
+def conv_valid(x: Array, kernel: Array) -> Array:
+    """Stride-1 VALID NHWC/HWIO conv whose input gradient is a GEMM when the kernel is wide."""
+    return _lax_conv_valid(x, kernel)
+
+
+def _conv_valid_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
+    """Primal output, keeping both operands for the backward pass."""
+    return _lax_conv_valid(x, kernel), (x, kernel)
+
+
+def _conv_valid_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
+    """lax's gradients, except the input gradient by GEMM when out-channels > batch * output pixels."""
+    x, kernel = res
+    dx, dkernel = jax.vjp(_lax_conv_valid, x, kernel)[1](dy)
+    # The GEMM wins when the kernel outweighs the col2im buffer (2-core AVX2, 1024-channel 3x3 at
+    # 16x32: 0.17 s -> 0.075 s); on large maps with few channels lax's conv-transpose stays faster.
+    if kernel.shape[3] > dy.shape[0] * dy.shape[1] * dy.shape[2]:
+        dx = _input_grad_by_matmul(dy, kernel).astype(x.dtype)
+    return dx, dkernel
+
+
+conv_valid.defvjp(_conv_valid_fwd, _conv_valid_bwd)
+
+
+def shift_stacked_conv(x: Array, kernel: Array, padding: int) -> Array:
+    """Stride-1 conv with an even kernel 2m as a 2x2 conv over m*m shifted copies of the input."""
+    # Tap 2a + c reads row o + 2a + c, i.e. row o + c of the copy shifted by 2a: exact.
+    k, c = kernel.shape[0], kernel.shape[2]
+    m = k // 2
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    hs, ws = x.shape[1] - 2 * (m - 1), x.shape[2] - 2 * (m - 1)
+    z = jnp.concatenate([x[:, 2 * ay:2 * ay + hs, 2 * ax:2 * ax + ws] for ay in range(m) for ax in range(m)], axis=-1)
+    kz = kernel.reshape(m, 2, m, 2, c, -1).transpose(1, 3, 0, 2, 4, 5).reshape(2, 2, m * m * c, -1)
+    return conv_valid(z, kz)
+
+
+def space_to_depth_conv(x: Array, kernel: Array, padding: int) -> Array:
+    """Stride-2 conv with an even kernel 2m as a stride-1 m x m conv on the space-to-depth input."""
+    # Tap 2a + b reads padded row 2(o + a) + b = row o + a of phase b of the space-to-depth map: exact.
+    b, h, w, c = x.shape
+    k = kernel.shape[0]
+    m = k // 2
+    out_h, out_w = (h + 2 * padding - k) // 2 + 1, (w + 2 * padding - k) // 2 + 1
+    # Pad to an even size; the extra row/column only feeds outputs that are sliced off.
+    hp, wp = h + 2 * padding, w + 2 * padding
+    x = jnp.pad(x, ((0, 0), (padding, padding + hp % 2), (padding, padding + wp % 2), (0, 0)))
+    hz, wz = (hp + hp % 2) // 2, (wp + wp % 2) // 2
+    z = x.reshape(b, hz, 2, wz, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, hz, wz, 4 * c)
+    kz = kernel.reshape(m, 2, m, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(m, m, 4 * c, -1)
+    return conv_valid(z, kz)[:, :out_h, :out_w]
+
+
+def depth_to_space(x: Array, block: int) -> Array:
+    """(B, H, W, block*block*C) -> (B, H*block, W*block, C); channel index = (dy*block + dx)*C + c."""
+    b, h, w, c4 = x.shape
+    c = c4 // (block * block)
+    x = x.reshape(b, h, w, block, block, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * block, w * block, c)
+
+
+def subpixel_kernel(kernel: Array) -> Array:
+    """(3, 3, I, O) transposed kernel -> (2, 2, I, 4*O) stride-1 kernel for the four output phases."""
+    # PyTorch: out[y] = sum_x in[x] * w[y - 2x + 1], so output row 2m reads tap 1 of input row m and
+    # row 2m+1 reads taps 2 (row m) and 0 (row m+1). taps[phase][offset] = tap reading row m+offset.
+    taps = {0: {0: 1}, 1: {0: 2, 1: 0}}
+    zeros = jnp.zeros(kernel.shape[2:], kernel.dtype)
+    tap = lambda py, px, dy, dx: (kernel[taps[py][dy], taps[px][dx]]
+                                  if dy in taps[py] and dx in taps[px] else zeros)
+    phases = [jnp.stack([jnp.stack([tap(py, px, dy, dx) for dx in (0, 1)]) for dy in (0, 1)])
+              for py in (0, 1) for px in (0, 1)]
+    return jnp.concatenate(phases, axis=-1)  # phase-major: (2, 2, I, 4*O)
+
+
+def subpixel_transposed_conv(x: Array, kernel: Array) -> Array:
+    """Transposed 3x3/s2/p1/op1 conv as pad-(0,1) + 2x2 conv + depth-to-space."""
+    x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+    return depth_to_space(conv_valid(x, subpixel_kernel(kernel)), 2)
+
