@@ -52,19 +52,18 @@ def downsample_factor(model_cfg: ml_collections.ConfigDict) -> int:
 
 
 def attention_config(model_cfg: ml_collections.ConfigDict) -> AttentionConfig:
-    """The self-attention block shape shared by G and D (beyond the paper; keys absent in old configs)."""
-    get = lambda key, default: model_cfg.get(key, default)
-    return AttentionConfig(form=get("attention_form", "full"), pool=get("attention_pool", 4),
-                           window=get("attention_window", 16), reduction=get("attention_reduction", 8))
+    """The self-attention block shape shared by G and D (beyond the paper)."""
+    return AttentionConfig(form=model_cfg.attention_form, pool=model_cfg.attention_pool,
+                           window=model_cfg.attention_window, reduction=model_cfg.attention_reduction)
 
 
 def make_generator(model_cfg: ml_collections.ConfigDict):
-    attention = attention_config(model_cfg) if model_cfg.get("g_attention", False) else None
+    attention = attention_config(model_cfg) if model_cfg.g_attention else None
     common = dict(output_nc=model_cfg.output_nc, ngf=model_cfg.ngf, n_downsample_global=model_cfg.n_downsample_global,
                   n_blocks_global=model_cfg.n_blocks_global, norm=model_cfg.norm, upsample_impl=model_cfg.upsample_impl,
                   remat_blocks=model_cfg.remat_blocks, spectral_norm=model_cfg.spectral_norm_G,
                   init_std=model_cfg.init_std, dtype=compute_dtype(model_cfg), attention=attention,
-                  attention_after_block=model_cfg.get("g_attention_after_block", -1), conv_impl=model_cfg.conv_impl)
+                  attention_after_block=model_cfg.g_attention_after_block, conv_impl=model_cfg.conv_impl)
     if model_cfg.netG == "global":
         return GlobalGenerator(**common)
     if model_cfg.netG == "local":
@@ -75,13 +74,13 @@ def make_generator(model_cfg: ml_collections.ConfigDict):
 
 def make_discriminator(model_cfg: ml_collections.ConfigDict, loss_cfg: ml_collections.ConfigDict):
     # As in the official code, dropping feature matching also drops D's intermediate outputs.
-    scales = tuple(int(i) for i in model_cfg.get("d_attention_scales", ()))
+    scales = tuple(int(i) for i in model_cfg.d_attention_scales)
     return MultiscaleDiscriminator(ndf=model_cfg.ndf, n_layers_D=model_cfg.n_layers_D, num_D=model_cfg.num_D,
                                    norm=model_cfg.norm, get_interm_feat=not loss_cfg.no_ganFeat_loss,
                                    spectral_norm=model_cfg.spectral_norm_D, init_std=model_cfg.init_std,
                                    dtype=compute_dtype(model_cfg),
                                    attention=attention_config(model_cfg) if scales else None, attention_scales=scales,
-                                   attention_after_layer=model_cfg.get("d_attention_after_layer", 2),
+                                   attention_after_layer=model_cfg.d_attention_after_layer,
                                    conv_impl=model_cfg.conv_impl)
 
 
