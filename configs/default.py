@@ -85,7 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
     d.serial_batches = False  # no shuffling
     d.max_dataset_size = 0  # cap on examples (0 = all)
     d.worker_count = 0  # grain worker processes
-    d.skip_bad_examples = False  # log and skip unreadable files instead of stopping
+    d.skip_bad_examples = False  # log and skip unreadable (or odd-size) examples instead of stopping, samples too
     d.synthetic_num = 2000  # examples of the built-in synthetic street set
     d.synthetic_width, d.synthetic_height = 512, 256  # size at which synthetic scenes are drawn
     d.synthetic_seed = 0  # layout/appearance seed of the synthetic set
@@ -97,7 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
     t.log_every = 100  # steps between metric lines (official --print_freq)
     t.sample_every = 1000  # steps between sample grids (official --display_freq)
     t.checkpoint_every = 1000  # steps between checkpoints (official --save_latest_freq)
-    t.keep_checkpoints = 3  # checkpoints kept
+    t.keep_checkpoints = 3  # newest checkpoints kept, >= 1 (0 is refused: it would discard the trained model)
     t.num_samples = 4  # held-out examples in each sample grid
     t.init_from = ""  # workdir of a stage-1 (global G) run to initialise the local enhancer from
 

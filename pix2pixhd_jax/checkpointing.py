@@ -3,20 +3,50 @@
 Restores always go through an abstract target (ShapeDtypeStruct with sharding), so a checkpoint
 written on any number of devices restores onto the current mesh, and optax states come back as
 their NamedTuples. A checkpoint whose shapes do not match the current config fails with the list
-of mismatched arrays instead of an Orbax traceback.
+of mismatched arrays instead of an Orbax traceback; one whose config differs in a key that changes
+the computation without changing a shape (run_config.RESUME_MUST_MATCH: model.norm, loss.gan_mode,
+the training image size) fails with the differing keys.
+
+Integrity, one path for writing and reading:
+  - save() refuses a state holding NaN or inf (FloatingPointError naming the arrays and the newest
+    checkpoint). Every checkpoint on disk is therefore finite, and rotation (max_to_keep) only ever
+    removes finite checkpoints older than a finite one.
+  - check_writable() probes the checkpoint folder before a run compiles anything, so a read-only
+    folder fails in a second instead of stalling in an async save.
+  - Every read (restore, restore_config, restore_generator) first checks the step directory's
+    structure (items present, JSON parseable) and turns any failure of the read itself (truncated
+    array data, a garbled OCDBT manifest) into a CheckpointError naming the step directory and the
+    newest earlier intact step with the command that resumes from it. There is no silent fallback
+    to an older step: moving the broken step aside is the user's call (its files stay for
+    inspection, and a step that is unreadable only for a moment, e.g. on a network filesystem, is
+    not abandoned).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
+import json
 import os
-from typing import Any, Mapping, Optional
+import tempfile
+from typing import Any, Iterator, Mapping, Optional
 
 import grain
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from pix2pixhd_jax import run_config
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be written, read or resumed; the message names the directory and the fix."""
+
+
+class NonFiniteStateError(FloatingPointError):
+    """The state to save holds NaN or inf; nothing was written for it."""
 
 
 def make_manager(workdir: str, *, max_to_keep: int, async_save: bool = True) -> ocp.CheckpointManager:
@@ -29,13 +59,115 @@ def make_manager(workdir: str, *, max_to_keep: int, async_save: bool = True) -> 
                                  item_handlers=handlers)
 
 
+def check_writable(workdir: str) -> None:
+    """Raise CheckpointError at once if checkpoints cannot be written under `workdir` (probe file, removed)."""
+    target = os.path.join(os.path.abspath(workdir), "checkpoints")
+    for folder in (target, os.path.dirname(target)):
+        probe = folder
+        while not os.path.exists(probe):  # the nearest existing ancestor is where mkdir will write
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            raise CheckpointError(f"cannot write checkpoints to {target}: {probe} is not a directory")
+        try:
+            fd, name = tempfile.mkstemp(prefix=".write_probe_", dir=probe)
+            os.close(fd)
+            os.remove(name)
+        except OSError as e:
+            raise CheckpointError(f"cannot write checkpoints to {target}: {probe} is not writable ({e.strerror}). "
+                                  "Make it writable or pass another --workdir.") from None
+
+
+@jax.jit
+def _finite_flags(leaves: list[jax.Array]) -> jax.Array:
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+
+
+def nonfinite_arrays(state: Any) -> list[str]:
+    """Paths ('g_params/generator/...') of the floating-point arrays of `state` holding NaN or inf."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(state)
+    named = [("/".join(_key_name(k) for k in path), x) for path, x in flat
+             if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+    if not named:
+        return []
+    flags = _finite_flags([x for _, x in named])
+    flags = np.asarray(flags.addressable_data(0) if isinstance(flags, jax.Array) else flags)
+    return [name for (name, _), ok in zip(named, flags) if not ok]
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any, config: ml_collections.ConfigDict,
          data_iter: Optional[Any] = None, *, force: bool = False) -> bool:
-    """Start an (async) save of state + config (+ data iterator) at `step`."""
+    """Start an (async) save of state + config (+ data iterator) at `step`; a non-finite state is refused."""
+    bad = nonfinite_arrays(state)
+    if bad:
+        manager.wait_until_finished()
+        newest = manager.latest_step()
+        where = (f"the newest checkpoint, step {newest} in {manager.directory}, is finite (every save is checked)"
+                 if newest is not None else f"no checkpoint was written to {manager.directory}")
+        raise NonFiniteStateError(
+            f"refusing to save step {step}: {len(bad)} arrays of the train state hold NaN or inf "
+            f"({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}); {where}. Common causes: a label id "
+            ">= label_nc, too high a learning rate, Adam beta2 = 1, or bf16 overflow.")
     items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config.to_dict())}
     if data_iter is not None:
         items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
     return manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def step_directory(manager: ocp.CheckpointManager, step: int) -> str:
+    return os.path.join(str(manager.directory), str(step))
+
+
+def structure_problem(path: str) -> Optional[str]:
+    """What is missing or unparseable in a step directory, without reading an array (None: looks intact)."""
+    if not os.path.isdir(path):
+        return "the directory is missing"
+    if not os.listdir(path):
+        return "the directory is empty"
+    for item in ("state", "config"):
+        if not os.path.isdir(os.path.join(path, item)):
+            return f"{item}/ is missing"
+    for required in ("state/_METADATA", "config/metadata"):
+        if not os.path.isfile(os.path.join(path, required)):
+            return f"{required} is missing"
+    files = [os.path.join(path, "state", "_METADATA"), os.path.join(path, "config", "metadata")]
+    files += sorted(glob.glob(os.path.join(path, "data_iter", "*.json")))
+    for name in files:
+        try:
+            with open(name) as f:
+                json.load(f)
+        except (OSError, ValueError) as e:
+            return f"{os.path.relpath(name, path)} is not readable JSON ({type(e).__name__}: {e})"
+    return None
+
+
+def _broken_step_message(manager: ocp.CheckpointManager, step: int, why: str) -> str:
+    path = step_directory(manager, step)
+    workdir = os.path.dirname(str(manager.directory))
+    earlier = [s for s in sorted(manager.all_steps(), reverse=True)
+               if s < step and structure_problem(step_directory(manager, s)) is None]
+    move = f"mv {path} {os.path.join(workdir, f'broken_step_{step}')}"
+    if earlier:
+        fix = (f"The newest intact earlier step is {earlier[0]}: move the broken step out of checkpoints/ and rerun "
+               f"the same command to resume from step {earlier[0]}:\n  {move}")
+    else:
+        fix = f"No earlier intact step exists: restore it from a backup, or move it aside to start afresh:\n  {move}"
+    return f"checkpoint step {step} at {path} cannot be used: {why}. {fix}"
+
+
+@contextlib.contextmanager
+def _reading(manager: ocp.CheckpointManager, step: int) -> Iterator[None]:
+    """Check the step's structure, then turn any failure of the read inside into a CheckpointError."""
+    problem = structure_problem(step_directory(manager, step))
+    if problem is not None:
+        raise CheckpointError(_broken_step_message(manager, step, f"it is incomplete or corrupt ({problem})"))
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as e:  # tensorstore, JSON, pytree and key errors alike mean a damaged step
+        detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise CheckpointError(_broken_step_message(
+            manager, step, f"reading it failed ({type(e).__name__}: {detail})")) from e
 
 
 def _key_name(key: Any) -> str:
@@ -58,13 +190,20 @@ def _shape_problems(saved: dict[str, tuple], wanted: dict[str, tuple]) -> list[s
     return problems
 
 
+def _saved_state_tree(manager: ocp.CheckpointManager, step: int) -> Any:
+    """The saved state's metadata tree (shapes, dtypes), or None when the checkpoint has none."""
+    with _reading(manager, step):
+        metadata = manager.item_metadata(step)
+    saved = metadata["state"] if metadata is not None and "state" in metadata else None
+    return getattr(saved, "tree", saved)
+
+
 def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
     """Raise a readable error if the saved state's array shapes differ from the current config's."""
-    metadata = manager.item_metadata(step)
-    saved_tree = metadata["state"] if metadata is not None and "state" in metadata else None
+    saved_tree = _saved_state_tree(manager, step)
     if saved_tree is None:
         return  # nothing to compare against: the restore itself will validate
-    problems = _shape_problems(_leaf_paths(getattr(saved_tree, "tree", saved_tree)), _leaf_paths(abstract_state))
+    problems = _shape_problems(_leaf_paths(saved_tree), _leaf_paths(abstract_state))
     if problems:
         raise ValueError(f"checkpoint step {step} in {manager.directory} does not match this config "
                          f"({len(problems)} arrays differ):\n" + "\n".join(problems[:40])
@@ -80,9 +219,7 @@ def _absent_empty_fields(manager: ocp.CheckpointManager, step: int, abstract_sta
     """
     if not dataclasses.is_dataclass(abstract_state):
         return []
-    metadata = manager.item_metadata(step)
-    saved = metadata["state"] if metadata is not None and "state" in metadata else None
-    saved = getattr(saved, "tree", saved)
+    saved = _saved_state_tree(manager, step)
     if not isinstance(saved, Mapping):
         return []
     return [f.name for f in dataclasses.fields(abstract_state)
@@ -104,18 +241,45 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iter: Opti
     items = {"state": ocp.args.StandardRestore(target)}
     if data_iter is not None:
         items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
-    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    with _reading(manager, step):
+        restored = manager.restore(step, args=ocp.args.Composite(**items))
     state = restored["state"]
     if absent:
         state = type(abstract_state)(**state, **{name: None for name in absent})
+    bad = nonfinite_arrays(state)
+    if bad:
+        raise CheckpointError(_broken_step_message(
+            manager, step, f"{len(bad)} arrays hold NaN or inf ({', '.join(bad[:4])}); it was written before "
+            "saves were checked"))
     return state, step
+
+
+def check_resumable(manager: ocp.CheckpointManager, step: int, config: ml_collections.ConfigDict,
+                    abstract_state: Any) -> None:
+    """Refuse to resume `step` with `config` if shapes or computation-changing keys differ (RESUME_MUST_MATCH)."""
+    check_compatible(manager, step, abstract_state)
+    saved = restore_config(manager, step, defaults=config)  # keys older configs lack take the given values
+    conflicts = run_config.resume_conflicts(saved, config)
+    if conflicts:
+        raise CheckpointError(
+            f"checkpoint step {step} in {manager.directory} was trained with another config; resuming would "
+            f"silently change the computation ({len(conflicts)} keys differ):\n  "
+            + "\n  ".join(f"{k}: checkpoint {a!r} vs given {b!r}" for k, a, b in conflicts)
+            + "\nResume with the checkpoint's values ("
+            + " ".join(f"--config.{k}={a!r}" for k, a, _ in conflicts[:6])
+            + "), or start a fresh workdir. Schedule, optimizer and train.* keys may change on resume.")
 
 
 def restore_config(manager: ocp.CheckpointManager, step: Optional[int] = None,
                    defaults: Optional[ml_collections.ConfigDict] = None) -> ml_collections.ConfigDict:
     """The config saved with `step` (default latest); keys it predates are filled from `defaults`."""
     step = manager.latest_step() if step is None else step
-    restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {manager.directory}")
+    with _reading(manager, step):
+        restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        if not isinstance(restored["config"], Mapping):
+            raise ValueError(f"the saved config is a {type(restored['config']).__name__}, not a mapping")
     return run_config.complete(restored["config"], defaults)
 
 
@@ -126,11 +290,9 @@ def restore_generator(manager: ocp.CheckpointManager, step: int, abstract_g: Map
     inference reads G alone and needs neither D nor the optimizers to describe the target.
     `abstract_g['g_ema']` is ignored: the EMA is restored when the run kept one, else None.
     """
-    metadata = manager.item_metadata(step)
-    saved = metadata["state"] if metadata is not None and "state" in metadata else None
-    saved = getattr(saved, "tree", saved)
+    saved = _saved_state_tree(manager, step)
     if not isinstance(saved, Mapping):
-        raise ValueError(f"checkpoint step {step} in {manager.directory} has no readable state metadata")
+        raise CheckpointError(_broken_step_message(manager, step, "it has no readable state metadata"))
     wanted = {"g_params": abstract_g["g_params"], "g_collections": abstract_g["g_collections"]}
     has_ema = saved.get("g_ema") is not None and bool(jax.tree_util.tree_leaves(saved.get("g_ema")))
     if has_ema:
@@ -141,10 +303,14 @@ def restore_generator(manager: ocp.CheckpointManager, step: int, abstract_g: Map
                          f"({len(problems)} arrays differ):\n" + "\n".join(problems[:40]))
     # A PyTree handler reads the state item directly: it takes a partial target (StandardRestore does not).
     restore_args = ocp.checkpoint_utils.construct_restore_args(wanted)
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        restored = checkpointer.restore(os.path.join(str(manager.directory), str(step), "state"),
+    with ocp.PyTreeCheckpointer() as checkpointer, _reading(manager, step):
+        restored = checkpointer.restore(os.path.join(step_directory(manager, step), "state"),
                                         args=ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args,
                                                                     partial_restore=True))
+    bad = nonfinite_arrays(restored)
+    if bad:
+        raise CheckpointError(_broken_step_message(
+            manager, step, f"{len(bad)} generator arrays hold NaN or inf ({', '.join(bad[:4])})"))
     return {"g_params": restored["g_params"], "g_collections": restored["g_collections"],
             "g_ema": restored["g_ema"] if has_ema else None}
 

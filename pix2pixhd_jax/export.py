@@ -84,13 +84,41 @@ def export_generator(synth: Any, path: str, *, height: int, width: int, batch: O
 class ExportedGenerator:
     """Run an artifact written by Synthesizer.export with jax alone (no pix2pixhd_jax model code)."""
 
+    SIGNATURE_KEYS = ("height", "width", "label_nc", "use_instance", "feat_num")
+
     def __init__(self, path: str):
-        with open(os.path.join(path, "generator.jaxexport"), "rb") as f:
-            self.exported = jax.export.deserialize(bytearray(f.read()))
-        with np.load(os.path.join(path, "params.npz"), allow_pickle=False) as data:
-            self.params = [jnp.asarray(data[k]) for k in sorted(data.files)]
-        with open(os.path.join(path, "signature.json")) as f:
-            self.signature = json.load(f)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path} is not an export folder (Synthesizer.export writes one)")
+        names = {k: os.path.join(path, k) for k in ("generator.jaxexport", "params.npz", "signature.json")}
+        missing = [n for n in names.values() if not os.path.isfile(n)]
+        if missing:
+            raise FileNotFoundError(f"{path} is not a complete export: {', '.join(missing)} missing")
+        self.exported = self._read(names["generator.jaxexport"], "a jax.export artifact",
+                                   lambda f: jax.export.deserialize(bytearray(f.read())))
+        self.params = self._read(names["params.npz"], "an .npz of arrays", lambda f: self._arrays(f))
+        self.signature = self._read(names["signature.json"], "JSON", json.load, mode="r")
+        if not isinstance(self.signature, dict) or any(k not in self.signature for k in self.SIGNATURE_KEYS):
+            raise ValueError(f"{names['signature.json']} is not an export signature: it needs the keys "
+                             f"{list(self.SIGNATURE_KEYS)}")
+        s = self.signature
+        expected = len(self.exported.in_avals) - 1 - bool(s["use_instance"]) - bool(s["feat_num"])
+        if len(self.params) != expected:
+            raise ValueError(f"{names['params.npz']} holds {len(self.params)} arrays but the generator takes "
+                             f"{expected}; the folder mixes files of two exports")
+
+    @staticmethod
+    def _arrays(f) -> list[jax.Array]:
+        with np.load(f, allow_pickle=False) as data:
+            return [jnp.asarray(data[k]) for k in sorted(data.files)]
+
+    @staticmethod
+    def _read(name: str, what: str, parse: Callable, mode: str = "rb") -> Any:
+        """parse(open file), any failure reported as a ValueError naming the file."""
+        try:
+            with open(name, mode) as f:
+                return parse(f)
+        except Exception as e:  # flatbuffer, zip and JSON decoders raise assorted types
+            raise ValueError(f"cannot read {name} as {what} ({type(e).__name__}: {e})") from None
 
     def __call__(self, label, inst=None, feats=None) -> jax.Array:
         s = self.signature

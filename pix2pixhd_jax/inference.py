@@ -129,7 +129,24 @@ class Synthesizer:
         ids, inverse = np.unique(pool_ids, return_inverse=True)
         table = np.stack([np.asarray(v[1] if isinstance(v, tuple) else v, np.float32) for v in
                           (vectors[int(i)] for i in ids)])
+        bad = [int(i) for i, row in zip(ids, table) if not np.isfinite(row).all()]
+        if bad:
+            raise ValueError(f"the feature vector of region id(s) {bad[:20]} holds NaN or inf "
+                             f"(e.g. {table[list(ids).index(bad[0])].tolist()}); one such vector turns the whole "
+                             "image black. Give finite values, or rebuild the feature bank")
         return table[inverse.reshape(pool_ids.shape)]
+
+    @staticmethod
+    def _check_finite_features(feats: Any, pool: Optional[np.ndarray], where: str) -> None:
+        """Raise ValueError naming the regions whose features are NaN or inf (they would blank the image)."""
+        feats = np.asarray(feats)
+        bad_pixels = ~np.isfinite(feats).all(-1)
+        if not bad_pixels.any():
+            return
+        regions = sorted(set(np.unique(pool[bad_pixels]).tolist())) if pool is not None else []
+        named = f" in region id(s) {regions[:20]}" if regions else ""
+        raise ValueError(f"{where}: features hold NaN or inf at {int(bad_pixels.sum())} pixels{named}; "
+                         "one such region turns the whole image black")
 
     # ------------------------------------------------------------------------------ checks
     def _prepare(self, label, inst, image, feats, pad: bool):
@@ -154,11 +171,24 @@ class Synthesizer:
             inst = inst[None] if inst.ndim == 2 else inst
             if inst.shape != batch_hw:
                 raise ValueError(f"instance map shape {inst.shape} does not match the label shape {batch_hw}")
+            if not np.issubdtype(inst.dtype, np.integer):
+                raise ValueError(f"inst must hold integer instance ids, got dtype {inst.dtype}")
+            lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+            if inst.size and (int(inst.min()) < lo or int(inst.max()) > hi):
+                raise ValueError(f"instance ids span [{int(inst.min())}, {int(inst.max())}], outside int32: they "
+                                 "would wrap into other ids; Cityscapes-style ids are class*1000+k (< 65536)")
         if image is not None:
             image = np.asarray(image, np.float32)
             image = image[None] if image.ndim == 3 else image
             if image.shape[:3] != batch_hw:
                 raise ValueError(f"image shape {image.shape} does not match the label shape {batch_hw}")
+            if not np.isfinite(image).all():
+                b, y, x = np.argwhere(~np.isfinite(image).all(-1))[0]
+                raise ValueError(f"image holds NaN or inf (first at batch {b}, pixel y={y} x={x}); "
+                                 "a photo must be finite values in [-1, 1]")
+            if image.size and (image.min() < -1.001 or image.max() > 1.001):
+                raise ValueError(f"image values span [{image.min():g}, {image.max():g}]; expected [-1, 1] "
+                                 "(for a 0..255 photo pass photo / 127.5 - 1)")
         h, w = batch_hw[1:]
         ph, pw = -h % self.divisor, -w % self.divisor
         if ph or pw:
@@ -205,6 +235,7 @@ class Synthesizer:
                 raise ValueError("features='encode' runs E on a real photo: pass image=(B, H, W, 3) in [-1, 1]")
             pool = features_lib.pool_ids_of(m, label, inst)
             feats = self.encode(image, pool)
+            self._check_finite_features(feats, pool, "features='encode' (E on the image)")
         elif feats is None:
             chosen = features if isinstance(features, (list, tuple)) else [features] * label.shape[0]
             if len(chosen) != label.shape[0]:
@@ -212,8 +243,11 @@ class Synthesizer:
             pool = features_lib.pool_ids_of(m, label, inst)
             feats = np.stack([self.feature_map(label[b], pool[b], self.region_features(label[b], pool[b], chosen[b], seed=seed))
                               for b in range(label.shape[0])])
-        elif feats.shape[:3] != label.shape[:3] or feats.shape[3] != m.feat_num:
+        elif feats.ndim != 4 or feats.shape[:3] != label.shape[:3] or feats.shape[3] != m.feat_num:
             raise ValueError(f"feature map shape {feats.shape} does not match {label.shape[:3] + (m.feat_num,)}")
+        else:
+            self._check_finite_features(feats, features_lib.pool_ids_of(m, label, inst)
+                                        if (m.label_feat or inst is not None) else None, "the feature map given")
         out = self._generate[output](self.g_params["generator"], self.g_collections["generator"],
                                      jnp.asarray(label, jnp.int32) if m.label_nc else jnp.asarray(label, jnp.float32),
                                      None if inst is None else jnp.asarray(inst, jnp.int32),

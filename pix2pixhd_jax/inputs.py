@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from pix2pixhd_jax.data import sources, transforms
+from pix2pixhd_jax.data.folders import DataError, describe_example
 from pix2pixhd_jax.models import factory
 
 log = logging.getLogger(__name__)
@@ -55,27 +56,59 @@ def heldout_source(config: ml_collections.ConfigDict, split: str, num: int, load
     return make_source(config, split, 0, 0, load_image=load_image)
 
 
-def example_size(source: Any, tcfg: transforms.TransformConfig) -> tuple[int, int]:
-    """(height, width) of transformed examples, from the first example's native size."""
-    h, w = source[0]["label"].shape[:2]
-    out_w, out_h = transforms.output_size(w, h, tcfg)
-    return out_h, out_w
+def _readable(source: Any, skip_bad: bool) -> Any:
+    """(index, example) for the examples of `source` in order; with skip_bad, unreadable ones are logged and skipped."""
+    for i in range(len(source)):
+        try:
+            yield i, source[i]
+        except DataError as e:
+            if not skip_bad:
+                raise
+            log.warning("skipping example %d: %s", i, e)
 
 
-def examples_of(source: Any, tcfg: transforms.TransformConfig, num: int) -> list[Example]:
-    """The first `num` examples (0 = all), transformed without random crops or flips."""
-    n = min(num, len(source)) if num else len(source)
-    return [transforms.transform_example(source[i], tcfg, None, train=False) for i in range(n)]
+def example_size(source: Any, tcfg: transforms.TransformConfig, skip_bad: bool = False) -> tuple[int, int]:
+    """(height, width) of transformed examples, from the first (readable, with skip_bad) example's native size."""
+    for _, example in _readable(source, skip_bad):
+        h, w = example["label"].shape[:2]
+        out_w, out_h = transforms.output_size(w, h, tcfg)
+        return out_h, out_w
+    raise DataError(f"no readable example in {source!r} ({len(source)} examples, all skipped)")
+
+
+def examples_of(source: Any, tcfg: transforms.TransformConfig, num: int, skip_bad: bool = False) -> list[Example]:
+    """The first `num` (readable, with skip_bad) examples (0 = all), transformed without random crops or flips."""
+    out = []
+    for i, example in _readable(source, skip_bad):
+        if num and len(out) == num:
+            break
+        example = transforms.transform_example(example, tcfg, None, train=False)
+        if out and example["label"].shape[:2] != out[0]["label"].shape[:2]:
+            (h, w), (h0, w0) = example["label"].shape[:2], out[0]["label"].shape[:2]
+            error = DataError(f"{describe_example(source, i)} is {w}x{h} (width x height) after "
+                              f"resize_or_crop={tcfg.resize_or_crop!r} but the examples before it are {w0}x{h0}; "
+                              "resize the images to one size or pick a resize_or_crop mode that does")
+            if not skip_bad:
+                raise error
+            log.warning("skipping example %d: %s", i, error)
+            continue
+        out.append(example)
+    return out
 
 
 def stack(examples: list[Example]) -> dict[str, np.ndarray]:
-    """Examples -> one batch (metadata dropped)."""
+    """Examples -> one batch (metadata dropped); examples of different sizes are refused."""
+    sizes = sorted({e["label"].shape[:2] for e in examples})
+    if len(sizes) > 1:
+        raise DataError(f"examples of different sizes cannot form one batch: {sizes} (height, width) after "
+                        "the transforms; make the images one size or pick a data.resize_or_crop mode that does")
     return {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "meta"}
 
 
 def load_examples(config: ml_collections.ConfigDict, split: str, num: int) -> list[Example]:
     """Deterministic examples of a held-out split, transformed as in training (evaluation input)."""
-    return examples_of(heldout_source(config, split, num), transform_config(config), num)
+    return examples_of(heldout_source(config, split, num), transform_config(config), num,
+                       skip_bad=config.data.skip_bad_examples)
 
 
 def holdout_batch(config: ml_collections.ConfigDict, train: Any) -> dict[str, np.ndarray]:
@@ -90,7 +123,10 @@ def holdout_batch(config: ml_collections.ConfigDict, train: Any) -> dict[str, np
     except (OSError, ValueError) as e:
         log.warning("no sample split %r (%s); sample grids show training examples", d.sample_split, e)
         source = train
-    return stack(examples_of(source, transform_config(config), n))
+    examples = examples_of(source, transform_config(config), n, skip_bad=d.skip_bad_examples)
+    if not examples:
+        raise DataError(f"no readable example for the sample grids in {source!r}")
+    return stack(examples)
 
 
 def load_inputs(config: ml_collections.ConfigDict, *, source: str = "", dataroot: str = "", phase: str = "",
@@ -105,4 +141,5 @@ def load_inputs(config: ml_collections.ConfigDict, *, source: str = "", dataroot
     d.source = source or d.source
     d.dataroot = dataroot or d.dataroot
     split = phase or (d.sample_split if d.source != "synthetic" else "test")
-    return examples_of(heldout_source(config, split, num, load_image=None), transform_config(config), num)
+    return examples_of(heldout_source(config, split, num, load_image=None), transform_config(config), num,
+                       skip_bad=config.data.skip_bad_examples)

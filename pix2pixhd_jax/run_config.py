@@ -11,6 +11,21 @@ from typing import Any, Mapping, Optional
 
 import ml_collections
 
+from pix2pixhd_jax.data.sources import SOURCE_KINDS
+from pix2pixhd_jax.data.transforms import RESIZE_OR_CROP_MODES
+
+# What a resumed run must share with its checkpoint. Shapes are checked array by array
+# (checkpointing.check_compatible); these keys change what is computed without changing any shape
+# (model.norm 'instance' -> 'none', loss.gan_mode, the training image size: resize_or_crop and the
+# loadSize / fineSize / synthetic size that mode uses), so their values are compared. Everything
+# else may change on resume: optimizer and schedule (optim.*, as the official --continue_train
+# allows), train.* (max_steps, intervals, keep_checkpoints), where the data lives (data.dataroot,
+# source, batch_size), eval.*, features.*, num_devices and seed.
+RESUME_MUST_MATCH = ("model", "loss", "augment", "data.resize_or_crop")
+# Inside those sections, keys that pick how (not what) is computed, or where a file lives.
+RESUME_MAY_CHANGE = ("model.conv_impl", "model.upsample_impl", "model.remat_blocks", "model.compute_dtype",
+                     "loss.vgg_weights")
+
 
 class ConfigError(ValueError):
     """A config value that cannot work, with the key and the fix in the message."""
@@ -46,15 +61,53 @@ def missing_keys(config: Mapping[str, Any], defaults: ml_collections.ConfigDict,
     return out
 
 
-def differences(saved: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """'key: checkpoint X vs given Y' for every leaf that differs (lists and tuples compare equal)."""
+def _differing_leaves(saved: Any, given: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, given value) for every leaf that differs (lists and tuples compare equal)."""
     saved, given, out = _as_plain(saved), _as_plain(given), []
     for k in sorted(set(saved) | set(given)):
         a, b = saved.get(k, "<missing>"), given.get(k, "<missing>")
         if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += differences(a, b, f"{prefix}{k}.")
+            out += _differing_leaves(a, b, f"{prefix}{k}.")
         elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
-            out.append(f"{prefix}{k}: checkpoint {a!r} vs given {b!r}")
+            out.append((f"{prefix}{k}", a, b))
+    return out
+
+
+def differences(saved: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """'key: checkpoint X vs given Y' for every leaf that differs (lists and tuples compare equal)."""
+    return [f"{k}: checkpoint {a!r} vs given {b!r}" for k, a, b in _differing_leaves(saved, given, prefix)]
+
+
+def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
+    config = _as_plain(config)
+    for part in dotted.split("."):
+        if not isinstance(config, Mapping) or part not in config:
+            return "<missing>"
+        config = config[part]
+    return _as_plain(config)
+
+
+def _size_keys(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The data keys that set the training image size under data.resize_or_crop (and the source)."""
+    mode, keys = data.get("resize_or_crop"), ()
+    if mode in ("resize_and_crop", "scale_width", "scale_width_and_crop"):
+        keys += ("data.loadSize",)
+    if mode is not None and "crop" in mode:
+        keys += ("data.fineSize",)
+    if data.get("source") == "synthetic":
+        keys += ("data.synthetic_width", "data.synthetic_height")
+    return keys
+
+
+def resume_conflicts(saved: Mapping[str, Any], given: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, checkpoint value, given value) for the RESUME_MUST_MATCH keys that differ, less RESUME_MAY_CHANGE."""
+    out = []
+    for key in RESUME_MUST_MATCH + _size_keys(_as_plain(given)["data"]):
+        a, b = _lookup(saved, key), _lookup(given, key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += [d for d in _differing_leaves(a, b, key + ".") if d[0] not in RESUME_MAY_CHANGE]
+        else:
+            out += _differing_leaves({key: a}, {key: b})
     return out
 
 
@@ -96,3 +149,41 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(0 <= o.ema_decay < 1, "optim.ema_decay", o.ema_decay, "must be in [0, 1) (0 = no EMA)")
     _require(l.r1_every >= 1, "loss.r1_every", l.r1_every, "must be >= 1 (the lazy R1 interval)")
     _require(config.eval.every_steps >= 0, "eval.every_steps", config.eval.every_steps, "must be >= 0 (0 = never)")
+    _validate_more(config)
+
+
+def _validate_more(config: ml_collections.ConfigDict) -> None:
+    """The keys beyond the ones above that otherwise fail late (in the data pipeline, a loss, a tool)."""
+    m, d, l, o = config.model, config.data, config.loss, config.optim
+    e, f, a = config.eval, config.features, config.augment
+    _require(m.upsample_impl in ("subpixel", "xla"), "model.upsample_impl", m.upsample_impl,
+             "must be 'subpixel' or 'xla'")
+    _require(m.attention_form in ("full", "pooled", "window"), "model.attention_form", m.attention_form,
+             "must be 'full', 'pooled' or 'window'")
+    for key in ("attention_pool", "attention_window", "attention_reduction"):
+        _require(m[key] >= 1, f"model.{key}", m[key], "must be >= 1")
+    _require(m.init_std > 0, "model.init_std", m.init_std, "must be > 0")
+    _require(m.label_nc > 0 or m.input_nc >= 1, "model.input_nc", m.input_nc, "must be >= 1 when label_nc=0")
+    _require(d.source in SOURCE_KINDS, "data.source", d.source, f"must be one of {SOURCE_KINDS}")
+    _require(d.resize_or_crop in RESIZE_OR_CROP_MODES, "data.resize_or_crop", d.resize_or_crop,
+             f"must be one of {RESIZE_OR_CROP_MODES}")
+    for key in ("loadSize", "fineSize", "synthetic_num", "synthetic_width", "synthetic_height"):
+        _require(d[key] >= 1, f"data.{key}", d[key], "must be >= 1")
+    for key in ("max_dataset_size", "worker_count"):
+        _require(d[key] >= 0, f"data.{key}", d[key], "must be >= 0")
+    _require(len(l.vgg_layers) == len(l.vgg_layer_weights), "loss.vgg_layer_weights", tuple(l.vgg_layer_weights),
+             f"needs one weight per loss.vgg_layers entry ({len(l.vgg_layers)})")
+    for key in ("lambda_feat", "r1_gamma"):
+        _require(l[key] >= 0, f"loss.{key}", l[key], "must be >= 0")
+    _require(o.eps > 0, "optim.eps", o.eps, "must be > 0")
+    _require(e.num_examples >= 0, "eval.num_examples", e.num_examples, "must be >= 0 (0 = the whole split)")
+    _require(e.batch_size >= 1, "eval.batch_size", e.batch_size, "must be >= 1")
+    for key in ("n_clusters", "kmeans_iters", "kmeans_n_init", "batch_size"):
+        _require(f[key] >= 1, f"features.{key}", f[key], "must be >= 1")
+    _require(f.num_examples >= 0, "features.num_examples", f.num_examples, "must be >= 0 (0 = the whole split)")
+    _require(0 <= f.min_area_fraction < 1, "features.min_area_fraction", f.min_area_fraction, "must be in [0, 1)")
+    ops = [p.strip() for p in a.policy.split(",") if p.strip()]
+    unknown = [p for p in ops if p not in ("color", "translation", "cutout")]
+    _require(not unknown, "augment.policy", a.policy, "must be a comma list of 'color', 'translation', 'cutout'")
+    for key in ("p_color", "p_translation", "p_cutout", "translation_ratio", "cutout_ratio"):
+        _require(0 <= a[key] <= 1, f"augment.{key}", a[key], "must be in [0, 1]")

@@ -34,11 +34,14 @@ log = logging.getLogger(__name__)
 
 
 def check_finite(step: int, metrics: dict[str, float], last_saved: Optional[int]) -> None:
+    """Raise on non-finite logged losses; every saved checkpoint is finite (checkpointing.save checks)."""
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:
+        where = (f"the newest checkpoint, step {last_saved}, is finite (every save is checked)"
+                 if last_saved is not None else "no checkpoint was saved")
         raise FloatingPointError(
-            f"non-finite losses at step {step}: {bad}. The last good checkpoint is step {last_saved}. "
-            "Common causes: a label id >= label_nc (NaN one-hot), too high a learning rate, or bf16 overflow.")
+            f"non-finite losses at step {step}: {bad}; {where}. Common causes: a label id >= label_nc "
+            "(NaN one-hot), too high a learning rate, or bf16 overflow.")
 
 
 def total_steps_of(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
@@ -55,11 +58,17 @@ def load_perceptual_net(config: ml_collections.ConfigDict, mesh) -> tuple[Any, A
     return vgg, jax.device_put(variables, sharding.replicated(mesh))
 
 
-def existing_manager(workdir: str, keep: int):
-    """The checkpoint manager of a workdir that already has checkpoints, else None (nothing is created)."""
+def reader(workdir: str):
+    """A checkpoint manager for reading `workdir` (use it in a `with` block: it is closed on any error)."""
+    return checkpointing.make_manager(workdir, max_to_keep=1, async_save=False)
+
+
+def latest_step(workdir: str) -> Optional[int]:
+    """The newest checkpoint step of `workdir`, None without checkpoints (nothing is created)."""
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         return None
-    return checkpointing.make_manager(workdir, max_to_keep=keep)
+    with reader(workdir) as manager:
+        return manager.latest_step()
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -71,6 +80,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     run_config.validate(config)
     workdir = os.path.abspath(workdir)
     t_cfg, d_cfg = config.train, config.data
+    if config.num_devices > jax.device_count():
+        raise run_config.ConfigError(f"num_devices={config.num_devices}: only {jax.device_count()} devices "
+                                     "are available (0 = all of them)")
 
     # Mesh and input.
     mesh = sharding.make_mesh(jax.devices()[: config.num_devices] if config.num_devices else None)
@@ -80,7 +92,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         raise run_config.ConfigError(f"data.batch_size={d_cfg.batch_size} is not divisible by {n_proc} processes")
     tcfg = inputs.transform_config(config)
     source = inputs.train_source(config)
-    height, width = inputs.example_size(source, tcfg)
+    height, width = inputs.example_size(source, tcfg, skip_bad=d_cfg.skip_bad_examples)
     local_batch = d_cfg.batch_size // n_proc
     steps_per_epoch = pipeline.steps_per_epoch(len(source), batch_size=local_batch, shard_count=n_proc)
     total_steps = total_steps_of(config, steps_per_epoch)
@@ -94,20 +106,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     state_sh = sharding.state_shardings(abstract, mesh)
     target = checkpointing.abstract_with_sharding(abstract, state_sh)
 
-    manager = existing_manager(workdir, t_cfg.keep_checkpoints)
-    latest = manager.latest_step() if manager is not None else None
-    if latest is not None and latest >= total_steps:
-        state, _ = checkpointing.restore(manager, target)
-        manager.close()
-        log.info("%s already holds step %d of %d: nothing to train", workdir, latest, total_steps)
-        return {"step": latest, "state": state, "already_done": True}
+    latest = latest_step(workdir)
+    if latest is not None:
+        with reader(workdir) as manager:
+            checkpointing.check_resumable(manager, latest, config, target)
+            if latest >= total_steps:
+                state, _ = checkpointing.restore(manager, target)
+                log.info("%s already holds step %d of %d: nothing to train", workdir, latest, total_steps)
+                return {"step": latest, "state": state, "already_done": True}
+    checkpointing.check_writable(workdir)  # a read-only folder would stall in the first async save
 
     dataset = pipeline.build_dataset(source, batch_size=local_batch, transform=tcfg, seed=config.seed,
                                      shuffle=not d_cfg.serial_batches, worker_count=d_cfg.worker_count,
-                                     skip_bad_examples=d_cfg.skip_bad_examples)
+                                     skip_bad_examples=d_cfg.skip_bad_examples, image_size=(height, width))
     data_iter = iter(dataset)
     if latest is not None:
-        state, start = checkpointing.restore(manager, target, data_iter)
+        with reader(workdir) as manager:
+            state, start = checkpointing.restore(manager, target, data_iter, step=latest)
         log.info("resumed from step %d in %s", start, workdir)
     else:
         state, start = sharding.init_sharded(init_fn, mesh, rng), 0
@@ -131,8 +146,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     # From here on the workdir is written.
     os.makedirs(workdir, exist_ok=True)
-    if manager is None:
-        manager = checkpointing.make_manager(workdir, max_to_keep=t_cfg.keep_checkpoints)
+    manager = checkpointing.make_manager(workdir, max_to_keep=t_cfg.keep_checkpoints)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
@@ -150,7 +164,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     stop = {"now": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))  # TPU preemption notice
-    last_saved, result = None, {"compile_s": compile_s}
+    last_saved, result = latest, {"compile_s": compile_s}
     l1 = sample_and_score(start)
     writer.write(start, {"holdout_L1": l1})
     result["holdout_L1_start"] = l1
@@ -185,6 +199,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 writer.write(step, scalars)
                 log.info("step %d eval: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
             if step % t_cfg.checkpoint_every == 0 or step == total_steps or stop["now"]:
+                # Raises (saving nothing) if the state holds NaN or inf: every checkpoint kept is finite.
                 checkpointing.save(manager, step, state, config, data_iter)
                 last_saved = step
             if stop["now"]:

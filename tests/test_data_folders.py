@@ -151,8 +151,29 @@ def test_size_mismatch_names_both_files(tmp_path):
 def test_file_count_mismatch(tmp_path):
     _write_official(tmp_path, 3)
     os.remove(tmp_path / "train_img" / "0002.png")
-    with pytest.raises(DataError, match="3 label files .* but 2 image files"):
+    with pytest.raises(DataError, match=r"no image file in .*train_img for 1 label file\(s\): 0002.png"):
         OfficialFolderSource(str(tmp_path), "train")
+
+
+def test_files_pair_by_name_and_unmatched_names_are_listed(tmp_path):
+    """Equal counts with one missing and one extra file used to shift every later pair (issue 14, item 6)."""
+    _write_official(tmp_path, 3)
+    os.rename(tmp_path / "train_inst" / "0001.png", tmp_path / "train_inst" / "0009.png")
+    with pytest.raises(DataError, match=r"(?s)no instance file in .*train_inst for 1 label file\(s\): 0001.png.*"
+                                        r"no label file in .*train_label for 1 instance file\(s\): 0009.png"):
+        OfficialFolderSource(str(tmp_path), "train")
+    # The official repository's sample data: one frame, three kind suffixes; listed in another order.
+    root = tmp_path / "official"
+    for i, frame in enumerate(["aachen_000001_000019", "aachen_000000_000019"]):
+        ex = _triplet(seed=i)
+        for kind, suffix in (("label", "_gtFine_labelIds"), ("inst", "_gtFine_instanceIds"), ("img", "_leftImg8bit")):
+            os.makedirs(root / f"train_{kind}", exist_ok=True)
+        folders.write_label(str(root / "train_label" / f"{frame}_gtFine_labelIds.png"), ex["label"])
+        folders.write_instance(str(root / "train_inst" / f"{frame}_gtFine_instanceIds.png"), ex["inst"])
+        folders.write_rgb(str(root / "train_img" / f"{frame}_leftImg8bit.png"), ex["image"])
+    src = OfficialFolderSource(str(root), "train")
+    assert [os.path.basename(f).split("_gt")[0].split("_left")[0] for f in src.files(0).values()] == \
+        ["aachen_000000_000019"] * 3
 
 
 def test_rgb_label_with_label_nc_is_an_error(tmp_path):

@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from configs import tiny_test
+from pix2pixhd_jax import inputs
 from pix2pixhd_jax.data import cityscapes as cs
 from pix2pixhd_jax.data import folders, pipeline, synthetic, transforms
 from pix2pixhd_jax.data.folders import DataError, OfficialFolderSource
@@ -186,6 +188,48 @@ def test_bad_file_raises_or_is_skipped_when_asked(tmp_path):
     ds = pipeline.build_dataset(src, batch_size=1, transform=cfg, shuffle=False, num_epochs=1,
                                 shard_index=0, shard_count=1, skip_bad_examples=True)
     assert len(list(ds)) == 3
+
+
+def _write_folder(root, phase, sizes):
+    for i, (w, h) in enumerate(sizes):
+        folders.write_official_example(str(root), phase, f"{i:02d}", synthetic.generate_example(0, i, w, h))
+
+
+def test_mixed_image_sizes_name_the_file_unless_the_mode_makes_them_one_size(tmp_path):
+    """They used to fail inside grain's batching naming neither file nor size (issue 14, item 11)."""
+    _write_folder(tmp_path, "train", [(32, 16), (32, 16), (32, 16), (48, 16)])
+    src = OfficialFolderSource(str(tmp_path), "train")
+    none = TransformConfig(resize_or_crop="none", size_divisor=16)
+    common = dict(batch_size=2, shuffle=False, num_epochs=1, shard_index=0, shard_count=1)
+    for size in ((16, 32), None):  # the run's size, or (tools) the first example's
+        with pytest.raises(DataError, match=r"train_label/03.png .* is 48x16 \(width x height\), 48x16 after "
+                                            r"resize_or_crop='none', but this split's examples are 32x16"):
+            list(pipeline.build_dataset(src, transform=none, image_size=size, **common))
+    with pytest.raises(DataError, match=r"train_label/03.png .* is 48x16"):  # the sample grid's examples
+        inputs.examples_of(src, none, 0)
+    skipped = pipeline.build_dataset(src, transform=none, image_size=(16, 32), skip_bad_examples=True, **common)
+    assert len(list(skipped)) == 1
+    crop = TransformConfig(resize_or_crop="resize_and_crop", load_size=32, fine_size=16, size_divisor=16)
+    assert len(list(pipeline.build_dataset(src, transform=crop, image_size=(16, 16), **common))) == 2
+
+
+def test_skip_bad_examples_covers_the_size_probe_and_the_sample_grid(tmp_path):
+    """Example 0 is read by the size probe and the held-out batch outside the pipeline (issue 14, item 5)."""
+    for phase in ("train", "test"):
+        _write_folder(tmp_path, phase, [(32, 16)] * 3)
+        (tmp_path / f"{phase}_label" / "00.png").write_bytes(b"not a png")
+    config = tiny_test.get_config()
+    d = config.data
+    d.source, d.dataroot, d.skip_bad_examples = "folder", str(tmp_path), True
+    source = inputs.train_source(config)
+    assert inputs.example_size(source, inputs.transform_config(config), skip_bad=True) == (16, 32)
+    assert inputs.holdout_batch(config, source)["label"].shape == (2, 16, 32)
+    assert len(inputs.load_examples(config, "test", 0)) == 2
+    d.skip_bad_examples = False
+    with pytest.raises(DataError, match=r"test_label/00.png"):
+        inputs.holdout_batch(config, source)
+    with pytest.raises(DataError, match=r"train_label/00.png"):
+        inputs.example_size(source, inputs.transform_config(config))
 
 
 def test_rgb_input_label_nc_0_is_normalised():

@@ -115,6 +115,41 @@ def test_export_round_trip_gives_identical_outputs(synth, tmp_path):
     np.testing.assert_array_equal(np.asarray(served(labels[:1], insts[:1], feats[:1])), want[:1])
     with pytest.raises(ValueError, match="pass feats"):
         served(labels, insts)
+    # Damaged artifacts are refused naming the file, not with an AttributeError.
+    (tmp_path / "export" / "params.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match=r"cannot read .*export/params.npz as an .npz of arrays"):
+        ExportedGenerator(path)
+    np.savez(tmp_path / "export" / "params.npz", *[np.asarray(p) for p in served.params])
+    (tmp_path / "export" / "signature.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"export/signature.json is not an export signature"):
+        ExportedGenerator(path)
+    (tmp_path / "export" / "generator.jaxexport").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"cannot read .*export/generator.jaxexport as a jax.export artifact"):
+        ExportedGenerator(path)
+
+
+def test_non_finite_features_and_bad_photos_are_refused_naming_the_region(synth):
+    """One NaN/inf vector used to blank the whole image silently (issue 14, item 7)."""
+    label, inst, image = fh.scene(3)
+    car = _largest_car(inst)
+    for vec in ([np.nan, 0.0, 0.0], [0.0, np.inf, 0.0]):
+        with pytest.raises(ValueError, match=rf"region id\(s\) \[{car}\] holds NaN or inf"):
+            synth.synthesize(label, inst, {car: vec})
+    feats = synth.feature_map(label, inst, synth.region_features(label, inst, seed=0))
+    feats[inst == car] = np.inf
+    with pytest.raises(ValueError, match=rf"the feature map given: .* in region id\(s\) \[{car}\]"):
+        synth.synthesize(label[None], inst[None], feats[None])
+    nan_photo = image.copy()
+    nan_photo[3, 5] = np.nan
+    with pytest.raises(ValueError, match=r"image holds NaN or inf \(first at batch 0, pixel y=3 x=5\)"):
+        synth.synthesize(label, inst, "encode", image=nan_photo)
+    with pytest.raises(ValueError, match=r"expected \[-1, 1\] \(for a 0..255 photo pass photo / 127.5 - 1\)"):
+        synth.synthesize(label, inst, "encode", image=(image + 1) * 127.5)
+    # Instance ids beyond int32 would wrap into other ids on the device.
+    wide = inst.astype(np.int64)
+    wide[wide == car] = 2**32 + car
+    with pytest.raises(ValueError, match=r"instance ids span .* outside int32"):
+        synth.synthesize(label, wide)
 
 
 def test_synthesize_cli_writes_pngs_and_html(synth, tmp_path):

@@ -5,6 +5,7 @@ stage-1 run of the staging test; everything else about staging is tested on init
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +16,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+import fault_helpers as faults
 from configs import tiny_test
-from pix2pixhd_jax import staging, train
+from pix2pixhd_jax import checkpointing, staging, train
 from pix2pixhd_jax.optim import mask_frozen_trunk, official_lr
 from pix2pixhd_jax.train_step import build_program
 
@@ -111,9 +113,39 @@ def test_checkpoint_of_another_config_names_the_mismatched_arrays(stage1):
         train.run(_config(model__ngf=8, train__max_steps=8), workdir)
 
 
+def test_a_norm_change_on_resume_is_refused_with_the_keys(stage1):
+    """model.norm 'instance' -> 'none' changes no shape; the saved config is compared (issue 14, item 4)."""
+    workdir, _ = stage1
+    with pytest.raises(checkpointing.CheckpointError, match=r"(?s)trained with another config.*"
+                                                            r"model.norm: checkpoint 'instance' vs given 'none'.*"
+                                                            r"--config.model.norm='instance'"):
+        train.run(_config(model__norm="none", train__max_steps=8), workdir)
+
+
+def test_a_corrupt_or_read_only_checkpoint_fails_at_once_naming_it(stage1, tmp_path):
+    from pix2pixhd_jax.inference import Synthesizer
+
+    workdir = str(tmp_path / "w")
+    shutil.copytree(stage1[0], workdir)
+    with faults.read_only(os.path.join(workdir, "checkpoints")):
+        t0 = time.time()
+        with pytest.raises(checkpointing.CheckpointError, match="cannot write checkpoints to .* not writable"):
+            train.run(_config(train__max_steps=8), workdir)
+        assert time.time() - t0 < 30  # was a ~5 minute stall in the first async save
+        assert train.run(_config(train__max_steps=6), workdir)["already_done"]  # reading needs no write access
+    step_dir = os.path.join(workdir, "checkpoints", "6")
+    faults.truncate_array_data(step_dir)
+    with pytest.raises(checkpointing.CheckpointError, match=rf"(?s)checkpoint step 6 at {step_dir} cannot be used: "
+                                                            r"reading it failed.*No earlier intact step"):
+        train.run(_config(train__max_steps=8), workdir)
+    with pytest.raises(checkpointing.CheckpointError, match=rf"checkpoint step 6 at {step_dir} cannot be used"):
+        Synthesizer.from_workdir(workdir)
+
+
 def test_a_bad_config_fails_before_anything_is_written(tmp_path):
     for bad in ({"train__log_every": 0}, {"model__ngf": 0}, {"data__batch_size": 0}, {"optim__beta1_G": 1.0},
-                {"train__max_steps": -1}, {"optim__lr_G": -1e-4}, {"model__n_blocks_global": -1}):
+                {"train__max_steps": -1}, {"optim__lr_G": -1e-4}, {"model__n_blocks_global": -1},
+                {"train__keep_checkpoints": 0}, {"train__checkpoint_every": 0}, {"num_devices": -1}):
         with pytest.raises(ValueError, match=list(bad)[0].split("__")[-1]):
             train.run(_config(**bad), str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()

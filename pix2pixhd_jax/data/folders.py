@@ -4,7 +4,11 @@ Official layout (pix2pixHD `data/aligned_dataset.py`), under `root`:
   {phase}_label/  label ids, 8-bit 'L' PNG          ({phase}_A/ RGB inputs when label_nc == 0)
   {phase}_inst/   instance ids, 16-bit 'I;16' PNG   (read only when use_instance)
   {phase}_img/    photos, RGB                       ({phase}_B/ when label_nc == 0)
-Files are found recursively and paired by sorted path, as the official loader does.
+Files are found recursively and paired by name: the path inside the folder without its extension
+and without Cityscapes' kind suffix (`_gtFine_labelIds`, `_gtFine_instanceIds`, `_leftImg8bit`,
+as in the official repository's sample data). The official loader pairs by sorted position, which
+silently mispairs every later file once one is missing and another is extra; here any name without
+a partner in every folder is an error listing the unmatched names.
 
 Cityscapes layout, under `root`:
   gtFine/{split}/{city}/{key}_gtFine_labelIds.png, {key}_gtFine_instanceIds.png
@@ -25,6 +29,8 @@ from PIL import Image
 
 # pix2pixHD's IMG_EXTENSIONS (compared case-insensitively here).
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tiff")
+# Kind suffixes dropped from names before pairing (Cityscapes files copied into the official layout).
+PAIRING_SUFFIXES = ("_gtFine_labelIds", "_gtFine_instanceIds", "_leftImg8bit")
 
 
 class DataError(ValueError):
@@ -42,6 +48,54 @@ def list_images(folder: str) -> list[str]:
         raise DataError(f"folder {folder} does not exist")
     found = [os.path.join(dirpath, f) for dirpath, _, files in os.walk(folder) for f in files if is_image_file(f)]
     return sorted(found)
+
+
+def pairing_key(folder: str, path: str) -> str:
+    """The name files are paired by: relative path, no extension, no PAIRING_SUFFIXES suffix."""
+    key = os.path.splitext(os.path.relpath(path, folder))[0]
+    for suffix in PAIRING_SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return key
+
+
+def _keyed(folder: str, paths: Sequence[str]) -> dict[str, str]:
+    """pairing key -> path for the files of one folder; two files with one key are an error."""
+    out: dict[str, str] = {}
+    for path in paths:
+        key = pairing_key(folder, path)
+        if key in out:
+            raise DataError(f"{out[key]} and {path} pair under the same name {key!r}; keep one of them")
+        out[key] = path
+    return out
+
+
+def pair_by_name(label_dir: str, labels: Sequence[str],
+                 others: dict[str, tuple[str, Sequence[str]]]) -> dict[str, list[str]]:
+    """Each folder's files in the order of `labels`, matched by pairing_key; unmatched names raise DataError.
+
+    others: kind -> (folder, its files). Returns kind -> paths aligned with labels.
+    """
+    label_keys = _keyed(label_dir, labels)
+    out, problems = {}, []
+    for kind, (folder, paths) in others.items():
+        keyed = _keyed(folder, paths)
+        missing = [label_keys[k] for k in label_keys if k not in keyed]
+        extra = [keyed[k] for k in keyed if k not in label_keys]
+        if missing:
+            problems.append(f"no {kind} file in {folder} for {len(missing)} label file(s): "
+                            + ", ".join(os.path.relpath(p, label_dir) for p in missing[:8])
+                            + (" ..." if len(missing) > 8 else ""))
+        if extra:
+            problems.append(f"no label file in {label_dir} for {len(extra)} {kind} file(s): "
+                            + ", ".join(os.path.relpath(p, folder) for p in extra[:8])
+                            + (" ..." if len(extra) > 8 else ""))
+        out[kind] = [keyed.get(k, "") for k in label_keys]
+    if problems:
+        raise DataError("files are paired by name (path without extension and without "
+                        f"{'/'.join(PAIRING_SUFFIXES)}), and some have no partner:\n  " + "\n  ".join(problems)
+                        + "\nAdd or rename the files so that every folder holds the same names.")
+    return out
 
 
 def _open(path: str) -> Image.Image:
@@ -136,6 +190,14 @@ def validate_example(example: dict[str, Any], *, label_nc: int, files: dict[str,
         raise DataError(f"negative instance id in {files.get('inst')}")
 
 
+def describe_example(source: Any, index: int) -> str:
+    """The files of example `index` when the source knows them (folder sources), else 'example i of <source>'."""
+    files = getattr(source, "files", None)
+    if callable(files):
+        return " + ".join(files(index).values())
+    return f"example {index} of {source!r}"
+
+
 class _PairedSource:
     """Random access over aligned lists of label / instance / image paths, read on demand."""
 
@@ -167,7 +229,7 @@ class _PairedSource:
 
 
 class OfficialFolderSource(_PairedSource):
-    """pix2pixHD's `{phase}_label/_inst/_img` (or `_A/_B`) folders, paired by sorted path."""
+    """pix2pixHD's `{phase}_label/_inst/_img` (or `_A/_B`) folders, paired by name (pairing_key)."""
 
     def __init__(self, root: str, phase: str = "train", *, label_nc: int = 35, use_instance: bool = True,
                  load_image: bool | None = True, max_dataset_size: int | None = None):
@@ -185,11 +247,10 @@ class OfficialFolderSource(_PairedSource):
         if load_image is None:
             load_image = os.path.isdir(image_dir)
         images = list_images(image_dir) if load_image else None
-        for name, lst in (("instance", insts), ("image", images)):
-            if lst is not None and len(lst) != len(labels):
-                raise DataError(f"{len(labels)} label files in {label_dir} but {len(lst)} {name} files in "
-                                f"{os.path.dirname(lst[0]) if lst else 'its folder'}; pairing is by sorted name, "
-                                "so the folders must hold the same number of files")
+        others = {kind: (folder, files) for kind, folder, files in (("instance", inst_dir, insts),
+                                                                   ("image", image_dir, images)) if files is not None}
+        paired = pair_by_name(label_dir, labels, others)
+        insts, images = paired.get("instance"), paired.get("image")
         if max_dataset_size is not None:
             labels = labels[:max_dataset_size]
             insts = insts[:max_dataset_size] if insts is not None else None

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import grain
 import numpy as np
 
-from pix2pixhd_jax.data.folders import DataError
-from pix2pixhd_jax.data.transforms import TransformConfig, transform_example
+from pix2pixhd_jax.data.folders import DataError, describe_example
+from pix2pixhd_jax.data.transforms import TransformConfig, output_size, transform_example
 
 
 class RandomAccessSource(Protocol):
@@ -40,6 +40,35 @@ class _Transform(grain.transforms.RandomMap):
 
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         return transform_example(element, self.cfg, rng if self.train else None, self.train)
+
+
+class _SameSize:
+    """Wrap a source so that an example whose transformed size differs from the run's raises DataError.
+
+    Batching needs one size; without this check mixed sizes fail inside grain's batching with a
+    structure error naming neither file nor size. `size` None takes the first example read.
+    """
+
+    def __init__(self, source: RandomAccessSource, cfg: TransformConfig, size: tuple[int, int] | None):
+        self.source, self.cfg, self.size = source, cfg, size
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        example = self.source[index]
+        h, w = example["label"].shape[:2]
+        out_w, out_h = output_size(w, h, self.cfg)
+        if self.size is None:
+            self.size = (out_h, out_w)
+        elif (out_h, out_w) != self.size:
+            raise DataError(
+                f"{describe_example(self.source, index)} is {w}x{h} (width x height), {out_w}x{out_h} after "
+                f"resize_or_crop={self.cfg.resize_or_crop!r}, but this split's examples are "
+                f"{self.size[1]}x{self.size[0]}; "
+                "resize the images to one size, or pick a data.resize_or_crop mode that brings them to one "
+                "(a crop mode, or scale_width for one aspect ratio)")
+        return example
 
 
 class _SkipBad:
@@ -83,7 +112,8 @@ def build_dataset(source: RandomAccessSource, *, batch_size: int, transform: Tra
                   train: bool = True, shuffle: bool = True, num_epochs: int | None = None,
                   shard_index: int | None = None, shard_count: int | None = None,
                   drop_remainder: bool = True, skip_bad_examples: bool = False, worker_count: int = 0,
-                  worker_buffer_size: int = 2, read_threads: int = 1, prefetch_batches: int = 2) -> grain.IterDataset:
+                  worker_buffer_size: int = 2, read_threads: int = 1, prefetch_batches: int = 2,
+                  image_size: tuple[int, int] | None = None) -> grain.IterDataset:
     """Return the grain IterDataset of per-process batches for `source` (see the module docstring).
 
     batch_size is per process; the global batch is batch_size * shard_count. num_epochs None
@@ -92,6 +122,9 @@ def build_dataset(source: RandomAccessSource, *, batch_size: int, transform: Tra
     skip_bad_examples logs and drops examples whose files raise DataError (batches may then
     span epoch boundaries); otherwise the first bad file stops the run with its error.
     worker_count > 0 adds grain worker processes (absl flags are marked parsed if nobody did).
+    image_size (height, width) is the size every transformed example must have (None: the first
+    one read); an example of another size raises DataError naming its files (skipped with
+    skip_bad_examples).
     """
     if shard_index is None or shard_count is None:
         shard_index, shard_count = default_shard()
@@ -104,7 +137,8 @@ def build_dataset(source: RandomAccessSource, *, batch_size: int, transform: Tra
         raise DataError(f"the split has {n} examples, fewer than the global batch {batch_size * shard_count} "
                         f"(batch_size {batch_size} x {shard_count} processes); lower the batch size or add data")
     per_shard = n // shard_count
-    ds = grain.MapDataset.source(_SkipBad(source) if skip_bad_examples else source)
+    checked = _SameSize(source, transform, image_size)
+    ds = grain.MapDataset.source(_SkipBad(checked) if skip_bad_examples else checked)
     # Equal contiguous-stride shards: process i takes i, i+count, ... of the first per_shard*count items.
     ds = ds[: per_shard * shard_count][shard_index::shard_count]
     ds = ds.seed(_shard_seed(seed, shard_index))

@@ -70,7 +70,7 @@ def train_segmenter(config: ml_collections.ConfigDict, out_dir: str, *, progress
     s, d = config.eval.segmenter, config.data
     tcfg = inputs.transform_config(config)
     source = inputs.make_source(config, d.phase, s.num_examples or d.synthetic_num, d.synthetic_seed)
-    height, width = inputs.example_size(source, tcfg)
+    height, width = inputs.example_size(source, tcfg, skip_bad=d.skip_bad_examples)
     spec = make_spec(config, height, width)
     model, tx = make_model(spec), make_optimizer(s)
     size = 2 ** model.levels  # the network is fully convolutional: init at the smallest size it takes
@@ -79,7 +79,8 @@ def train_segmenter(config: ml_collections.ConfigDict, out_dir: str, *, progress
     lut = jnp.asarray(label_lookup(spec["model"]["classes"]))
     step_fn = make_train_step(model, tx)
     dataset = pipeline.build_dataset(source, batch_size=s.batch_size, transform=tcfg, seed=s.seed, shuffle=True,
-                                     shard_index=0, shard_count=1)
+                                     shard_index=0, shard_count=1, skip_bad_examples=d.skip_bad_examples,
+                                     image_size=(height, width))
     data_iter = iter(dataset)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
     log(f"segmenter: U-Net features={s.features} levels={s.levels} ({n_params / 1e6:.2f}M params), "

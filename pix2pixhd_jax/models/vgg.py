@@ -107,13 +107,27 @@ def load_state_dict_file(path: str, missing_help: str = MISSING_WEIGHTS_HELP) ->
     if not path or not os.path.exists(path):
         raise FileNotFoundError(f"weights file {path!r} not found. {missing_help}")
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except Exception as e:  # zip, format and pickled-object errors alike
+            raise ValueError(f"cannot read {path} as an .npz of arrays ({type(e).__name__}: {e})") from None
     try:
         import torch  # optional extra: pip install 'pix2pixhd-jax[torch]'
     except ImportError as e:
         raise ImportError(f"reading {path} needs torch (pip install torch), or convert it to .npz first") from e
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: no pickled code runs
+    except Exception as e:  # garbage bytes, truncation and refused pickles alike
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"cannot read {path} as a torch state dict ({type(e).__name__}: {detail})") from None
+    if isinstance(sd, Mapping) and isinstance(sd.get("state_dict"), Mapping):
+        sd = sd["state_dict"]  # a training checkpoint that wraps the weights
+    if not isinstance(sd, Mapping):
+        raise ValueError(f"{path} holds a {type(sd).__name__}, not a state dict (a mapping of names to tensors)")
+    odd = [str(k) for k, v in sd.items() if not isinstance(k, str) or not hasattr(v, "detach")]
+    if odd:
+        raise ValueError(f"{path} is not a state dict of tensors: entries {odd[:8]} are not name -> tensor")
     return {k: v.detach().cpu().numpy() for k, v in sd.items()}
 
 
