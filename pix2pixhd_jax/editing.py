@@ -1,32 +1,59 @@
-"""Object-level editing (the operations of pix2pixHD's editing demo, without a GUI toolkit).
+"""Object-level editing (the operations of pix2pixHD's editing demo, plus geometric edits).
 
 A `Scene` is a label map, an instance map and one feature vector per region. Pure functions
 return a new Scene for each edit:
 
-  relabel_instance  an object becomes another class (new instance id class*1000 + max k + 1 for
-                    thing classes, the stuff id otherwise); its feature is copied (official)
+  relabel_instance  an object becomes another class (new instance id class*1000 + k for thing
+                    classes, the stuff id otherwise); its feature is copied (official)
   paint_region      pixels under a mask take a class (stuff merges into that class's region;
                     a thing class becomes one new object)
   add_object        a new object of a class from a mask, with a chosen cluster or feature
   set_feature       an instance's feature vector (or a bank cluster via the Editor)
   copy_feature      one instance's feature onto another
+  move_instance     shift an object by (dy, dx); it keeps its id, hence its feature
+  delete_instance   remove an object; resize_instance / flip_instance scale it about its
+                    centroid / mirror it left-right
 
-Boundaries are never stored: they are recomputed from the instance map by `Scene.edges()` and by
-the generator input encoding. `Editor` wraps a Synthesizer: every edit returns the new scene and
-the re-synthesized image, keeps a history for `undo`, and `apply_script` runs a JSON edit script
-(see `run_script` for its format). CLI: `python -m pix2pixhd_jax.edit --workdir W --script s.json --out DIR`.
+Vacated pixels are filled by the rule of `editing_ops` (each takes the nearest surrounding stuff
+region; other objects are never copied into a hole). Boundaries are never stored: they are
+recomputed from the instance map by `Scene.edges()` and by the generator input encoding. Object
+ids stay class*1000 + k with k < 1000.
+
+`Editor` wraps a Synthesizer: every edit returns the new scene and the re-synthesized image and
+keeps a history for `undo` / `redo`. `apply_edit` / `apply_script` take the JSON vocabulary shared
+by scripts, the `edit` CLI and the editor's HTTP API (see `OPS`), and `script()` returns the edits
+applied so far as a script that replays the session.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping, Optional, Sequence
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from pix2pixhd_jax import editing_ops as ops
 from pix2pixhd_jax.data import cityscapes as cs
 
 INSTANCE_OFFSET = cs.INSTANCE_ID_OFFSET  # Cityscapes convention: id >= 1000 is class * 1000 + k
+
+# The JSON vocabulary: op -> keys it accepts (one of the region keys for paint / add_object).
+REGION_KEYS = ("rect", "circle", "brush", "mask")
+OPS: dict[str, tuple[str, ...]] = {
+    "relabel": ("instance", "at", "to"),
+    "paint": ("class",) + REGION_KEYS,
+    "add_object": ("class", "cluster", "vector") + REGION_KEYS,
+    "set_feature": ("instance", "at", "cluster", "vector"),
+    "copy_feature": ("src", "dst"),
+    "move": ("instance", "at", "by"),
+    "delete": ("instance", "at"),
+    "resize": ("instance", "at", "scale"),
+    "flip": ("instance", "at"),
+    "undo": (),
+    "redo": (),
+    "reset": (),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +76,7 @@ class Scene:
         return int(self.inst[y, x])
 
     def instances(self) -> list[int]:
-        return np.unique(self.inst).tolist()
+        return ops.region_ids(self.inst).tolist()
 
     def replace(self, **kw) -> "Scene":
         return dataclasses.replace(self, **kw)
@@ -67,24 +94,36 @@ def numpy_edges(inst: np.ndarray) -> np.ndarray:
     return edge.astype(np.float32)
 
 
+def feature_map(inst: np.ndarray, features: Mapping[int, np.ndarray]) -> np.ndarray:
+    """(H, W) region ids + {id: vector} -> (H, W, F) float32 (Synthesizer.feature_map by a lookup table)."""
+    ids = ops.region_ids(inst)
+    missing = [i for i in ids.tolist() if i not in features]
+    if missing:
+        raise KeyError(f"no feature for region(s) {missing[:20]}")
+    vectors = np.stack([np.asarray(features[i], np.float32) for i in ids.tolist()])
+    if ids[0] >= 0 and ids[-1] < 1 << 20:
+        table = np.zeros((int(ids[-1]) + 1, vectors.shape[1]), np.float32)
+        table[ids] = vectors
+        return table[inst]
+    return vectors[np.searchsorted(ids, inst)]
+
+
 def class_of(scene: Scene, inst_id: int) -> int:
-    mask = scene.inst == inst_id
-    if not mask.any():
-        raise KeyError(f"instance {inst_id} is not in the map; instances present: {scene.instances()[:40]}")
-    return int(scene.label[mask][0])
+    return int(scene.label[ops.region_mask(scene.inst, inst_id)][0])
 
 
 def new_instance_id(inst: np.ndarray, class_id: int, thing_classes: Sequence[int]) -> int:
-    """Official change_labels rule: a thing class gets class*1000 + (max k of that class + 1); stuff its class id."""
+    """Official change_labels rule: a thing class gets a free object id class*1000 + k; stuff its class id."""
     class_id = int(class_id)
-    existing = inst[(inst >= class_id * INSTANCE_OFFSET) & (inst < (class_id + 1) * INSTANCE_OFFSET)]
-    if class_id in set(thing_classes) or existing.size:
-        return class_id * INSTANCE_OFFSET + (int(existing.max()) % INSTANCE_OFFSET + 1 if existing.size else 0)
+    first, last = ops.object_id_range(class_id)
+    has_objects = class_id >= 1 and bool(((inst >= first) & (inst <= last)).any())
+    if class_id in set(thing_classes) or has_objects:
+        return ops.next_object_id(inst, class_id)
     return class_id
 
 
-def _check_class(class_id: int, label_nc: Optional[int]) -> int:
-    class_id = int(class_id)
+def _check_class(class_id: Any, label_nc: Optional[int]) -> int:
+    class_id = ops.as_int(class_id, "class")
     if class_id < 0 or (label_nc and class_id >= label_nc):
         raise ValueError(f"class {class_id} is outside [0, label_nc={label_nc})")
     return class_id
@@ -99,9 +138,24 @@ def _check_mask(scene: Scene, mask: np.ndarray) -> np.ndarray:
     return mask
 
 
+def check_vector(vector: Any, feat_num: Optional[int] = None) -> np.ndarray:
+    """A feature vector as float32 (F,), with finite values and, if given, feat_num entries."""
+    try:
+        v = np.asarray(vector, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"a feature vector must be a list of numbers, got {str(vector)[:80]}") from None
+    if feat_num is not None and v.shape != (feat_num,):
+        raise ValueError(f"feature vector has {v.size} values; model.feat_num={feat_num}")
+    if not np.isfinite(v).all():
+        raise ValueError(f"feature vector {v.tolist()} has non-finite values (NaN or inf)")
+    if np.abs(v).max(initial=0.0) > np.finfo(np.float32).max:
+        raise ValueError(f"feature vector {v.tolist()} does not fit float32")
+    return v.astype(np.float32)
+
+
 def _prune(scene: Scene) -> Scene:
     """Drop features of regions that no longer exist."""
-    present = set(np.unique(scene.inst).tolist())
+    present = set(ops.region_ids(scene.inst).tolist())
     return scene.replace(features={k: v for k, v in scene.features.items() if k in present},
                          clusters={k: v for k, v in scene.clusters.items() if k in present})
 
@@ -110,8 +164,7 @@ def relabel_instance(scene: Scene, inst_id: int, new_class: int, *, thing_classe
                      label_nc: Optional[int] = None) -> tuple[Scene, int]:
     """Turn instance `inst_id` into class `new_class` -> (scene, new instance id); the feature is copied."""
     new_class = _check_class(new_class, label_nc)
-    class_of(scene, inst_id)
-    mask = scene.inst == inst_id
+    mask = ops.region_mask(scene.inst, inst_id)
     new_id = new_instance_id(scene.inst, new_class, thing_classes)
     label, inst = scene.label.copy(), scene.inst.copy()
     label[mask], inst[mask] = new_class, new_id
@@ -137,20 +190,19 @@ def add_object(scene: Scene, mask: np.ndarray, new_class: int, *, label_nc: Opti
     """Paste a new object of `new_class` under `mask` (always a new instance id) -> (scene, its id)."""
     new_class = _check_class(new_class, label_nc)
     mask = _check_mask(scene, mask)
-    existing = scene.inst[(scene.inst >= new_class * INSTANCE_OFFSET) & (scene.inst < (new_class + 1) * INSTANCE_OFFSET)]
-    new_id = new_class * INSTANCE_OFFSET + (int(existing.max()) % INSTANCE_OFFSET + 1 if existing.size else 0)
+    new_id = ops.next_object_id(scene.inst, new_class)
     label, inst = scene.label.copy(), scene.inst.copy()
     label[mask], inst[mask] = new_class, new_id
     features, clusters = dict(scene.features), dict(scene.clusters)
     if feature is not None:
-        features[new_id], clusters[new_id] = np.asarray(feature, np.float32), cluster
+        features[new_id], clusters[new_id] = check_vector(feature), cluster
     return _prune(scene.replace(label=label, inst=inst, features=features, clusters=clusters)), new_id
 
 
 def set_feature(scene: Scene, inst_id: int, feature: np.ndarray, cluster: Optional[int] = None) -> Scene:
     class_of(scene, inst_id)
     features, clusters = dict(scene.features), dict(scene.clusters)
-    features[int(inst_id)], clusters[int(inst_id)] = np.asarray(feature, np.float32), cluster
+    features[int(inst_id)], clusters[int(inst_id)] = check_vector(feature), cluster
     return scene.replace(features=features, clusters=clusters)
 
 
@@ -159,6 +211,27 @@ def copy_feature(scene: Scene, src: int, dst: int) -> Scene:
     if int(src) not in scene.features:
         raise KeyError(f"instance {src} has no feature yet")
     return set_feature(scene, dst, scene.features[int(src)], scene.clusters.get(int(src)))
+
+
+def _with_maps(scene: Scene, maps: tuple[np.ndarray, np.ndarray]) -> Scene:
+    return _prune(scene.replace(label=maps[0], inst=maps[1]))
+
+
+def move_instance(scene: Scene, inst_id: int, dy: int, dx: int) -> Scene:
+    """Shift instance `inst_id` by (dy, dx), in front of what it lands on; its feature stays."""
+    return _with_maps(scene, ops.move_region(scene.label, scene.inst, int(inst_id), int(dy), int(dx)))
+
+
+def delete_instance(scene: Scene, inst_id: int) -> Scene:
+    return _with_maps(scene, ops.delete_region(scene.label, scene.inst, int(inst_id)))
+
+
+def resize_instance(scene: Scene, inst_id: int, scale: float) -> Scene:
+    return _with_maps(scene, ops.resize_region(scene.label, scene.inst, int(inst_id), scale))
+
+
+def flip_instance(scene: Scene, inst_id: int) -> Scene:
+    return _with_maps(scene, ops.flip_region(scene.label, scene.inst, int(inst_id)))
 
 
 # ----------------------------------------------------------------------------- editor
@@ -172,10 +245,14 @@ class EditResult:
 
 
 class Editor:
-    """Stateful editing session over a Synthesizer: each edit re-synthesizes; undo/reset restore."""
+    """Stateful editing session over a Synthesizer: each edit re-synthesizes; undo/redo/reset restore.
+
+    History entries keep the image rendered for each scene, so undo and redo need no forward pass.
+    `max_history` bounds the undo depth (oldest steps dropped; None = unbounded).
+    """
 
     def __init__(self, synthesizer, label: np.ndarray, inst: Optional[np.ndarray] = None, *, seed: Optional[int] = None,
-                 thing_classes: Optional[Sequence[int]] = None):
+                 thing_classes: Optional[Sequence[int]] = None, max_history: Optional[int] = None):
         self.synth = synthesizer
         cfg = synthesizer.config
         if cfg.model.label_feat:
@@ -184,18 +261,26 @@ class Editor:
         self.thing_classes = tuple(thing_classes if thing_classes is not None else
                                    (cfg.features.thing_classes or sorted(cs.THING_IDS)))
         self.seed = cfg.features.sample_seed if seed is None else seed
+        self.max_history = max_history
         label = np.asarray(label, np.int32)
         inst = label.copy() if inst is None else np.asarray(inst, np.int32)
+        if label.ndim != 2 or inst.shape != label.shape:
+            raise ValueError(f"label {label.shape} and instance {inst.shape} maps must be (H, W) of one size")
         self._initial = self._fill_features(Scene(label, inst))
         self.scene = self._initial
-        self.history: list[Scene] = []
+        self.history: list[tuple[Scene, np.ndarray]] = []
+        self.future: list[tuple[Scene, np.ndarray]] = []
+        self.log: list[dict[str, Any]] = []  # every edit as JSON, for script()
+        self._json_edit: Optional[dict[str, Any]] = None  # the edit apply_edit is running
+        self.render_seconds = 0.0
         self.image = self.render(self.scene)
+        self._initial_image = self.image
 
     # Regions without a feature draw one from the bank with the same (seed, id) rule as synthesize().
     def _fill_features(self, scene: Scene) -> Scene:
         if not self.synth.uses_features:
             return scene
-        missing = [i for i in np.unique(scene.inst).tolist() if i not in scene.features]
+        missing = [i for i in ops.region_ids(scene.inst).tolist() if i not in scene.features]
         if not missing:
             return scene
         drawn = self.synth.region_features(scene.label, scene.inst, seed=self.seed)
@@ -205,97 +290,185 @@ class Editor:
         return scene.replace(features=features, clusters=clusters)
 
     def render(self, scene: Scene) -> np.ndarray:
+        """The image of `scene` (its own features); the wall time lands in render_seconds (0 after undo/redo)."""
+        start = time.perf_counter()
         feats = None
         if self.synth.uses_features:
-            feats = self.synth.feature_map(scene.label, scene.inst, scene.features)[None]
-        return np.asarray(self.synth.synthesize(scene.label[None], scene.inst[None], feats))[0]
+            feats = feature_map(scene.inst, scene.features)[None]
+        image = np.asarray(self.synth.synthesize(scene.label[None], scene.inst[None], feats))[0]
+        self.render_seconds = time.perf_counter() - start
+        return image
 
-    def _commit(self, scene: Scene, region: Optional[int] = None) -> EditResult:
-        self.history.append(self.scene)
-        self.scene = self._fill_features(scene)
-        self.image = self.render(self.scene)
+    def _push(self, stack: list, entry: tuple[Scene, np.ndarray]) -> None:
+        stack.append(entry)
+        if self.max_history is not None and len(stack) > self.max_history:
+            del stack[0]
+
+    def _record(self, edit: dict[str, Any]) -> None:
+        """Log an applied edit: the JSON apply_edit received, else the equivalent of a Python call."""
+        self.log.append(self._json_edit if self._json_edit is not None else edit)
+
+    def _commit(self, scene: Scene, region: Optional[int], edit: dict[str, Any]) -> EditResult:
+        scene = self._fill_features(scene)
+        image = self.render(scene)
+        self._push(self.history, (self.scene, self.image))
+        self.future.clear()
+        self.scene, self.image = scene, image
+        self._record(edit)
         return EditResult(self.scene, self.image, region)
 
-    def _feature_of(self, inst_id: int, cluster: Optional[int], vector) -> tuple[Optional[int], np.ndarray]:
+    def _require_features(self, what: str) -> None:
+        if not self.synth.uses_features:
+            raise ValueError(f"{what} needs a model trained with instance features (model.instance_feat); "
+                             "this one takes no appearance features")
+
+    def _feature_of(self, class_id: int, cluster: Any, vector: Any) -> tuple[Optional[int], np.ndarray]:
+        """(cluster, vector) for exactly one of cluster= / vector=."""
         if vector is not None:
-            return None, np.asarray(vector, np.float32)
-        cls = class_of(self.scene, inst_id)
-        return int(cluster), self.synth._require_bank().center(cls, int(cluster))
+            return None, check_vector(vector, self.synth.config.model.feat_num)
+        cluster = ops.as_int(cluster, "cluster")
+        return cluster, self.synth._require_bank().center(class_id, cluster)
 
     # The edit operations -----------------------------------------------------------
     def relabel(self, inst_id: int, new_class: int) -> EditResult:
         scene, new_id = relabel_instance(self.scene, inst_id, new_class, thing_classes=self.thing_classes,
                                          label_nc=self.label_nc)
-        return self._commit(scene, new_id)
+        return self._commit(scene, new_id, {"op": "relabel", "instance": int(inst_id), "to": int(new_class)})
 
     def paint(self, mask: np.ndarray, new_class: int) -> EditResult:
         scene, region = paint_region(self.scene, mask, new_class, thing_classes=self.thing_classes, label_nc=self.label_nc)
-        return self._commit(scene, region)
+        return self._commit(scene, region, {"op": "paint", "class": int(new_class), "mask": None})
 
     def add_object(self, mask: np.ndarray, new_class: int, *, cluster: Optional[int] = None, vector=None) -> EditResult:
         feature = None
-        if vector is not None:
-            feature = np.asarray(vector, np.float32)
-        elif cluster is not None:
-            feature = self.synth._require_bank().center(new_class, cluster)
+        if cluster is not None and vector is not None:
+            raise ValueError("add_object takes at most one of cluster= or vector=")
+        if cluster is not None or vector is not None:
+            self._require_features("an object's cluster or vector")
+            cluster, feature = self._feature_of(_check_class(new_class, self.label_nc), cluster, vector)
         scene, new_id = add_object(self.scene, mask, new_class, label_nc=self.label_nc, feature=feature, cluster=cluster)
-        return self._commit(scene, new_id)
+        edit = {"op": "add_object", "class": int(new_class), "mask": None}
+        if feature is not None:
+            edit.update({"cluster": cluster} if cluster is not None else {"vector": feature.tolist()})
+        return self._commit(scene, new_id, edit)
 
     def set_feature(self, inst_id: int, *, cluster: Optional[int] = None, vector=None) -> EditResult:
+        self._require_features("set_feature")
         if (cluster is None) == (vector is None):
             raise ValueError("set_feature needs exactly one of cluster= or vector=")
-        c, v = self._feature_of(inst_id, cluster, vector)
-        if v.shape != (self.synth.config.model.feat_num,):
-            raise ValueError(f"feature vector has shape {v.shape}; model.feat_num={self.synth.config.model.feat_num}")
-        return self._commit(set_feature(self.scene, inst_id, v, c), inst_id)
+        c, v = self._feature_of(class_of(self.scene, inst_id), cluster, vector)
+        edit = {"op": "set_feature", "instance": int(inst_id)}
+        edit.update({"cluster": c} if c is not None else {"vector": v.tolist()})
+        return self._commit(set_feature(self.scene, inst_id, v, c), inst_id, edit)
 
     def copy_feature(self, src: int, dst: int) -> EditResult:
-        return self._commit(copy_feature(self.scene, src, dst), dst)
+        self._require_features("copy_feature")
+        return self._commit(copy_feature(self.scene, src, dst), dst, {"op": "copy_feature", "src": int(src), "dst": int(dst)})
+
+    def move(self, inst_id: int, dy: int, dx: int) -> EditResult:
+        return self._commit(move_instance(self.scene, inst_id, dy, dx), inst_id,
+                            {"op": "move", "instance": int(inst_id), "by": [int(dy), int(dx)]})
+
+    def delete(self, inst_id: int) -> EditResult:
+        return self._commit(delete_instance(self.scene, inst_id), None, {"op": "delete", "instance": int(inst_id)})
+
+    def resize(self, inst_id: int, scale: float) -> EditResult:
+        return self._commit(resize_instance(self.scene, inst_id, scale), inst_id,
+                            {"op": "resize", "instance": int(inst_id), "scale": float(scale)})
+
+    def flip(self, inst_id: int) -> EditResult:
+        return self._commit(flip_instance(self.scene, inst_id), inst_id, {"op": "flip", "instance": int(inst_id)})
 
     def undo(self) -> EditResult:
         if not self.history:
             raise IndexError("nothing to undo")
-        self.scene = self.history.pop()
-        self.image = self.render(self.scene)
+        self._push(self.future, (self.scene, self.image))
+        self.scene, self.image = self.history.pop()
+        self.render_seconds = 0.0
+        self._record({"op": "undo"})
+        return EditResult(self.scene, self.image)
+
+    def redo(self) -> EditResult:
+        if not self.future:
+            raise IndexError("nothing to redo")
+        self._push(self.history, (self.scene, self.image))
+        self.scene, self.image = self.future.pop()
+        self.render_seconds = 0.0
+        self._record({"op": "redo"})
         return EditResult(self.scene, self.image)
 
     def reset(self) -> EditResult:
-        self.history.append(self.scene)
-        self.scene = self._initial
-        self.image = self.render(self.scene)
+        self._push(self.history, (self.scene, self.image))
+        self.future.clear()
+        self.scene, self.image = self._initial, self._initial_image
+        self.render_seconds = 0.0
+        self._record({"op": "reset"})
         return EditResult(self.scene, self.image)
 
     # Scripts ----------------------------------------------------------------------------
     def apply_script(self, script: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-                     mask_loader=None) -> list[EditResult]:
+                     mask_loader: Optional[Callable[[str], np.ndarray]] = None) -> list[EditResult]:
         """Apply a JSON edit script (a list of edits, or {"edits": [...]}) -> one result per edit."""
-        edits = script["edits"] if isinstance(script, Mapping) else script
-        return [self._apply_one(i, e, mask_loader) for i, e in enumerate(edits)]
+        edits = script.get("edits") if isinstance(script, Mapping) else script
+        if not isinstance(edits, (list, tuple)):
+            raise ValueError(f"an edit script is a list of edits or {{\"edits\": [...]}}; got edits={str(edits)[:80]}")
+        return [self.apply_edit(e, mask_loader, index=i) for i, e in enumerate(edits)]
 
-    def _apply_one(self, index: int, edit: Mapping[str, Any], mask_loader) -> EditResult:
-        def where() -> str:
-            return f"edit {index} ({json.dumps(edit)[:120]})"
-
+    def apply_edit(self, edit: Mapping[str, Any], mask_loader: Optional[Callable[[str], np.ndarray]] = None, *,
+                   index: Optional[int] = None) -> EditResult:
+        """Apply one edit of the JSON vocabulary (OPS); errors are ValueErrors naming the edit."""
+        where = f"edit {index}" if index is not None else "edit"
         try:
-            op = edit["op"]
-            if op == "relabel":
-                return self.relabel(self._instance(edit), _class_id(edit["to"]))
-            if op == "paint":
-                return self.paint(self._mask(edit, mask_loader), _class_id(edit["class"]))
-            if op == "add_object":
-                return self.add_object(self._mask(edit, mask_loader), _class_id(edit["class"]),
-                                       cluster=edit.get("cluster"), vector=edit.get("vector"))
-            if op == "set_feature":
-                return self.set_feature(self._instance(edit), cluster=edit.get("cluster"), vector=edit.get("vector"))
-            if op == "copy_feature":
-                return self.copy_feature(self._instance(edit, "src"), self._instance(edit, "dst"))
-            if op == "undo":
-                return self.undo()
-            if op == "reset":
-                return self.reset()
-            raise ValueError(f"unknown op {op!r}; ops: relabel, paint, add_object, set_feature, copy_feature, undo, reset")
-        except (KeyError, ValueError, IndexError, TypeError) as e:
-            raise ValueError(f"{where()}: {e}") from e
+            if not isinstance(edit, Mapping):
+                raise ValueError(f"an edit is a JSON object with an 'op', got {str(edit)[:80]}")
+            self._json_edit = json.loads(json.dumps(dict(edit), default=_jsonable))
+            return self._dispatch(edit, mask_loader)
+        except (KeyError, ValueError, IndexError, TypeError, ArithmeticError) as e:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            raise ValueError(f"{where} ({_short(edit)}): {message}") from e
+        finally:
+            self._json_edit = None
+
+    def script(self) -> dict[str, Any]:
+        """{"seed", "edits"}: replays this session with apply_script (or the edit CLI) on the same scene.
+
+        Every edit is logged, Python calls included, except that a mask array given to paint /
+        add_object from Python has no JSON form: such a session raises here.
+        """
+        for i, edit in enumerate(self.log):
+            if edit.get("mask", "") is None:
+                raise ValueError(f"edit {i} ({edit['op']}) was given a mask array from Python; a script holds "
+                                 "regions as rect, circle, brush or a mask file, so this session cannot be replayed")
+        return {"seed": self.seed, "edits": [dict(e) for e in self.log]}
+
+    def _dispatch(self, edit: Mapping[str, Any], mask_loader) -> EditResult:
+        op = edit.get("op")
+        if not isinstance(op, str) or op not in OPS:
+            raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
+        unknown = sorted(set(edit) - set(OPS[op]) - {"op"})
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} for op {op!r}; it takes {list(OPS[op])}")
+        if op == "relabel":
+            return self.relabel(self._instance(edit), _class_id(_get(edit, "to")))
+        if op == "paint":
+            return self.paint(self._mask(edit, mask_loader), _class_id(_get(edit, "class")))
+        if op == "add_object":
+            return self.add_object(self._mask(edit, mask_loader), _class_id(_get(edit, "class")),
+                                   cluster=edit.get("cluster"), vector=edit.get("vector"))
+        if op == "set_feature":
+            return self.set_feature(self._instance(edit), cluster=edit.get("cluster"), vector=edit.get("vector"))
+        if op == "copy_feature":
+            return self.copy_feature(self._instance(edit, "src"), self._instance(edit, "dst"))
+        if op == "move":
+            dy, dx = _pair_of_ints(_get(edit, "by"), "by [dy, dx]")
+            return self.move(self._instance(edit), dy, dx)
+        if op == "delete":
+            return self.delete(self._instance(edit))
+        if op == "resize":
+            return self.resize(self._instance(edit), ops.as_float(_get(edit, "scale"), "scale"))
+        if op == "flip":
+            return self.flip(self._instance(edit))
+        return {"undo": self.undo, "redo": self.redo, "reset": self.reset}[op]()
 
     def _instance(self, edit: Mapping[str, Any], key: str = "instance") -> int:
         """An instance by id, or by a pixel: {"instance": 26001} or {"instance": {"at": [y, x]}}."""
@@ -305,26 +478,53 @@ class Editor:
         if ref is None:
             raise KeyError(f"missing {key!r} (an instance id, or {{\"at\": [y, x]}})")
         if isinstance(ref, Mapping):
-            return self.scene.instance_at(*ref["at"])
-        return int(ref)
+            if set(ref) != {"at"}:
+                raise ValueError(f"{key} must be an id or {{\"at\": [y, x]}}, got {str(dict(ref))[:80]}")
+            return self.scene.instance_at(*_pair_of_ints(ref["at"], "at [y, x]"))
+        inst_id = ops.as_int(ref, key)
+        ops.region_mask(self.scene.inst, inst_id)
+        return inst_id
 
     def _mask(self, edit: Mapping[str, Any], mask_loader) -> np.ndarray:
-        h, w = self.scene.label.shape
-        mask = np.zeros((h, w), bool)
+        shape = self.scene.label.shape
+        given = [k for k in REGION_KEYS if k in edit]
+        if len(given) != 1:
+            raise KeyError("give the region as exactly one of 'rect': [y0, x0, y1, x1], 'circle': [y, x, r], "
+                           "'brush': {\"radius\": r, \"points\": [[y, x], ...]} or 'mask': 'file.png'")
         if "rect" in edit:  # [y0, x0, y1, x1], end-exclusive
-            y0, x0, y1, x1 = (int(v) for v in edit["rect"])
-            mask[max(0, y0):y1, max(0, x0):x1] = True
-        elif "circle" in edit:  # [y, x, radius]: the official brush is a square; a disc paints rounder strokes
-            cy, cx, r = edit["circle"]
-            yy, xx = np.mgrid[:h, :w]
-            mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-        elif "mask" in edit:
-            if mask_loader is None:
-                raise ValueError("a mask file needs a mask_loader (the CLI reads PNGs relative to the script)")
-            mask = np.asarray(mask_loader(edit["mask"])) > 0
-        else:
-            raise KeyError("give the region as 'rect': [y0, x0, y1, x1], 'circle': [y, x, r] or 'mask': 'file.png'")
-        return mask
+            return ops.rect_mask(shape, edit["rect"])
+        if "circle" in edit:  # [y, x, radius]: the official brush is a square; a disc paints rounder strokes
+            return ops.disc_mask(shape, edit["circle"])
+        if "brush" in edit:
+            return ops.brush_mask(shape, edit["brush"])
+        if mask_loader is None:
+            raise ValueError("a mask file needs a mask_loader (the CLI reads PNGs relative to the script)")
+        return np.asarray(mask_loader(edit["mask"])) > 0
+
+
+def _get(edit: Mapping[str, Any], key: str) -> Any:
+    if key not in edit:
+        raise KeyError(f"missing {key!r}")
+    return edit[key]
+
+
+def _pair_of_ints(value: Any, what: str) -> tuple[int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"{what} must be two integers, got {value!r}")
+    return ops.as_int(value[0], what), ops.as_int(value[1], what)
+
+
+def _short(edit: Any) -> str:
+    try:
+        return json.dumps(edit, default=_jsonable)[:120]
+    except (TypeError, ValueError):
+        return repr(edit)[:120]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _class_id(value: Any) -> int:
@@ -333,4 +533,4 @@ def _class_id(value: Any) -> int:
         if value not in cs.NAME_TO_ID:
             raise KeyError(f"unknown class name {value!r}; Cityscapes names: {sorted(cs.NAME_TO_ID)}")
         return cs.NAME_TO_ID[value]
-    return int(value)
+    return ops.as_int(value, "class (an id or a Cityscapes name)")

@@ -130,3 +130,81 @@ def test_json_script_and_cli(synth, tmp_path):
                           "--index=0"]) == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert {"step_000.png", "step_001.png", "step_002.png", "index.html", "final_inst.png"} <= set(written)
+
+
+def test_editor_geometric_edits_undo_and_redo_restore_exact_maps(synth):
+    label, inst = _maps()
+    ed = editing.Editor(synth, label, inst, seed=0)
+    first = ed.image.copy()
+    feature = ed.scene.features[26002].copy()
+    steps = [{"op": "move", "instance": 26002, "by": [-4, 6]},
+             {"op": "resize", "instance": {"at": [20, 40]}, "scale": 1.5},
+             {"op": "flip", "instance": 26002},
+             {"op": "delete", "instance": 24000}]
+    snapshots = [(ed.scene.label.copy(), ed.scene.inst.copy(), first)]
+    for step in steps:
+        r = ed.apply_edit(step)
+        snapshots.append((r.scene.label.copy(), r.scene.inst.copy(), r.image.copy()))
+        assert ed.render_seconds > 0
+    np.testing.assert_array_equal(ed.scene.features[26002], feature)  # moved, resized, flipped: same look
+    hole, car = ed.scene.label[5:25, 55:60], ed.scene.inst[5:25, 55:60] == 26002  # the grown car reaches it
+    assert 24000 not in ed.scene.instances() and (hole[~car] == 7).all() and car.any()
+    for label_i, inst_i, image_i in reversed(snapshots[:-1]):
+        r = ed.apply_edit({"op": "undo"})
+        np.testing.assert_array_equal(r.scene.label, label_i)
+        np.testing.assert_array_equal(r.scene.inst, inst_i)
+        np.testing.assert_array_equal(r.image, image_i)
+        assert ed.render_seconds == 0.0  # undo reuses the stored image
+    for label_i, inst_i, image_i in snapshots[1:]:
+        r = ed.redo()
+        np.testing.assert_array_equal(r.scene.inst, inst_i)
+        np.testing.assert_array_equal(r.image, image_i)
+    with pytest.raises(IndexError, match="nothing to redo"):
+        ed.redo()
+    ed.undo()
+    ed.move(26000, 1, 0)  # a new edit drops the redo branch
+    assert not ed.future
+    # The log replays the whole session, undo and redo included.
+    replay = editing.Editor(synth, label, inst, seed=0)
+    replay.apply_script(ed.script())
+    np.testing.assert_array_equal(replay.scene.inst, ed.scene.inst)
+    np.testing.assert_array_equal(replay.image, ed.image)
+    bounded = editing.Editor(synth, label, inst, seed=0, max_history=2)
+    for dx in (1, 1, 1):
+        bounded.move(26002, 0, dx)
+    assert len(bounded.history) == 2
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"op": "paint", "class": 8, "rect": [0, 0, -1, -1]}, r"rect \[0, 0, -1, -1\] is not inside the 32x64 map"),
+    ({"op": "add_object", "class": "car", "rect": [30, 60, 40, 70]}, "is not inside the 32x64 map"),
+    ({"op": "set_feature", "instance": 26002, "vector": [float("nan"), 0, 0]}, "non-finite"),
+    ({"op": "add_object", "class": 26, "circle": [5, 5, 2], "vector": [0, float("inf"), 0]}, "non-finite"),
+    ({"op": "relabel", "instance": 26002, "to": 7.9}, "class .* must be an integer, got 7.9"),
+    ({"op": "move", "instance": 26002, "by": [0, "2"]}, "by .* must be a number"),
+    ({"op": "move", "instance": 26002}, "missing 'by'"),
+    ({"op": "move", "instance": 26002, "by": [0, 2], "speed": 3}, r"unknown key\(s\) \['speed'\] for op 'move'"),
+    ({"op": "resize", "instance": 26002, "scale": 0}, r"scale 0 must be in"),
+    ({"op": "delete", "instance": 12345}, "instance 12345 is not in the map"),
+    ({"op": "delete", "instance": {"at": [40, 0]}}, r"pixel \(40, 0\) is outside the 32x64 map"),
+    ({"op": "set_feature", "instance": 26002, "cluster": 99}, "cluster 99 of class 26 does not exist"),
+    ({"op": "set_feature", "instance": 26002, "cluster": 1.5}, "cluster must be an integer"),
+    ({"op": "paint", "class": 8}, "give the region as exactly one of"),
+    ({"op": "undo"}, "nothing to undo"),
+    ("move", "an edit is a JSON object"),
+])
+def test_bad_edits_raise_clear_errors_and_change_nothing(synth, edit, message):
+    label, inst = _maps()
+    ed = editing.Editor(synth, label, inst, seed=0)
+    with pytest.raises(ValueError, match=message):
+        ed.apply_edit(edit)
+    np.testing.assert_array_equal(ed.scene.inst, inst)
+    assert not ed.history and not ed.log
+
+
+def test_bad_scripts_raise_clear_errors(synth):
+    ed = editing.Editor(synth, *_maps(), seed=0)
+    with pytest.raises(ValueError, match=r"an edit script is a list of edits .* got edits=5"):
+        ed.apply_script({"edits": 5})
+    with pytest.raises(ValueError, match=r"edit 1 .*unknown op 'explode'"):
+        ed.apply_script([{"op": "flip", "instance": 26002}, {"op": "explode"}])

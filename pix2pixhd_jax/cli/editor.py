@@ -1,0 +1,73 @@
+"""Serve the interactive editor: python -m pix2pixhd_jax.cli.editor --workdir=W [--host 127.0.0.1] [--port 8000].
+
+Open http://127.0.0.1:8000 and click an object to select it, drag it, pick its class from the
+palette or its look from its class's clusters, delete / flip / resize it, paint regions and add
+objects, undo / redo, and download the image, maps and the edit script (which the `edit` command
+replays). Models trained without instance features get everything but the appearance controls.
+The HTTP API the page uses is described in pix2pixhd_jax/editor/app.py and the README.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional, Sequence
+
+from pix2pixhd_jax.cli import process
+
+import uvicorn  # noqa: E402
+from absl import flags  # noqa: E402
+
+from pix2pixhd_jax.editor.app import ApiError, Limits, make_app  # noqa: E402
+from pix2pixhd_jax.inference import Synthesizer  # noqa: E402
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+    flags.DEFINE_string("workdir", None, "training workdir (holds checkpoints/ and, with features, the feature bank)",
+                        flag_values=fv)
+    flags.DEFINE_integer("step", None, "checkpoint step (default: latest)", flag_values=fv)
+    flags.DEFINE_string("host", "127.0.0.1", "interface to bind; anything but loopback exposes the editor to the "
+                        "network", flag_values=fv)
+    flags.DEFINE_integer("port", 8000, "port to listen on", flag_values=fv)
+    flags.DEFINE_integer("max_scenes", 8, "scenes kept in memory (one per browser tab; least recently used evicted)",
+                         flag_values=fv)
+    flags.DEFINE_integer("max_history", 32, "undo steps kept per scene", flag_values=fv)
+    flags.DEFINE_integer("max_upload_mb", 8, "largest label + instance PNG upload, in MiB", flag_values=fv)
+    flags.DEFINE_bool("warmup", True, "compile the generator for the test scenes' size before serving", flag_values=fv)
+    flags.mark_flag_as_required("workdir", flag_values=fv)
+
+
+def body(fv: flags.FlagValues) -> int:
+    for name in ("max_scenes", "max_history", "max_upload_mb"):
+        if fv[name].value < 1:
+            raise process.UsageError(f"--{name} must be at least 1, got {fv[name].value}")
+    if not 0 <= fv.port < 65536:
+        raise process.UsageError(f"--port must be in 0..65535, got {fv.port}")
+    synth = Synthesizer.from_workdir(fv.workdir, step=fv.step, defaults=process.default_config())
+    limits = Limits(max_scenes=fv.max_scenes, max_history=fv.max_history, max_upload_bytes=fv.max_upload_mb << 20)
+    allowed = list(LOOPBACK) if fv.host in LOOPBACK else None
+    app = make_app(synth, limits=limits, allowed_hosts=allowed)
+    if allowed is None:
+        print(f"warning: --host={fv.host} serves the editor to the network, without authentication", flush=True)
+    if fv.warmup:
+        service = app.state.service
+        start = time.perf_counter()
+        if service.info()["test_scenes"]:
+            try:
+                service.create_from_index(0)  # compiles the generator once for this size
+                print(f"compiled the generator for the test scenes in {time.perf_counter() - start:.1f}s")
+            except ApiError as e:
+                print(f"warm-up skipped: {e.message}")
+            service.scenes.clear()
+    print(f"pix2pixhd-jax editor for {synth.workdir} (step {synth.step}): http://{fv.host}:{fv.port}", flush=True)
+    uvicorn.run(app, host=fv.host, port=fv.port, log_level="warning")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return process.run_command(define, body, argv, __doc__)
+
+
+if __name__ == "__main__":
+    process.exit_with(main(sys.argv))

@@ -1,0 +1,450 @@
+"""The interactive editor as an ASGI app (Starlette): a single page plus the JSON API it uses.
+
+    app = make_app(Synthesizer.from_workdir("runs/feat"))   # serve with any ASGI server
+
+API (every error is a 4xx with {"error": "..."}; the page uses nothing else):
+
+  GET  /                                 the page
+  GET  /api/info                         classes (id, name, colour, thing), clusters per class,
+                                         whether the model takes features, test scenes, limits
+  POST /api/scenes                       {"index": i[, "seed": s]} (the run's test split) or a
+                                         multipart form with `label` (+ `inst`) PNG files -> scene
+  GET  /api/scenes/{id}                  the current state of a scene
+  POST /api/scenes/{id}/edits            one edit of the script vocabulary (editing.OPS) -> scene
+  POST /api/scenes/{id}/undo | /redo     -> scene
+  GET  /api/scenes/{id}/script           {"seed", "edits", "scene"}: replays with the edit CLI
+  GET  /api/scenes/{id}/swatches?instance=N   what each cluster of N's class renders (crops)
+
+A scene response: scene_id, height, width, instances [{id, class, class_name, bbox [y0, x0, y1,
+x1], area, cluster}], image_png, label_png (8-bit ids), inst_png (16-bit ids), inst_raw (the
+instance ids as base64 little-endian uint16, for the page), render_ms (the generator call of this
+request; 0 for undo / redo, which reuse the image rendered before), server_ms, can_undo, can_redo,
+num_edits, source; edits add `region` (the id the edit created or touched, or null).
+
+Scenes live in memory, keyed by unguessable ids (one per browser tab), least recently used first
+out past `max_scenes`; undo depth is bounded by `max_history`. Request bodies are bounded
+(`max_upload_bytes`, `max_json_bytes`) and every request is validated. Work runs in a thread pool
+under one lock: the generator already uses every core, and a scene is never edited concurrently.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, AsyncIterator, Callable, Optional
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from pix2pixhd_jax import inputs
+from pix2pixhd_jax.data import cityscapes as cs, transforms
+from pix2pixhd_jax.editing import Editor, Scene
+from pix2pixhd_jax.editor import codec
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+SceneLoader = Callable[[int], tuple[np.ndarray, Optional[np.ndarray]]]
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP status + a message for the user."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclasses.dataclass
+class Limits:
+    max_scenes: int = 8  # scenes kept in memory (least recently used evicted)
+    max_history: int = 32  # undo depth per scene
+    max_upload_bytes: int = 8 << 20  # a multipart upload (label + inst PNGs)
+    max_json_bytes: int = 1 << 20  # an edit (brush strokes are the largest)
+    max_pixels: int = 2048 * 1024  # an uploaded map
+    test_scenes: int = 100  # synthetic runs: how many test scenes the index picker offers
+
+
+@dataclasses.dataclass
+class Session:
+    editor: Editor
+    source: dict[str, Any]
+    encoded: "OrderedDict[tuple[int, str], tuple[np.ndarray, str]]" = dataclasses.field(default_factory=OrderedDict)
+    swatches: Optional[tuple[Scene, int, dict[str, Any]]] = None
+    geometry: Optional[tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]] = None
+
+    def instances(self, scene: Scene) -> list[dict[str, Any]]:
+        """The instance table; its geometry is recomputed only when the maps changed."""
+        if self.geometry is None or self.geometry[0] is not scene.label or self.geometry[1] is not scene.inst:
+            self.geometry = (scene.label, scene.inst, codec.instance_geometry(scene.label, scene.inst))
+        return codec.with_clusters(self.geometry[2], scene.clusters)
+
+    def encode(self, array: np.ndarray, encoder: Callable[[np.ndarray], str]) -> str:
+        """Encode `array` once: maps an edit leaves alone (and undo brings back) reuse their encoding.
+
+        Scenes are immutable, so an array object stands for its content while it is alive (the
+        cache holds it, so its id cannot be reused).
+        """
+        key = (id(array), encoder.__name__)
+        hit = self.encoded.get(key)
+        if hit is not None and hit[0] is array:
+            self.encoded.move_to_end(key)
+            return hit[1]
+        data = encoder(array)
+        self.encoded[key] = (array, data)
+        while len(self.encoded) > 16:
+            self.encoded.popitem(last=False)
+        return data
+
+
+def split_loader(config, count: int) -> tuple[SceneLoader, int]:
+    """(index -> (label, inst), number of scenes) of the run's test split, transformed as at inference."""
+    d = config.data
+    split = "test" if d.source == "synthetic" else d.sample_split
+    source = inputs.heldout_source(config, split, count, load_image=None)
+    tcfg = inputs.transform_config(config)
+
+    def load(index: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        ex = transforms.transform_example(source[index], tcfg, None, train=False)
+        return np.asarray(ex["label"]), (None if ex.get("inst") is None else np.asarray(ex["inst"]))
+
+    return load, len(source)
+
+
+class EditorService:
+    """Scenes, their editors and the payloads the API returns; no HTTP here."""
+
+    def __init__(self, synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scenes: Optional[int] = None,
+                 limits: Optional[Limits] = None):
+        m = synthesizer.config.model
+        if not m.label_nc or m.label_nc > 256:
+            raise ValueError(f"the editor edits class-id label maps (0 < label_nc <= 256); this model has "
+                             f"label_nc={m.label_nc}")
+        if m.label_feat:
+            raise ValueError("the editor edits per instance; this model pools features per label region "
+                             "(model.label_feat)")
+        if synthesizer.uses_features and synthesizer.bank is None:
+            raise ValueError(f"no feature bank for {synthesizer.workdir}: build it first with "
+                             f"`python -m pix2pixhd_jax.cli.encode_features --workdir={synthesizer.workdir}`")
+        self.synth, self.limits = synthesizer, limits or Limits()
+        self._load_scene, self._num_scenes = load_scene, num_scenes
+        self.scenes: "OrderedDict[str, Session]" = OrderedDict()
+        self.lock = threading.Lock()
+        self._loader_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------ facts
+    def info(self) -> dict[str, Any]:
+        m, bank = self.synth.config.model, self.synth.bank
+        colours = cs.colour_table()
+        things = set(self.synth.config.features.thing_classes or cs.THING_IDS)
+        classes = [{"id": c, "name": codec.class_name(c), "color": colours[c].tolist(), "thing": c in things}
+                   for c in range(m.label_nc)]
+        clusters = {str(c): bank.num_clusters(c) for c in range(m.label_nc)} if bank is not None else {}
+        return {"classes": classes, "uses_features": bool(self.synth.uses_features), "clusters": clusters,
+                "test_scenes": self._scene_count(), "divisor": int(self.synth.divisor),
+                "max_upload_bytes": self.limits.max_upload_bytes, "max_pixels": self.limits.max_pixels}
+
+    def _scene_count(self) -> Optional[int]:
+        try:
+            self._loader()
+        except (OSError, ValueError) as e:
+            log.warning("the run's test split cannot be read: %s", e)
+            return None
+        return self._num_scenes
+
+    def _loader(self) -> SceneLoader:
+        with self._loader_lock:
+            if self._load_scene is None:
+                self._load_scene, self._num_scenes = split_loader(self.synth.config, self.limits.test_scenes)
+            return self._load_scene
+
+    # ------------------------------------------------------------------------------ scenes
+    def create_from_index(self, index: Any, seed: Any = None) -> dict[str, Any]:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ApiError(400, f"index must be an integer, got {index!r}")
+        try:
+            loader = self._loader()
+        except (OSError, ValueError) as e:
+            raise ApiError(400, f"the run's test split cannot be read ({e}); upload label/inst PNGs instead") from None
+        n = self._num_scenes
+        if index < 0 or (n is not None and index >= n):
+            raise ApiError(400, f"index {index} is outside the test split (0..{(n or 1) - 1})")
+        try:
+            label, inst = loader(index)
+        except (OSError, ValueError, KeyError) as e:
+            raise ApiError(400, f"cannot read test scene {index}: {e}") from None
+        return self._create(label, inst, {"index": index}, seed)
+
+    def create_from_upload(self, label_bytes: bytes, inst_bytes: Optional[bytes], seed: Any = None) -> dict[str, Any]:
+        try:
+            label, inst = codec.read_upload(label_bytes, inst_bytes, label_nc=self.synth.config.model.label_nc,
+                                            max_pixels=self.limits.max_pixels)
+        except codec.UploadError as e:
+            raise ApiError(400, str(e)) from None
+        return self._create(label, inst, {"upload": True}, seed)
+
+    def _create(self, label: np.ndarray, inst: Optional[np.ndarray], source: dict[str, Any], seed: Any) -> dict[str, Any]:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ApiError(400, f"seed must be a non-negative integer, got {seed!r}")
+        start = time.perf_counter()
+        with self.lock:
+            try:
+                editor = Editor(self.synth, label, inst, seed=seed, max_history=self.limits.max_history)
+            except (ValueError, KeyError, IndexError) as e:
+                raise ApiError(400, f"cannot edit this scene: {e.args[0] if e.args else e}") from None
+            scene_id = secrets.token_urlsafe(12)
+            session = Session(editor, source)
+            self.scenes[scene_id] = session
+            while len(self.scenes) > self.limits.max_scenes:
+                self.scenes.popitem(last=False)
+            return self.payload(scene_id, session, start)
+
+    def session(self, scene_id: str) -> Session:
+        session = self.scenes.get(scene_id)
+        if session is None:
+            raise ApiError(404, f"unknown scene id {scene_id!r} (never created, or evicted after "
+                                f"{self.limits.max_scenes} newer scenes); load a scene again")
+        self.scenes.move_to_end(scene_id)
+        return session
+
+    def state(self, scene_id: str) -> dict[str, Any]:
+        start = time.perf_counter()
+        with self.lock:
+            session = self.session(scene_id)
+            session.editor.render_seconds = 0.0
+            return self.payload(scene_id, session, start)
+
+    def edit(self, scene_id: str, edit: Any) -> dict[str, Any]:
+        start = time.perf_counter()
+        with self.lock:
+            session = self.session(scene_id)
+            try:
+                result = session.editor.apply_edit(edit)
+            except ValueError as e:
+                raise ApiError(400, str(e)) from None
+            return {**self.payload(scene_id, session, start), "region": result.region}
+
+    def script(self, scene_id: str) -> dict[str, Any]:
+        with self.lock:
+            session = self.session(scene_id)
+            return {**session.editor.script(), "scene": session.source}
+
+    def swatches(self, scene_id: str, instance: Any) -> dict[str, Any]:
+        """The instance rendered with each cluster of its class: crops of a window around it (cached per scene)."""
+        if not self.synth.uses_features:
+            raise ApiError(400, "this model takes no appearance features, so it has no clusters to show")
+        try:
+            inst_id = int(instance)
+        except (TypeError, ValueError):
+            raise ApiError(400, f"instance must be an integer id, got {instance!r}") from None
+        start = time.perf_counter()
+        with self.lock:
+            session = self.session(scene_id)
+            editor = session.editor
+            scene = editor.scene
+            cached = session.swatches
+            if cached is not None and cached[0] is scene and cached[1] == inst_id:
+                return cached[2]
+            mask = scene.inst == inst_id
+            if not mask.any():
+                raise ApiError(400, f"instance {inst_id} is not in the scene")
+            cls = int(scene.label[mask][0])
+            ys, xs = np.nonzero(mask)
+            h, w = scene.label.shape
+            wy0, wy1 = _window(int(ys.min()), int(ys.max()) + 1, h, self.synth.divisor)
+            wx0, wx1 = _window(int(xs.min()), int(xs.max()) + 1, w, self.synth.divisor)
+            # A window around the object, not the whole map: the object's look is decided locally.
+            local = scene.replace(label=scene.label[wy0:wy1, wx0:wx1], inst=scene.inst[wy0:wy1, wx0:wx1])
+            bbox = [int(ys.min()) - wy0, int(xs.min()) - wx0, int(ys.max()) + 1 - wy0, int(xs.max()) + 1 - wx0]
+            items = []
+            for k in range(self.synth.bank.num_clusters(cls)):
+                features = {**scene.features, inst_id: self.synth.bank.center(cls, k)}
+                image = editor.render(local.replace(features=features))
+                crop = np.ascontiguousarray(codec.crop_around(image, bbox))
+                items.append({"cluster": k, "png": codec.png_base64(crop)})
+            out = {"instance": inst_id, "class": cls, "current": scene.clusters.get(inst_id), "swatches": items,
+                   "render_ms": round((time.perf_counter() - start) * 1e3, 1)}
+            session.swatches = (scene, inst_id, out)
+            return out
+
+    def payload(self, scene_id: str, session: Session, start: float) -> dict[str, Any]:
+        editor = session.editor
+        scene = editor.scene
+        h, w = scene.label.shape
+        out = {
+            "scene_id": scene_id, "height": h, "width": w,
+            "instances": session.instances(scene),
+            "image_png": session.encode(editor.image, codec.image_png),
+            "label_png": session.encode(scene.label, codec.label_png),
+            "inst_png": session.encode(scene.inst, codec.inst_png),
+            "inst_raw": session.encode(scene.inst, codec.raw_base64),
+            "render_ms": round(editor.render_seconds * 1e3, 1),
+            "can_undo": bool(editor.history), "can_redo": bool(editor.future), "num_edits": len(editor.log),
+            "source": session.source,
+        }
+        out["server_ms"] = round((time.perf_counter() - start) * 1e3, 1)
+        return out
+
+
+def _window(lo: int, hi: int, size: int, divisor: int) -> tuple[int, int]:
+    """[start, end) of a window around [lo, hi) along an axis of `size` pixels, for swatch renders.
+
+    Power-of-two lengths (at least 32, a multiple of G's divisor) keep the number of shapes the
+    generator compiles for swatches small; the map's own length caps it.
+    """
+    length = max(32, divisor)
+    while length < (hi - lo) * 1.5 + 8 and length < size:
+        length *= 2
+    length = min(length, size)
+    start = min(max(0, (lo + hi - length) // 2), size - length)
+    return start, start + length
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body of {int(declared)} bytes is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    body = await _read_body(request, limit)
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the body must be JSON ({e})") from None
+
+
+async def _form(request: Request, body: bytes) -> dict[str, Any]:
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, stream(), max_files=4, max_fields=8,
+                                     max_part_size=1 << 16).parse()
+    except MultiPartException as e:
+        raise ApiError(400, f"malformed multipart form: {e.message}") from None
+    out = {}
+    for key, value in form.multi_items():
+        out[key] = (await value.read()) if isinstance(value, UploadFile) else value
+    return out
+
+
+def make_app(synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scenes: Optional[int] = None,
+             limits: Optional[Limits] = None, allowed_hosts: Optional[list[str]] = None) -> Starlette:
+    """The editor for one Synthesizer. load_scene(index) -> (label, inst) overrides the run's test split.
+
+    allowed_hosts: Host headers accepted (the CLI passes the loopback names when it binds
+    127.0.0.1, so pages of other sites cannot reach the editor through DNS rebinding).
+    """
+    service = EditorService(synthesizer, load_scene=load_scene, num_scenes=num_scenes, limits=limits)
+    lim = service.limits
+
+    async def page(request: Request) -> Response:
+        return FileResponse(os.path.join(STATIC_DIR, "index.html"))
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(service.info))
+
+    async def create_scene(request: Request) -> Response:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            form = await _form(request, await _read_body(request, lim.max_upload_bytes))
+            label = form.get("label")
+            if not isinstance(label, bytes):
+                raise ApiError(400, "the form needs a `label` PNG file (and optionally an `inst` PNG file)")
+            inst = form.get("inst")
+            if inst is not None and not isinstance(inst, bytes):
+                raise ApiError(400, "`inst` must be a PNG file")
+            seed = form.get("seed")
+            seed = None if seed in (None, "") else _int_field(seed, "seed")
+            return JSONResponse(await run_in_threadpool(service.create_from_upload, label, inst, seed))
+        body = await _json_body(request, lim.max_json_bytes)
+        if not isinstance(body, dict) or "index" not in body or set(body) - {"index", "seed"}:
+            raise ApiError(400, 'POST /api/scenes takes JSON {"index": i, "seed": s (optional)} or a multipart '
+                                "form with `label` and `inst` PNG files")
+        return JSONResponse(await run_in_threadpool(service.create_from_index, body["index"], body.get("seed")))
+
+    async def get_scene(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(service.state, request.path_params["scene_id"]))
+
+    async def edit(request: Request) -> Response:
+        body = await _json_body(request, lim.max_json_bytes)
+        if not isinstance(body, dict):
+            raise ApiError(400, 'an edit is a JSON object, e.g. {"op": "move", "instance": 26001, "by": [0, 12]}')
+        return JSONResponse(await run_in_threadpool(service.edit, request.path_params["scene_id"], body))
+
+    def history_op(op: str):
+        async def endpoint(request: Request) -> Response:
+            return JSONResponse(await run_in_threadpool(service.edit, request.path_params["scene_id"], {"op": op}))
+        return endpoint
+
+    async def script(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(service.script, request.path_params["scene_id"]))
+
+    async def swatches(request: Request) -> Response:
+        instance = request.query_params.get("instance")
+        if instance is None:
+            raise ApiError(400, "give the instance: /swatches?instance=26001")
+        return JSONResponse(await run_in_threadpool(service.swatches, request.path_params["scene_id"], instance))
+
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("editor request %s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}: {exc}); the server keeps running"},
+                            status_code=500)
+
+    routes = [
+        Route("/", page),
+        Route("/api/info", info),
+        Route("/api/scenes", create_scene, methods=["POST"]),
+        Route("/api/scenes/{scene_id}", get_scene),
+        Route("/api/scenes/{scene_id}/edits", edit, methods=["POST"]),
+        Route("/api/scenes/{scene_id}/undo", history_op("undo"), methods=["POST"]),
+        Route("/api/scenes/{scene_id}/redo", history_op("redo"), methods=["POST"]),
+        Route("/api/scenes/{scene_id}/script", script),
+        Route("/api/scenes/{scene_id}/swatches", swatches),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    app = Starlette(routes=routes, middleware=middleware,
+                    exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error})
+    app.state.service = service
+    return app
+
+
+def _int_field(value: Any, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, f"{what} must be an integer, got {value!r}") from None

@@ -1,0 +1,177 @@
+"""The editor page in a real headless Chromium on a real uvicorn server: click, drag, recolour, undo.
+
+Needs Debian's `chromium` (.ci/run installs it) and the `playwright` client from PyPI, which drives
+that binary (no browser download). Skipped, with the reason, when no chromium binary is found.
+
+PIX2PIXHD_EDITOR_WORKDIR=runs/feat runs it on a trained workdir (with its feature bank) instead of
+the tiny initialised model, and PIX2PIXHD_EDITOR_SCREENSHOT=path keeps the screenshot there (the
+README's picture is made that way).
+"""
+import os
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import uvicorn
+
+import feature_helpers as fh
+from pix2pixhd_jax.editor.app import make_app
+from pix2pixhd_jax.inference import Synthesizer
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = next((p for p in (os.environ.get("PIX2PIXHD_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                             shutil.which("chromium-browser")) if p and os.path.exists(p)), None)
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    workdir = os.environ.get("PIX2PIXHD_EDITOR_WORKDIR")
+    if not workdir:
+        workdir = fh.make_workdir(str(tmp_path_factory.mktemp("editor_browser") / "w"))
+        fh.encode_bank(workdir)
+    synth = Synthesizer.from_workdir(workdir)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(make_app(synth), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("no chromium binary found (Debian: apt-get install chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright client is in the test extra")
+    with sync_api.sync_playwright() as p:
+        # Root in a container: Chromium's sandbox needs user namespaces it does not get there.
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 780})
+    problems = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(server)
+    _wait_version(page, 1)
+    yield page
+    assert not problems, problems
+    page.close()
+
+
+def _wait_version(page, version: int) -> None:
+    page.wait_for_function(f"window.editor && window.editor.version >= {version} && !window.editor.busy",
+                           timeout=WAIT_MS)
+
+
+def _state(page) -> dict:
+    s = page.evaluate("""() => ({inst: Array.from(editor.inst), h: editor.state.height, w: editor.state.width,
+        image: editor.state.image_png, version: editor.version, rows: editor.state.instances,
+        selected: editor.selected})""")
+    s["inst"] = np.asarray(s["inst"], np.int64).reshape(s["h"], s["w"])
+    s["clusters"] = {r["id"]: r["cluster"] for r in s["rows"]}
+    return s
+
+
+def _screen(page, y: float, x: float, state: dict) -> tuple[float, float]:
+    box = page.locator("#label-canvas").bounding_box()
+    return box["x"] + (x + 0.5) * box["width"] / state["w"], box["y"] + (y + 0.5) * box["height"] / state["h"]
+
+
+def _interior_pixel(mask: np.ndarray) -> tuple[int, int]:
+    """The object pixel nearest its centroid (inside even for concave shapes)."""
+    ys, xs = np.nonzero(mask)
+    i = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+    return int(ys[i]), int(xs[i])
+
+
+def test_click_drag_recolour_and_undo(page, tmp_path):
+    before = _state(page)
+    obj = max((r for r in before["rows"] if r["id"] >= 1000 and r["cluster"] is not None), key=lambda r: r["area"])
+    oid, mask = obj["id"], before["inst"] == obj["id"]
+    y, x = _interior_pixel(mask)
+    d = max(2, before["w"] // 16)
+    dx = d if obj["bbox"][3] + d <= before["w"] else -d
+
+    # Click selects; dragging the selected object moves it.
+    page.mouse.move(*_screen(page, y, x, before))
+    page.mouse.down()
+    for step in range(1, 5):
+        page.mouse.move(*_screen(page, y, x + dx * step / 4, before))
+    page.mouse.up()
+    _wait_version(page, before["version"] + 1)
+    moved = _state(page)
+    assert page.text_content("#sel-id") == f"#{oid}" and moved["selected"] == oid
+    expected = np.zeros_like(mask)
+    expected[:, max(0, dx):mask.shape[1] + min(0, dx)] = mask[:, max(0, -dx):mask.shape[1] - max(0, dx)]
+    np.testing.assert_array_equal(moved["inst"] == oid, expected)
+    assert moved["image"] != before["image"] and moved["clusters"][oid] == obj["cluster"]
+
+    # Another cluster from the swatches: same maps, another image.
+    page.wait_for_selector(f"#swatches[data-instance='{oid}'] button", timeout=WAIT_MS)
+    other = next(b for b in page.query_selector_all("#swatches button")
+                 if int(b.get_attribute("data-cluster")) != obj["cluster"])
+    chosen = int(other.get_attribute("data-cluster"))
+    other.click()
+    _wait_version(page, moved["version"] + 1)
+    recoloured = _state(page)
+    assert recoloured["clusters"][oid] == chosen
+    np.testing.assert_array_equal(recoloured["inst"], moved["inst"])
+    assert recoloured["image"] != moved["image"]
+    shot = os.environ.get("PIX2PIXHD_EDITOR_SCREENSHOT") or str(tmp_path / "editor.png")
+    page.screenshot(path=shot)
+    assert os.path.getsize(shot) > 10_000
+
+    # Undo twice: the exact maps and image of each earlier step.
+    page.click("#undo")
+    _wait_version(page, recoloured["version"] + 1)
+    undone = _state(page)
+    np.testing.assert_array_equal(undone["inst"], moved["inst"])
+    assert undone["image"] == moved["image"] and undone["clusters"][oid] == obj["cluster"]
+    page.click("#undo")
+    _wait_version(page, undone["version"] + 1)
+    first = _state(page)
+    np.testing.assert_array_equal(first["inst"], before["inst"])
+    assert first["image"] == before["image"] and page.is_disabled("#undo")
+    page.click("#redo")
+    _wait_version(page, first["version"] + 1)
+    np.testing.assert_array_equal(_state(page)["inst"], moved["inst"])
+
+
+def test_add_an_object_then_delete_it_with_the_keyboard(page):
+    before = _state(page)
+    h, w = before["h"], before["w"]
+    page.check("input[value=add-rect]")
+    page.click("#palette button[data-class-id='26']")
+    y0, x0, y1, x1 = h // 4, w // 4, h // 4 + max(3, h // 8), w // 4 + max(4, w // 8)
+    page.mouse.move(*_screen(page, y0, x0, before))
+    page.mouse.down()
+    page.mouse.move(*_screen(page, (y0 + y1) / 2, (x0 + x1) / 2, before))
+    page.mouse.move(*_screen(page, y1 - 1, x1 - 1, before))
+    page.mouse.up()
+    _wait_version(page, before["version"] + 1)
+    added = _state(page)
+    new = added["selected"]
+    assert new // 1000 == 26 and new not in before["clusters"]
+    np.testing.assert_array_equal(np.argwhere(added["inst"] == new)[[0, -1]], [[y0, x0], [y1 - 1, x1 - 1]])
+    page.check("input[value=select]")
+    page.keyboard.press("Delete")
+    _wait_version(page, added["version"] + 1)
+    assert new not in _state(page)["clusters"]
+    assert page.text_content("#error") == ""
