@@ -20,15 +20,22 @@ Integrity, one path for writing and reading:
     to an older step: moving the broken step aside is the user's call (its files stay for
     inspection, and a step that is unreadable only for a moment, e.g. on a network filesystem, is
     not abandoned).
+  - On gs:// Orbax cannot rename a temporary folder: a step is final once its commit_success.txt
+    is written, so a step folder without it counts as incomplete.
+
+Paths go through `storage`: the workdir may be local or a gs:// URL (posix joins, no glob, no
+abspath on URLs). Every process takes part in each save and restore; Orbax lets one process
+finalize a step on shared storage.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import json
 import os
+import posixpath
 import tempfile
+import uuid
 from typing import Any, Iterator, Mapping, Optional
 
 import grain
@@ -38,7 +45,10 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from pix2pixhd_jax import run_config
+from pix2pixhd_jax import run_config, storage
+
+# What Orbax writes into a step folder on gs:// once the step is complete (no rename there).
+COMMIT_SUCCESS_FILE = "commit_success.txt"
 
 
 class CheckpointError(ValueError):
@@ -55,13 +65,20 @@ def make_manager(workdir: str, *, max_to_keep: int, async_save: bool = True) -> 
     # Registered handlers let item_metadata() read the saved shapes before any restore.
     handlers = {"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
                 "data_iter": grain.checkpoint.CheckpointHandler()}
-    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options,
-                                 item_handlers=handlers)
+    return ocp.CheckpointManager(checkpoint_directory(workdir), options=options, item_handlers=handlers)
+
+
+def checkpoint_directory(workdir: str) -> str:
+    """`workdir`/checkpoints: local paths made absolute, gs:// URLs kept as they are."""
+    return storage.join(os.fspath(storage.path(workdir)), "checkpoints")
 
 
 def check_writable(workdir: str) -> None:
     """Raise CheckpointError at once if checkpoints cannot be written under `workdir` (probe file, removed)."""
-    target = os.path.join(os.path.abspath(workdir), "checkpoints")
+    target = checkpoint_directory(workdir)
+    if storage.is_remote(target):
+        _check_writable_remote(target)
+        return
     for folder in (target, os.path.dirname(target)):
         probe = folder
         while not os.path.exists(probe):  # the nearest existing ancestor is where mkdir will write
@@ -75,6 +92,23 @@ def check_writable(workdir: str) -> None:
         except OSError as e:
             raise CheckpointError(f"cannot write checkpoints to {target}: {probe} is not writable ({e.strerror}). "
                                   "Make it writable or pass another --workdir.") from None
+
+
+def _check_writable_remote(target: str) -> None:
+    """The bucket is reachable and this process may create and delete an object beside checkpoints/."""
+    try:
+        storage.check_backend(target)
+    except storage.StorageError as e:
+        raise CheckpointError(f"cannot write checkpoints to {target}: {e}") from None
+    # Listing needs fewer rights than writing: write one object (unique per process) and delete it.
+    probe = storage.join(posixpath.dirname(target), f".write_probe_{uuid.uuid4().hex}")
+    try:
+        storage.write_bytes(probe, b"")
+        storage.remove(probe)
+    except Exception as e:  # gcsfs raises OSError subclasses, google-auth its own errors
+        raise CheckpointError(f"cannot write checkpoints to {target}: writing {probe} failed "
+                              f"({type(e).__name__}: {e}). Grant the credentials in use "
+                              "roles/storage.objectAdmin on the bucket or pass another --workdir.") from None
 
 
 @jax.jit
@@ -114,38 +148,47 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, config: ml_colle
 
 
 def step_directory(manager: ocp.CheckpointManager, step: int) -> str:
-    return os.path.join(str(manager.directory), str(step))
+    return storage.join(str(manager.directory), str(step))
 
 
 def structure_problem(path: str) -> Optional[str]:
     """What is missing or unparseable in a step directory, without reading an array (None: looks intact)."""
-    if not os.path.isdir(path):
+    if not storage.isdir(path):
         return "the directory is missing"
-    if not os.listdir(path):
+    names = storage.listdir(path)
+    if not names:
         return "the directory is empty"
+    if storage.is_remote(path) and COMMIT_SUCCESS_FILE not in names:
+        return f"{COMMIT_SUCCESS_FILE} is missing (the save never completed)"
     for item in ("state", "config"):
-        if not os.path.isdir(os.path.join(path, item)):
+        if not storage.isdir(storage.join(path, item)):
             return f"{item}/ is missing"
     for required in ("state/_METADATA", "config/metadata"):
-        if not os.path.isfile(os.path.join(path, required)):
+        if not storage.isfile(storage.join(path, *required.split("/"))):
             return f"{required} is missing"
-    files = [os.path.join(path, "state", "_METADATA"), os.path.join(path, "config", "metadata")]
-    files += sorted(glob.glob(os.path.join(path, "data_iter", "*.json")))
+    files = ["state/_METADATA", "config/metadata"]
+    data_iter = storage.join(path, "data_iter")
+    if storage.isdir(data_iter):
+        files += [f"data_iter/{n}" for n in storage.listdir(data_iter) if n.endswith(".json")]
     for name in files:
         try:
-            with open(name) as f:
-                json.load(f)
+            json.loads(storage.read_text(storage.join(path, *name.split("/"))))
         except (OSError, ValueError) as e:
-            return f"{os.path.relpath(name, path)} is not readable JSON ({type(e).__name__}: {e})"
+            return f"{name} is not readable JSON ({type(e).__name__}: {e})"
     return None
+
+
+def _move_command(src: str, dst: str) -> str:
+    return f"gcloud storage mv {src} {dst}" if storage.is_remote(src) else f"mv {src} {dst}"
 
 
 def _broken_step_message(manager: ocp.CheckpointManager, step: int, why: str) -> str:
     path = step_directory(manager, step)
-    workdir = os.path.dirname(str(manager.directory))
+    directory = str(manager.directory)
+    workdir = posixpath.dirname(directory) if storage.is_remote(directory) else os.path.dirname(directory)
     earlier = [s for s in sorted(manager.all_steps(), reverse=True)
                if s < step and structure_problem(step_directory(manager, s)) is None]
-    move = f"mv {path} {os.path.join(workdir, f'broken_step_{step}')}"
+    move = _move_command(path, storage.join(workdir, f"broken_step_{step}"))
     if earlier:
         fix = (f"The newest intact earlier step is {earlier[0]}: move the broken step out of checkpoints/ and rerun "
                f"the same command to resume from step {earlier[0]}:\n  {move}")
@@ -304,7 +347,7 @@ def restore_generator(manager: ocp.CheckpointManager, step: int, abstract_g: Map
     # A PyTree handler reads the state item directly: it takes a partial target (StandardRestore does not).
     restore_args = ocp.checkpoint_utils.construct_restore_args(wanted)
     with ocp.PyTreeCheckpointer() as checkpointer, _reading(manager, step):
-        restored = checkpointer.restore(os.path.join(step_directory(manager, step), "state"),
+        restored = checkpointer.restore(storage.join(step_directory(manager, step), "state"),
                                         args=ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args,
                                                                     partial_restore=True))
     bad = nonfinite_arrays(restored)

@@ -8,8 +8,8 @@ Synthesizer jits and the export serialises.
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pix2pixhd_jax import storage
 from pix2pixhd_jax.models import factory
 
 OUTPUTS = ("uint8", "float")
@@ -69,15 +70,14 @@ def export_generator(synth: Any, path: str, *, height: int, width: int, batch: O
     feat_spec = jax.ShapeDtypeStruct((b, height, width, m.feat_num), jnp.float32) if synth.uses_features else None
     leaf_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
     exported = jax.export.export(jax.jit(served), platforms=platforms)(leaf_specs, label_spec, inst_spec, feat_spec)
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "generator.jaxexport"), "wb") as f:
-        f.write(exported.serialize())
-    np.savez(os.path.join(path, "params.npz"), **{f"p{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
+    storage.write_bytes(storage.join(path, "generator.jaxexport"), exported.serialize())
+    buf = io.BytesIO()
+    np.savez(buf, **{f"p{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
+    storage.write_bytes(storage.join(path, "params.npz"), buf.getvalue())
     signature = {"height": height, "width": width, "batch": batch, "output": output, "label_nc": m.label_nc,
                  "use_instance": m.use_instance, "feat_num": m.feat_num if synth.uses_features else 0,
                  "platforms": list(exported.platforms), "step": synth.step}
-    with open(os.path.join(path, "signature.json"), "w") as f:
-        json.dump(signature, f, indent=2)
+    storage.write_text(storage.join(path, "signature.json"), json.dumps(signature, indent=2))
     return path
 
 
@@ -87,10 +87,10 @@ class ExportedGenerator:
     SIGNATURE_KEYS = ("height", "width", "label_nc", "use_instance", "feat_num")
 
     def __init__(self, path: str):
-        if not os.path.isdir(path):
+        if not storage.isdir(path):
             raise FileNotFoundError(f"{path} is not an export folder (Synthesizer.export writes one)")
-        names = {k: os.path.join(path, k) for k in ("generator.jaxexport", "params.npz", "signature.json")}
-        missing = [n for n in names.values() if not os.path.isfile(n)]
+        names = {k: storage.join(path, k) for k in ("generator.jaxexport", "params.npz", "signature.json")}
+        missing = [n for n in names.values() if not storage.isfile(n)]
         if missing:
             raise FileNotFoundError(f"{path} is not a complete export: {', '.join(missing)} missing")
         self.exported = self._read(names["generator.jaxexport"], "a jax.export artifact",
@@ -115,7 +115,7 @@ class ExportedGenerator:
     def _read(name: str, what: str, parse: Callable, mode: str = "rb") -> Any:
         """parse(open file), any failure reported as a ValueError naming the file."""
         try:
-            with open(name, mode) as f:
+            with storage.open(name, mode) as f:
                 return parse(f)
         except Exception as e:  # flatbuffer, zip and JSON decoders raise assorted types
             raise ValueError(f"cannot read {name} as {what} ({type(e).__name__}: {e})") from None

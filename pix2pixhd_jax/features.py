@@ -18,6 +18,7 @@ trained run end to end is inference.encode_feature_bank.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from typing import Any, Callable, Mapping, Optional
@@ -26,6 +27,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from pix2pixhd_jax import storage
 from pix2pixhd_jax.data.transforms import transform_example
 
 BANK_FILENAME = "feature_bank.npz"
@@ -199,15 +201,14 @@ class FeatureBank:
             arrays[f"sizes_{c}"] = np.asarray(self.sizes[c], np.int64)
         for c, v in self.means.items():
             arrays[f"mean_{c}"] = np.asarray(v, np.float32)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)  # readers never see a half-written bank
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        storage.write_bytes(path, buf.getvalue())  # whole: readers never see a half-written bank
         return path
 
     @staticmethod
     def load(path: str) -> "FeatureBank":
-        with np.load(path, allow_pickle=False) as data:
+        with storage.open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             centers, sizes, means = {}, {}, {}
             for key in data.files:
@@ -253,9 +254,9 @@ def bank_from_config(regions: EncodedRegions, config: ml_collections.ConfigDict,
 
 def bank_path(workdir: str, step: int) -> str:
     """The bank lives inside the checkpoint step it was encoded from (deleted with that step)."""
-    return os.path.join(os.path.abspath(workdir), "checkpoints", str(int(step)), BANK_FILENAME)
+    return storage.join(os.fspath(storage.path(workdir)), "checkpoints", str(int(step)), BANK_FILENAME)
 
 
 def load_bank(workdir: str, step: int) -> Optional[FeatureBank]:
     path = bank_path(workdir, step)
-    return FeatureBank.load(path) if os.path.exists(path) else None
+    return FeatureBank.load(path) if storage.exists(path) else None

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from pix2pixhd_jax import checkpointing, features as features_lib, inputs, run_config, state as state_lib
+from pix2pixhd_jax import checkpointing, features as features_lib, inputs, run_config, state as state_lib, storage
 from pix2pixhd_jax.export import OUTPUTS, make_generator_fn, export_generator
 from pix2pixhd_jax.models import factory
 from pix2pixhd_jax.semantics import check_labels
@@ -55,8 +55,9 @@ class Synthesizer:
         are checked against the checkpoint either way. `defaults` (configs/default.py's
         get_config()) fills keys a config saved by an older version lacks.
         """
-        workdir = os.path.abspath(workdir)
-        if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        workdir = os.fspath(storage.path(workdir))
+        storage.check_backend(workdir)
+        if not storage.isdir(checkpointing.checkpoint_directory(workdir)):
             raise FileNotFoundError(f"{workdir} has no checkpoints/ folder; pass the --workdir a training run wrote")
         manager = checkpointing.make_manager(workdir, max_to_keep=1, async_save=False)
         try:

@@ -16,6 +16,7 @@ credentials, an emulator set up for some clients only, a missing or unreadable b
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import posixpath
 import re
@@ -161,6 +162,14 @@ def write_bytes(p: PathLike, data: bytes) -> None:
 
 def write_text(p: PathLike, text: str) -> None:
     write_bytes(p, text.encode("utf-8"))
+
+
+def write_image(p: PathLike, image: Any) -> None:
+    """Save a PIL image to `p` whole, in the format its extension names (.png, .jpg, ...)."""
+    ext = posixpath.splitext(os.fspath(p))[1][1:].upper()
+    buf = io.BytesIO()
+    image.save(buf, format={"JPG": "JPEG", "TIF": "TIFF"}.get(ext, ext or "PNG"))
+    write_bytes(p, buf.getvalue())
 
 
 def append_text(p: PathLike, text: str) -> None:

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from pix2pixhd_jax import checkpointing, inputs, run_config, sharding, staging, visualize
+from pix2pixhd_jax import checkpointing, inputs, run_config, sharding, staging, storage, visualize
 from pix2pixhd_jax.data import pipeline
 from pix2pixhd_jax.evaluation import evaluate
 from pix2pixhd_jax.metric_writer import MetricWriter
@@ -65,10 +65,27 @@ def reader(workdir: str):
 
 def latest_step(workdir: str) -> Optional[int]:
     """The newest checkpoint step of `workdir`, None without checkpoints (nothing is created)."""
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if not storage.isdir(checkpointing.checkpoint_directory(workdir)):
         return None
     with reader(workdir) as manager:
         return manager.latest_step()
+
+
+def remote_paths(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+    """The workdir and every path the config reads that is a URL (gs://): what check_backend must pass."""
+    paths = [workdir, config.data.tfds_data_dir, config.loss.vgg_weights, config.train.init_from,
+             config.eval.inception_path]
+    if config.data.source in ("folder", "cityscapes"):
+        paths.append(config.data.dataroot)
+    return [p for p in paths if p and storage.is_remote(p)]
+
+
+def warn_if_not_shared(workdir: str) -> None:
+    """Several hosts need one shared workdir (gs://): each would otherwise keep its own checkpoints."""
+    if jax.process_count() > 1 and not storage.is_remote(workdir):
+        log.warning("%d processes write to the local workdir %s: unless it is a shared filesystem mounted on "
+                    "every host, each host keeps its own partial checkpoints and a restore fails. Use a "
+                    "gs:// workdir on a pod.", jax.process_count(), workdir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -78,7 +95,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     that already reached its last step returns at once (no compile, no new metrics line).
     """
     run_config.validate(config)
-    workdir = os.path.abspath(workdir)
+    storage.check_backend(*remote_paths(config, workdir))  # a missing backend or credentials fail here
+    workdir = os.fspath(storage.path(workdir))
+    warn_if_not_shared(workdir)
     t_cfg, d_cfg = config.train, config.data
     if config.num_devices > jax.device_count():
         raise run_config.ConfigError(f"num_devices={config.num_devices}: only {jax.device_count()} devices "
@@ -145,11 +164,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
              compile_s, total_steps, steps_per_epoch, d_cfg.batch_size, width, height, mesh.size)
 
     # From here on the workdir is written.
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     manager = checkpointing.make_manager(workdir, max_to_keep=t_cfg.keep_checkpoints)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        storage.write_text(storage.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
     writer = MetricWriter(workdir)
 
     def generate_now(b: dict) -> jax.Array:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import html
-import os
 import re
 
 import numpy as np
 from PIL import Image
 
+from pix2pixhd_jax import storage
 from pix2pixhd_jax.data.cityscapes import colorize_labels
 
 
@@ -34,19 +34,18 @@ def sample_grid(samples: dict[str, np.ndarray], fake: np.ndarray, label_nc: int)
 
 def write_sample_grid(workdir: str, step: int, samples: dict[str, np.ndarray], fake: np.ndarray, *,
                       label_nc: int) -> str:
-    """Write samples/step_{step:08d}.png and refresh samples/index.html (newest first)."""
-    folder = os.path.join(workdir, "samples")
-    os.makedirs(folder, exist_ok=True)
+    """Write samples/step_{step:08d}.png and refresh samples/index.html (newest first); local or gs://."""
+    folder = storage.join(workdir, "samples")
     name = f"step_{step:08d}.png"
-    Image.fromarray(sample_grid(samples, fake, label_nc)).save(os.path.join(folder, name))
+    storage.write_image(storage.join(folder, name), Image.fromarray(sample_grid(samples, fake, label_nc)))
     write_index(folder)
-    return os.path.join(folder, name)
+    return storage.join(folder, name)
 
 
 def write_index(folder: str) -> None:
-    names = sorted((n for n in os.listdir(folder) if re.fullmatch(r"step_\d+\.png", n)), reverse=True)
+    names = sorted((n for n in storage.listdir(folder) if re.fullmatch(r"step_\d+\.png", n)), reverse=True)
     items = "\n".join(f"<h3>step {int(n[5:13])}</h3><img src=\"{html.escape(n)}\" style=\"max-width:100%\">"
                       for n in names)
-    with open(os.path.join(folder, "index.html"), "w") as f:
-        f.write("<!doctype html><html><head><meta charset=\"utf-8\"><title>pix2pixhd-jax samples</title></head>"
-                f"<body><p>Each row: label | synthesized | real.</p>\n{items}\n</body></html>\n")
+    storage.write_text(storage.join(folder, "index.html"),
+                       "<!doctype html><html><head><meta charset=\"utf-8\"><title>pix2pixhd-jax samples</title></head>"
+                       f"<body><p>Each row: label | synthesized | real.</p>\n{items}\n</body></html>\n")

@@ -17,6 +17,7 @@ from pix2pixhd_jax.cli import process
 import jax  # noqa: E402  (after process: XLA flags first)
 from absl import flags  # noqa: E402
 
+from pix2pixhd_jax import storage  # noqa: E402
 from pix2pixhd_jax.compat.convert import convert, parse_options  # noqa: E402
 from pix2pixhd_jax.compat.official import NETS  # noqa: E402
 
@@ -32,7 +33,7 @@ def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 def body(fv: flags.FlagValues) -> int:
     variables = convert(fv.pth, fv.net, fv.out, parse_options(fv.option))
     n = sum(v.size for v in jax.tree_util.tree_leaves(variables))
-    print(f"wrote {n:,} values of net={fv.net} to {os.path.abspath(fv.out)}")
+    print(f"wrote {n:,} values of net={fv.net} to {os.fspath(storage.path(fv.out))}")
     return 0
 
 

@@ -7,7 +7,10 @@ edits (or {"seed": s, "edits": [...]}), e.g.
    {"op": "paint", "class": "road", "rect": [100, 0, 128, 60]},
    {"op": "add_object", "class": "car", "rect": [80, 150, 100, 190], "cluster": 0},
    {"op": "copy_feature", "src": 26000, "dst": 26002},
+   {"op": "move", "instance": 26002, "by": [0, 12]},
    {"op": "undo"}]
+The vocabulary (also move, delete, resize, flip, redo, reset) is editing.OPS; the interactive
+editor's "download edit script" writes such a file.
 Writes step_000.png (before) and one PNG per edit, the final label/instance maps, and index.html.
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import posixpath
 import sys
 from typing import Optional, Sequence
 
@@ -24,7 +28,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pix2pixhd_jax import inputs, visualize  # noqa: E402
+from pix2pixhd_jax import inputs, storage, visualize  # noqa: E402
 from pix2pixhd_jax.editing import Editor  # noqa: E402
 from pix2pixhd_jax.inference import Synthesizer  # noqa: E402
 
@@ -44,34 +48,35 @@ def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 def body(fv: flags.FlagValues) -> int:
     synth = Synthesizer.from_workdir(fv.workdir, step=fv.step, defaults=process.default_config())
     if fv.label:
-        label = np.asarray(Image.open(fv.label)).astype(np.int32)
-        inst = np.asarray(Image.open(fv.inst)).astype(np.int32) if fv.inst else None
+        label = np.asarray(Image.open(storage.open(fv.label))).astype(np.int32)
+        inst = np.asarray(Image.open(storage.open(fv.inst))).astype(np.int32) if fv.inst else None
     else:
         ex = inputs.load_inputs(synth.config, num=fv.index + 1)[fv.index]
         label, inst = ex["label"], ex.get("inst")
-    with open(fv.script) as f:
-        script = json.load(f)
+    script = json.loads(storage.read_text(fv.script))
     seed = script.get("seed") if isinstance(script, dict) else None
-    base = os.path.dirname(os.path.abspath(fv.script))
+    base = posixpath.dirname(os.fspath(storage.path(fv.script)))
     editor = Editor(synth, label, inst, seed=seed)
-    os.makedirs(fv.out, exist_ok=True)
+    storage.makedirs(fv.out)
     names = ["step_000.png"]
-    Image.fromarray(editor.image).save(os.path.join(fv.out, names[0]))
-    results = editor.apply_script(script, mask_loader=lambda p: np.asarray(Image.open(os.path.join(base, p))))
+    storage.write_image(storage.join(fv.out, names[0]), Image.fromarray(editor.image))
+    results = editor.apply_script(script,
+                                  mask_loader=lambda p: np.asarray(Image.open(storage.open(storage.join(base, p)))))
     edits = script["edits"] if isinstance(script, dict) else script
     for i, r in enumerate(results, 1):
         names.append(f"step_{i:03d}.png")
-        Image.fromarray(r.image).save(os.path.join(fv.out, names[-1]))
+        storage.write_image(storage.join(fv.out, names[-1]), Image.fromarray(r.image))
     label_nc = synth.config.model.label_nc
-    Image.fromarray(visualize.label_to_rgb(editor.scene.label, label_nc)).save(os.path.join(fv.out, "final_label_rgb.png"))
-    Image.fromarray(editor.scene.label.astype(np.uint8)).save(os.path.join(fv.out, "final_label.png"))
+    storage.write_image(storage.join(fv.out, "final_label_rgb.png"),
+                        Image.fromarray(visualize.label_to_rgb(editor.scene.label, label_nc)))
+    storage.write_image(storage.join(fv.out, "final_label.png"), Image.fromarray(editor.scene.label.astype(np.uint8)))
     # 16-bit PNG (ids < 65536), readable by the folder loaders.
-    Image.fromarray(editor.scene.inst.astype(np.uint16)).save(os.path.join(fv.out, "final_inst.png"))
+    storage.write_image(storage.join(fv.out, "final_inst.png"), Image.fromarray(editor.scene.inst.astype(np.uint16)))
     items = [f"<h3>{'before' if i == 0 else html.escape(json.dumps(edits[i - 1]))}</h3><img src=\"{n}\">"
              for i, n in enumerate(names)]
-    with open(os.path.join(fv.out, "index.html"), "w") as f:
-        f.write("<!doctype html><html><body>" + "\n".join(items) + "</body></html>\n")
-    print(f"applied {len(results)} edits -> {os.path.join(fv.out, 'index.html')}")
+    storage.write_text(storage.join(fv.out, "index.html"),
+                       "<!doctype html><html><body>" + "\n".join(items) + "</body></html>\n")
+    print(f"applied {len(results)} edits -> {storage.join(fv.out, 'index.html')}")
 
 
     return 0

@@ -11,7 +11,6 @@ Writes a JSON report (default <workdir>/eval_<split>.json) and prints it.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -20,7 +19,7 @@ from pix2pixhd_jax.cli import process
 import jax  # noqa: E402  (after process: XLA flags first)
 from absl import flags  # noqa: E402
 
-from pix2pixhd_jax import inputs  # noqa: E402
+from pix2pixhd_jax import inputs, storage  # noqa: E402
 from pix2pixhd_jax.evaluation import evaluate, fid  # noqa: E402
 from pix2pixhd_jax.inference import Synthesizer  # noqa: E402
 from pix2pixhd_jax.models import factory  # noqa: E402
@@ -31,7 +30,7 @@ def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_string("split", "test", "split to synthesize and score", flag_values=fv)
     flags.DEFINE_integer("num", 50, "images to evaluate (0 = the whole split)", flag_values=fv)
     flags.DEFINE_integer("batch_size", 4, "images per generator call", flag_values=fv)
-    flags.DEFINE_string("inception_weights", "", "local pt_inception .pth/.npz; FID/KID skipped if empty",
+    flags.DEFINE_string("inception_weights", "", "pt_inception .pth/.npz (local or gs://); FID/KID skipped if empty",
                         flag_values=fv)
     flags.DEFINE_string("segmenter", "", "segmenter directory (cli.train_segmenter); adds the segmentation score",
                         flag_values=fv)
@@ -58,9 +57,8 @@ def body(fv: flags.FlagValues) -> int:
     report.update({"workdir": fv.workdir, "step": int(synth.step), "split": fv.split})
     if inception is None:
         report["fid_note"] = "FID/KID skipped: pass --inception_weights. " + fid.MISSING_WEIGHTS_HELP
-    out = fv.out or os.path.join(fv.workdir, f"eval_{fv.split}.json")
-    with open(out, "w") as f:
-        json.dump(report, f, indent=1)
+    out = fv.out or storage.join(fv.workdir, f"eval_{fv.split}.json")
+    storage.write_text(out, json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     return 0
 

@@ -38,11 +38,12 @@ from ml_collections import config_flags  # noqa: E402
 
 from configs import default as configs_default  # noqa: E402  (installed with the package)
 
-from pix2pixhd_jax import run_config  # noqa: E402
+from pix2pixhd_jax import run_config, storage  # noqa: E402
 
 # Errors a user can fix from the message alone: printed as one line (set this variable for a traceback).
 TRACEBACK_ENV = "PIX2PIXHD_TRACEBACK"
-USER_ERRORS = (run_config.ConfigError, ValueError, FileNotFoundError, KeyError, FloatingPointError, IsADirectoryError)
+USER_ERRORS = (run_config.ConfigError, ValueError, FileNotFoundError, KeyError, FloatingPointError, IsADirectoryError,
+               storage.StorageError)
 CONFIG_HELP = ("Config keys and their defaults, one commented line each: configs/default.py. Override any key "
                "as --config.<section>.<key>=value, e.g. --config.model.ngf=32; --print_config shows the result.")
 

@@ -8,7 +8,6 @@ label, K outputs (K feature draws: seeds seed..seed+K-1; or E on the real photo 
 from __future__ import annotations
 
 import html
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -18,7 +17,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pix2pixhd_jax import inputs, visualize  # noqa: E402
+from pix2pixhd_jax import inputs, storage, visualize  # noqa: E402
 from pix2pixhd_jax.inference import Synthesizer  # noqa: E402
 
 
@@ -49,24 +48,25 @@ def write_page(out: str, rows: list[dict], num_samples: int) -> str:
         cells += [f'<td><img src="{html.escape(p)}"></td>' for p in r["outputs"]]
         cells.append(f'<td><img src="{html.escape(r["real"])}"></td>' if r.get("real") else "<td></td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    path = os.path.join(out, "index.html")
-    with open(path, "w") as f:
-        f.write("<!doctype html><html><head><meta charset=\"utf-8\"><title>pix2pixhd-jax synthesis</title>"
-                "<style>img{max-width:100%}td{vertical-align:top}</style></head><body>"
-                f"<table><tr>{head}</tr>\n" + "\n".join(body) + "</table></body></html>\n")
+    path = storage.join(out, "index.html")
+    storage.write_text(path, "<!doctype html><html><head><meta charset=\"utf-8\"><title>pix2pixhd-jax synthesis</title>"
+                       "<style>img{max-width:100%}td{vertical-align:top}</style></head><body>"
+                       f"<table><tr>{head}</tr>\n" + "\n".join(body) + "</table></body></html>\n")
     return path
 
 
 def body(fv: flags.FlagValues) -> int:
+    storage.check_backend(fv.workdir, fv.out, fv.dataroot)
     synth = Synthesizer.from_workdir(fv.workdir, step=fv.step, defaults=process.default_config())
     examples = inputs.load_inputs(synth.config, source=fv.source, dataroot=fv.dataroot, phase=fv.phase,
                                   num=fv.num_inputs)
-    os.makedirs(fv.out, exist_ok=True)
+    storage.makedirs(fv.out)
     label_nc = synth.config.model.label_nc
     rows = []
     for i, ex in enumerate(examples):
         row = {"label": f"{i:04d}_label.png", "outputs": []}
-        Image.fromarray(visualize.label_to_rgb(ex["label"], label_nc)).save(os.path.join(fv.out, row["label"]))
+        storage.write_image(storage.join(fv.out, row["label"]),
+                            Image.fromarray(visualize.label_to_rgb(ex["label"], label_nc)))
         k_max = fv.num_samples if (fv.features == "sample" and synth.uses_features) else 1
         for k in range(k_max):
             if fv.features == "encode" and synth.uses_features:
@@ -76,11 +76,11 @@ def body(fv: flags.FlagValues) -> int:
             else:
                 img = synth.synthesize(ex["label"], ex.get("inst"), seed=fv.seed + k, pad=fv.pad)
             name = f"{i:04d}_out{k}.png"
-            Image.fromarray(np.asarray(img)).save(os.path.join(fv.out, name))
+            storage.write_image(storage.join(fv.out, name), Image.fromarray(np.asarray(img)))
             row["outputs"].append(name)
         if "image" in ex:
             row["real"] = f"{i:04d}_real.png"
-            Image.fromarray(visualize.to_uint8(ex["image"])).save(os.path.join(fv.out, row["real"]))
+            storage.write_image(storage.join(fv.out, row["real"]), Image.fromarray(visualize.to_uint8(ex["image"])))
         rows.append(row)
     print(f"wrote {len(rows)} inputs x {max(len(r['outputs']) for r in rows)} outputs -> "
           f"{write_page(fv.out, rows, max(len(r['outputs']) for r in rows))}")

@@ -14,7 +14,7 @@ from pix2pixhd_jax.cli import process
 import jax  # noqa: E402  (after process: XLA flags first)
 from absl import flags  # noqa: E402
 
-from pix2pixhd_jax import train  # noqa: E402
+from pix2pixhd_jax import storage, train  # noqa: E402
 
 
 def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
@@ -31,7 +31,7 @@ def body(fv: flags.FlagValues) -> int:
     process.initialize_distributed(fv.distributed, fv.coordinator_address, fv.num_processes, fv.process_id)
     result = train.run(config, fv.workdir)
     if jax.process_index() == 0:
-        index = os.path.join(os.path.abspath(fv.workdir), "samples", "index.html")
+        index = storage.join(os.fspath(storage.path(fv.workdir)), "samples", "index.html")
         if result.get("already_done"):
             print(f"done: {fv.workdir} already holds step {result['step']}; samples in {index}")
         else:

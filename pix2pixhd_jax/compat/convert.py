@@ -15,6 +15,7 @@ import os
 
 import orbax.checkpoint as ocp
 
+from pix2pixhd_jax import storage
 from pix2pixhd_jax.compat.official import NETS, build_from_torch, build_module, load_pth
 
 
@@ -35,21 +36,20 @@ def parse_options(pairs: list[str]) -> dict:
 def convert(pth: str, net: str, out: str, options: dict) -> dict:
     """Read `pth`, check it strictly against `net`/`options`, write `out`; return the variables."""
     _, variables = build_from_torch(load_pth(pth), net, **options)
-    out = os.path.abspath(out)
-    os.makedirs(out, exist_ok=True)
+    out = os.fspath(storage.path(out))  # local or gs://
+    storage.makedirs(out)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.join(out, "variables"), variables, force=True)
-    with open(os.path.join(out, "options.json"), "w") as f:
-        json.dump({"net": net, "options": options, "source": os.path.abspath(pth)}, f, indent=2)
+        ckptr.save(storage.join(out, "variables"), variables, force=True)
+    storage.write_text(storage.join(out, "options.json"),
+                       json.dumps({"net": net, "options": options, "source": os.fspath(storage.path(pth))}, indent=2))
     return variables
 
 
 def load_converted(path: str):
     """(module, variables) from a folder written by `convert`."""
-    path = os.path.abspath(path)
-    with open(os.path.join(path, "options.json")) as f:
-        meta = json.load(f)
+    path = os.fspath(storage.path(path))
+    meta = json.loads(storage.read_text(storage.join(path, "options.json")))
     module, _, _ = build_module(meta["net"], **meta["options"])
     with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(os.path.join(path, "variables"))
+        variables = ckptr.restore(storage.join(path, "variables"))
     return module, variables

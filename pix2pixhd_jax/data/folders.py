@@ -27,6 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from pix2pixhd_jax import storage
+
 # pix2pixHD's IMG_EXTENSIONS (compared case-insensitively here).
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tiff")
 # Kind suffixes dropped from names before pairing (Cityscapes files copied into the official layout).
@@ -44,9 +46,9 @@ def is_image_file(name: str) -> bool:
 
 def list_images(folder: str) -> list[str]:
     """All image files under `folder` (recursive), sorted by path as pix2pixHD pairs them."""
-    if not os.path.isdir(folder):
+    if not storage.isdir(folder):
         raise DataError(f"folder {folder} does not exist")
-    found = [os.path.join(dirpath, f) for dirpath, _, files in os.walk(folder) for f in files if is_image_file(f)]
+    found = [storage.join(dirpath, f) for dirpath, _, files in storage.walk(folder) for f in files if is_image_file(f)]
     return sorted(found)
 
 
@@ -101,8 +103,9 @@ def pair_by_name(label_dir: str, labels: Sequence[str],
 def _open(path: str) -> Image.Image:
     """Open and fully decode an image, turning any decoder failure into a DataError naming the file."""
     try:
-        img = Image.open(path)
-        img.load()
+        with storage.open(path, "rb") as f:  # local or gs://
+            img = Image.open(f)
+            img.load()
     except FileNotFoundError:
         raise DataError(f"missing file {path}") from None
     except Exception as e:  # PIL raises several types for truncated or corrupt files
@@ -140,7 +143,7 @@ def write_label(path: str, label: np.ndarray) -> None:
     if label.min(initial=0) < 0 or label.max(initial=0) > 255:
         raise DataError(f"label ids for {path} must be in [0, 255] for an 8-bit PNG, got "
                         f"[{label.min()}, {label.max()}]")
-    Image.fromarray(label.astype(np.uint8)).save(path)
+    storage.write_image(path, Image.fromarray(label.astype(np.uint8)))
 
 
 def write_instance(path: str, inst: np.ndarray) -> None:
@@ -149,26 +152,23 @@ def write_instance(path: str, inst: np.ndarray) -> None:
     if inst.min(initial=0) < 0 or inst.max(initial=0) > 65535:
         raise DataError(f"instance ids for {path} must be in [0, 65535] for a 16-bit PNG, got "
                         f"[{inst.min()}, {inst.max()}]")
-    Image.fromarray(inst.astype(np.uint16)).save(path)
+    storage.write_image(path, Image.fromarray(inst.astype(np.uint16)))
 
 
 def write_rgb(path: str, image: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 image (PNG is lossless; the extension picks the format)."""
-    Image.fromarray(np.asarray(image, np.uint8), "RGB").save(path)
+    storage.write_image(path, Image.fromarray(np.asarray(image, np.uint8), "RGB"))
 
 
 def write_official_example(root: str, phase: str, name: str, example: dict[str, Any]) -> None:
     """Write one example into the official layout ({phase}_label/_inst/_img, optional _meta JSON)."""
-    for kind in ("label", "inst", "img"):
-        os.makedirs(os.path.join(root, f"{phase}_{kind}"), exist_ok=True)
-    write_label(os.path.join(root, f"{phase}_label", name + ".png"), example["label"])
-    write_instance(os.path.join(root, f"{phase}_inst", name + ".png"), example["inst"])
-    write_rgb(os.path.join(root, f"{phase}_img", name + ".png"), example["image"])
+    write_label(storage.join(root, f"{phase}_label", name + ".png"), example["label"])
+    write_instance(storage.join(root, f"{phase}_inst", name + ".png"), example["inst"])
+    write_rgb(storage.join(root, f"{phase}_img", name + ".png"), example["image"])
     if "meta" in example:
-        os.makedirs(os.path.join(root, f"{phase}_meta"), exist_ok=True)
-        with open(os.path.join(root, f"{phase}_meta", name + ".json"), "w") as f:
-            meta = example["meta"]
-            f.write(meta if isinstance(meta, str) else json.dumps(meta))
+        meta = example["meta"]
+        storage.write_text(storage.join(root, f"{phase}_meta", name + ".json"),
+                           meta if isinstance(meta, str) else json.dumps(meta))
 
 
 def validate_example(example: dict[str, Any], *, label_nc: int, files: dict[str, str]) -> None:
@@ -234,18 +234,18 @@ class OfficialFolderSource(_PairedSource):
     def __init__(self, root: str, phase: str = "train", *, label_nc: int = 35, use_instance: bool = True,
                  load_image: bool | None = True, max_dataset_size: int | None = None):
         """load_image: True requires the photo folder, False ignores it, None reads it when present."""
-        label_dir = os.path.join(root, f"{phase}_label" if label_nc > 0 else f"{phase}_A")
+        label_dir = storage.join(root, f"{phase}_label" if label_nc > 0 else f"{phase}_A")
         labels = list_images(label_dir)
         if not labels:
             raise DataError(f"no images ({', '.join(IMG_EXTENSIONS)}) found under {label_dir}")
-        inst_dir = os.path.join(root, f"{phase}_inst")
-        if use_instance and not os.path.isdir(inst_dir):
+        inst_dir = storage.join(root, f"{phase}_inst")
+        if use_instance and not storage.isdir(inst_dir):
             raise DataError(f"use_instance is on but {inst_dir} is missing; "
                             "add instance maps or turn use_instance off (official --no_instance)")
         insts = list_images(inst_dir) if use_instance else None
-        image_dir = os.path.join(root, f"{phase}_img" if label_nc > 0 else f"{phase}_B")
+        image_dir = storage.join(root, f"{phase}_img" if label_nc > 0 else f"{phase}_B")
         if load_image is None:
-            load_image = os.path.isdir(image_dir)
+            load_image = storage.isdir(image_dir)
         images = list_images(image_dir) if load_image else None
         others = {kind: (folder, files) for kind, folder, files in (("instance", inst_dir, insts),
                                                                    ("image", image_dir, images)) if files is not None}
@@ -264,13 +264,13 @@ class OfficialFolderSource(_PairedSource):
 
 def _cityscapes_keys(folder: str, suffix: str) -> dict[str, str]:
     """Map key (city_seq_frame) -> path for files ending in `suffix` under `folder` (recursive)."""
-    if not os.path.isdir(folder):
+    if not storage.isdir(folder):
         raise DataError(f"Cityscapes folder {folder} does not exist")
     out = {}
-    for dirpath, _, files in os.walk(folder):
+    for dirpath, _, files in storage.walk(folder):
         for f in files:
             if f.endswith(suffix):
-                out[f[: -len(suffix)]] = os.path.join(dirpath, f)
+                out[f[: -len(suffix)]] = storage.join(dirpath, f)
     return out
 
 
@@ -281,14 +281,14 @@ class CityscapesSource(_PairedSource):
                  load_image: bool | None = True, max_dataset_size: int | None = None):
         if label_nc <= 0:
             raise DataError("Cityscapes provides label ids; label_nc must be > 0 (35 for pix2pixHD)")
-        gt, left = os.path.join(root, "gtFine", split), os.path.join(root, "leftImg8bit", split)
+        gt, left = storage.join(root, "gtFine", split), storage.join(root, "leftImg8bit", split)
         labels = _cityscapes_keys(gt, "_gtFine_labelIds.png")
         if not labels:
             raise DataError(f"no *_gtFine_labelIds.png files under {gt}")
         keys = sorted(labels)
         insts = _cityscapes_keys(gt, "_gtFine_instanceIds.png") if use_instance else None
         if load_image is None:  # photos only where the split has them (inference on label maps)
-            load_image = os.path.isdir(left)
+            load_image = storage.isdir(left)
         images = _cityscapes_keys(left, "_leftImg8bit.png") if load_image else None
         for what, found, where in (("_gtFine_instanceIds.png", insts, gt), ("_leftImg8bit.png", images, left)):
             if found is not None:

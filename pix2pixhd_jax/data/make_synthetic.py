@@ -10,10 +10,10 @@ Example i is scene (seed, start + i): a test split is another --seed or a disjoi
 from __future__ import annotations
 
 import multiprocessing
-import os
 
 from tqdm import tqdm
 
+from pix2pixhd_jax import storage
 from pix2pixhd_jax.data import folders, synthetic
 
 
@@ -30,7 +30,7 @@ def write_dataset(out: str, num: int, *, width: int, height: int, seed: int, pha
     """Write scenes start..start+num-1 of `seed` under `out`, with a progress bar."""
     if num <= 0:
         raise ValueError(f"--num must be positive, got {num}")
-    os.makedirs(out, exist_ok=True)
+    storage.makedirs(out)  # a gs:// URL needs no folders
     tasks = [(out, phase, seed, i, width, height) for i in range(start, start + num)]
     bar = tqdm(total=num, desc=f"synthetic {phase} {width}x{height}", unit="scene")
     if jobs <= 1:

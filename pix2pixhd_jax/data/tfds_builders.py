@@ -1,7 +1,9 @@
 """TFDS builders (ArrayRecord, random access) for the synthetic set and for folder/Cityscapes data.
 
 Prepare once (no TensorFlow needed), then read anywhere with `tfds.data_source` (how pods read
-from cloud storage; `--data_dir gs://...` works where TFDS has GCS access):
+from cloud storage). The ArrayRecord writer needs a local folder, so `--data_dir gs://...` prepares
+in a local temporary folder and uploads the result (storage.copytree); reading from gs:// goes
+through array_record's own GCS client. The manual directory may be local or gs:// too:
 
   # synthetic street scenes; configs 512x256, 1024x512, 2048x1024 (sizes of each split below)
   python -m pix2pixhd_jax.cli.tfds_prepare --dataset synthetic_streets/512x256 --data_dir ~/tensorflow_datasets
@@ -24,12 +26,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import tempfile
 from typing import Any, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from pix2pixhd_jax import storage
 from pix2pixhd_jax.data import folders, synthetic
 
 
@@ -134,11 +138,11 @@ class PairedFolders(_LocalBuilder):
         splits = {}
         for split in ("train", "val", "test"):
             if c.layout == "cityscapes":
-                if os.path.isdir(os.path.join(root, "gtFine", split)):
+                if storage.isdir(storage.join(root, "gtFine", split)):
                     splits[split] = folders.CityscapesSource(root, split, label_nc=c.label_nc)
             else:
                 prefix = "_label" if c.label_nc > 0 else "_A"
-                if os.path.isdir(os.path.join(root, split + prefix)):
+                if storage.isdir(storage.join(root, split + prefix)):
                     splits[split] = folders.OfficialFolderSource(root, split, label_nc=c.label_nc,
                                                                  use_instance=c.label_nc > 0)
         if not splits:
@@ -182,7 +186,17 @@ class TfdsSource:
 
 
 def prepare(dataset: str, *, data_dir: str | None = None, manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
-    """Prepare `dataset` ('synthetic_streets/512x256', 'paired_folders/cityscapes', ...) as ArrayRecord."""
+    """Prepare `dataset` ('synthetic_streets/512x256', 'paired_folders/cityscapes', ...) as ArrayRecord.
+
+    A gs:// `data_dir` is prepared in a local temporary folder and uploaded file by file; the
+    builder returned reads from `data_dir`.
+    """
+    if data_dir and storage.is_remote(data_dir):
+        storage.check_backend(data_dir)
+        with tempfile.TemporaryDirectory(prefix="tfds_prepare_") as local:
+            prepare(dataset, data_dir=local, manual_dir=manual_dir)
+            storage.copytree(local, data_dir)
+        return tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
     builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder

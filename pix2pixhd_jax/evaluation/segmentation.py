@@ -25,8 +25,9 @@ predictions are restricted to `classes`.
 """
 from __future__ import annotations
 
-import os
+import io
 import json
+import os
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import flax.linen as nn
@@ -37,6 +38,7 @@ import numpy as np
 from flax import traverse_util
 from tqdm import tqdm
 
+from pix2pixhd_jax import storage
 from pix2pixhd_jax.data import cityscapes as cs
 
 FORMAT_VERSION = 1
@@ -225,7 +227,7 @@ def data_identity(config: ml_collections.ConfigDict, height: int, width: int,
     elif d.source == "tfds":
         dataset = d.tfds_name
     else:
-        dataset = os.path.abspath(d.dataroot)
+        dataset = os.fspath(storage.path(d.dataroot))  # gs:// URLs kept as they are
     return {"source": d.source, "dataset": dataset, "label_nc": int(config.model.label_nc),
             "classes": [int(c) for c in classes], "height": int(height), "width": int(width)}
 
@@ -243,13 +245,11 @@ def make_spec(config: ml_collections.ConfigDict, height: int, width: int) -> dic
 
 def save_segmenter(directory: str, spec: Mapping[str, Any], params: Any) -> None:
     """Write params.npz (flattened pytree, '/'-joined names) and segmenter.json into `directory`."""
-    os.makedirs(directory, exist_ok=True)
     flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(jax.device_get(params)).items()}
-    tmp = os.path.join(directory, PARAMS_FILE + ".tmp.npz")
-    np.savez(tmp, **flat)
-    os.replace(tmp, os.path.join(directory, PARAMS_FILE))
-    with open(os.path.join(directory, SPEC_FILE), "w") as f:
-        json.dump(spec, f, indent=1)
+    buf = io.BytesIO()
+    np.savez(buf, **flat)
+    storage.write_bytes(storage.join(directory, PARAMS_FILE), buf.getvalue())
+    storage.write_text(storage.join(directory, SPEC_FILE), json.dumps(spec, indent=1))
 
 
 def abstract_params(spec: Mapping[str, Any]) -> Any:
@@ -261,20 +261,19 @@ def abstract_params(spec: Mapping[str, Any]) -> Any:
 
 def load_segmenter(directory: str, expect: Optional[Mapping[str, Any]] = None) -> Segmenter:
     """Restore a segmenter; with `expect` (a data_identity), refuse one trained for other data or classes."""
-    spec_path, params_path = os.path.join(directory, SPEC_FILE), os.path.join(directory, PARAMS_FILE)
-    if not os.path.exists(spec_path) or not os.path.exists(params_path):
+    spec_path, params_path = storage.join(directory, SPEC_FILE), storage.join(directory, PARAMS_FILE)
+    if not storage.exists(spec_path) or not storage.exists(params_path):
         raise FileNotFoundError(
             f"{directory} holds no segmenter ({SPEC_FILE} + {PARAMS_FILE}); train one with "
             f"`python -m pix2pixhd_jax.cli.train_segmenter --config=<the run's config> --out={directory}`")
-    with open(spec_path) as f:
-        spec = json.load(f)
+    spec = json.loads(storage.read_text(spec_path))
     if spec.get("format") != FORMAT_VERSION:
         raise ValueError(f"{spec_path}: format {spec.get('format')!r}, this code reads format {FORMAT_VERSION}; "
                          "retrain it")
     if expect is not None:
         check_compatible(spec, expect, spec_path)
     want = traverse_util.flatten_dict(abstract_params(spec))
-    with np.load(params_path, allow_pickle=False) as z:
+    with storage.open(params_path, "rb") as f, np.load(f, allow_pickle=False) as z:
         got = {tuple(k.split("/")): z[k] for k in z.files}
     problems = [f"missing {'/'.join(k)}" for k in want if k not in got]
     problems += [f"unexpected {'/'.join(k)}" for k in got if k not in want]

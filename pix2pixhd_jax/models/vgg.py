@@ -8,6 +8,7 @@ pickle, read with an unpickler that accepts nothing but numpy).
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import pickle
 from typing import Any, Mapping, Sequence
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pix2pixhd_jax import storage
 from pix2pixhd_jax.models.layers import Array, Dtype
 
 # Convs per stage of torchvision's vgg16 / vgg19 `features` (each conv is followed by a ReLU,
@@ -103,12 +105,14 @@ def vgg_params_from_torchvision(state_dict: Mapping[str, Any], arch: str, layers
 
 
 def load_state_dict_file(path: str, missing_help: str = MISSING_WEIGHTS_HELP) -> dict[str, np.ndarray]:
-    """Read a `.pth` (torch state dict) or `.npz` into name -> numpy array."""
-    if not path or not os.path.exists(path):
+    """Read a `.pth` (torch state dict) or `.npz` (local or gs://) into name -> numpy array."""
+    if path:
+        storage.check_backend(path)
+    if not path or not storage.exists(path):
         raise FileNotFoundError(f"weights file {path!r} not found. {missing_help}")
     if path.endswith(".npz"):
         try:
-            with np.load(path, allow_pickle=False) as f:
+            with storage.open(path, "rb") as fobj, np.load(fobj, allow_pickle=False) as f:
                 return {k: f[k] for k in f.files}
         except Exception as e:  # zip, format and pickled-object errors alike
             raise ValueError(f"cannot read {path} as an .npz of arrays ({type(e).__name__}: {e})") from None
@@ -117,7 +121,8 @@ def load_state_dict_file(path: str, missing_help: str = MISSING_WEIGHTS_HELP) ->
     except ImportError as e:
         raise ImportError(f"reading {path} needs torch (pip install torch), or convert it to .npz first") from e
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: no pickled code runs
+        source = io.BytesIO(storage.read_bytes(path)) if storage.is_remote(path) else path
+        sd = torch.load(source, map_location="cpu", weights_only=True)  # weights_only: no pickled code runs
     except Exception as e:  # garbage bytes, truncation and refused pickles alike
         detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ValueError(f"cannot read {path} as a torch state dict ({type(e).__name__}: {detail})") from None
