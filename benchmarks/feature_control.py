@@ -5,7 +5,7 @@
 
 1. Train a small feature-conditioned model (configs/synthetic_demo.py with model.instance_feat=True,
    shrunk by the flags below) unless the workdir already holds a checkpoint (train.run resumes).
-2. Build the feature bank (features.encode_features) over --bank_examples training scenes.
+2. Build the feature bank (inference.encode_feature_bank) over --bank_examples training scenes.
 3. For every car cluster c, its *mean encoded colour*: the mean real RGB of the training cars whose
    encoded feature is nearest to centre c.
 4. On --num_scenes held-out scenes, the largest car is rendered once per cluster (everything else
