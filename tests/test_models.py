@@ -44,10 +44,10 @@ def _tiny_local():
 
 def test_bf16_compute_keeps_float32_params_and_stays_close():
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 16, 16, 5))
-    variables = _tiny_local().init(jax.random.PRNGKey(1), x)
+    variables = jax.jit(_tiny_local().init)(jax.random.PRNGKey(1), x)  # eager init compiles op by op
     variables = jax.tree_util.tree_map(lambda p: p * 8.0, variables)  # make the signal non-trivial
     bf16 = _tiny_local().clone(dtype=jnp.bfloat16)
-    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(bf16.init(jax.random.PRNGKey(1), x)))
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(jax.eval_shape(bf16.init, jax.random.PRNGKey(1), x)))
     y32 = jax.jit(_tiny_local().apply)(variables, x)
     y16 = jax.jit(bf16.apply)(variables, x)
     assert y16.dtype == jnp.float32  # tanh output is reduced in float32
@@ -58,9 +58,9 @@ def test_bf16_compute_keeps_float32_params_and_stays_close():
 def test_bf16_discriminator_features_close_to_float32():
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 24, 24, 4))
     d = MultiscaleDiscriminator(8, 2, 2)
-    variables = d.init(jax.random.PRNGKey(2), x)
-    out32 = d.apply(variables, x)
-    out16 = d.clone(dtype=jnp.bfloat16).apply(variables, x)
+    variables = jax.jit(d.init)(jax.random.PRNGKey(2), x)
+    out32 = jax.jit(d.apply)(variables, x)
+    out16 = jax.jit(d.clone(dtype=jnp.bfloat16).apply)(variables, x)
     for s32, s16 in zip(out32, out16):
         for a, b in zip(s32, s16):
             assert float(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)).max()) <= 0.05 * float(jnp.abs(a).max()) + 1e-3
@@ -69,8 +69,8 @@ def test_bf16_discriminator_features_close_to_float32():
 def test_remat_blocks_give_identical_outputs_and_grads():
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 16, 16, 5))
     plain = GlobalGenerator(3, 4, 2, 2)
-    variables = plain.init(jax.random.PRNGKey(1), x)
-    loss = lambda m: jax.grad(lambda v: jnp.sum(m.apply(v, x, True) ** 2))(variables)
+    variables = jax.jit(plain.init)(jax.random.PRNGKey(1), x)
+    loss = lambda m: jax.jit(jax.grad(lambda v: jnp.sum(m.apply(v, x, True) ** 2)))(variables)
     for a, b in zip(jax.tree_util.tree_leaves(loss(plain)), jax.tree_util.tree_leaves(loss(plain.clone(remat_blocks=True)))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -78,10 +78,11 @@ def test_remat_blocks_give_identical_outputs_and_grads():
 def test_spectral_norm_bounds_the_largest_singular_value_and_updates_in_train():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
     d = MultiscaleDiscriminator(8, 2, 1, spectral_norm=True)
-    variables = d.init(jax.random.PRNGKey(3), x)
+    variables = jax.jit(d.init)(jax.random.PRNGKey(3), x)
     assert "batch_stats" in variables  # power-iteration state is part of the model's variables
+    train_apply = jax.jit(lambda v: d.apply(v, x, True, mutable=["batch_stats"]))
     for _ in range(30):  # power iteration converges over training steps
-        _, updates = d.apply(variables, x, True, mutable=["batch_stats"])
+        _, updates = train_apply(variables)
         variables = {**variables, **updates}
     kernel = variables["params"]["scale0"]["layer1"]["kernel"]
     u = variables["batch_stats"]["scale0"]["layer1"]["spectral_u"]

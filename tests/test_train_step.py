@@ -43,7 +43,7 @@ def _config(**model):
 def test_step_gradients_equal_official_three_pass_losses(model):
     config = _config(**model)
     nets, init, step, vgg_vars = _setup(config)
-    state = init(jax.random.PRNGKey(0))
+    state = jax.jit(init)(jax.random.PRNGKey(0))  # jitted: eager init compiles every op on its own
     batch = jax.tree_util.tree_map(jnp.asarray, _batch(2))
     _, metrics = jax.jit(step)(state, batch, vgg_vars)
 
@@ -65,8 +65,8 @@ def test_step_gradients_equal_official_three_pass_losses(model):
         fake, _ = generate(nets, config.model, state.g_params, state.g_collections, batch, enc, train=True)
         return losses.discriminator_loss(d(d_params, jax.lax.stop_gradient(fake)), d(d_params, batch["image"]))
 
-    want_g, grad_g = jax.value_and_grad(loss_g)(state.g_params)
-    want_d, grad_d = jax.value_and_grad(loss_d)(state.d_params)
+    want_g, grad_g = jax.jit(jax.value_and_grad(loss_g))(state.g_params)
+    want_d, grad_d = jax.jit(jax.value_and_grad(loss_d))(state.d_params)
     np.testing.assert_allclose(metrics["loss_G"], want_g, rtol=1e-5)
     np.testing.assert_allclose(metrics["loss_D"], want_d, rtol=1e-5)
     np.testing.assert_allclose(metrics["grad_norm_G"], float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(grad_g)))), rtol=1e-4)
@@ -115,7 +115,7 @@ def test_bf16_step_is_finite_and_close_to_float32():
     for dtype in ("float32", "bfloat16"):
         config = _config(compute_dtype=dtype)
         nets, init, step, vgg_vars = _setup(config)
-        state = init(jax.random.PRNGKey(0))
+        state = jax.jit(init)(jax.random.PRNGKey(0))
         new_state, metrics = jax.jit(step)(state, batch, vgg_vars)
         assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(new_state.g_params))
         results[dtype] = {k: float(v) for k, v in metrics.items()}
