@@ -16,6 +16,7 @@ Each op is applied per sample with probability p_<op> (1 = always, as in DiffAug
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -35,17 +36,37 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     return ops
 
 
-def enabled(aug_cfg: ml_collections.ConfigDict | None) -> bool:
-    return aug_cfg is not None and bool(parse_policy(aug_cfg.policy))
+@dataclasses.dataclass(frozen=True)
+class AugmentOptions:
+    """What augmentation reads from config.augment, checked once (static: hashable, no arrays)."""
+
+    ops: tuple[str, ...]
+    p_color: float
+    p_translation: float
+    p_cutout: float
+    translation_ratio: float
+    cutout_ratio: float
+    cutout_label: bool
+
+    @classmethod
+    def from_config(cls, aug_cfg: ml_collections.ConfigDict) -> "AugmentOptions":
+        return cls(ops=parse_policy(aug_cfg.policy), p_color=float(aug_cfg.p_color),
+                   p_translation=float(aug_cfg.p_translation), p_cutout=float(aug_cfg.p_cutout),
+                   translation_ratio=float(aug_cfg.translation_ratio), cutout_ratio=float(aug_cfg.cutout_ratio),
+                   cutout_label=bool(aug_cfg.cutout_label))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ops)
 
 
 def _span(size: int, ratio: float) -> int:
     return int(size * ratio + 0.5)
 
 
-def sample_params(rng: jax.Array, batch: int, height: int, width: int, aug_cfg: ml_collections.ConfigDict) -> dict:
+def sample_params(rng: jax.Array, batch: int, height: int, width: int, aug_cfg: AugmentOptions) -> dict:
     """One transform per sample: a dict of (B,) arrays for the ops of the policy."""
-    ops = parse_policy(aug_cfg.policy)
+    ops = aug_cfg.ops
     k = iter(jax.random.split(rng, 12))
     uniform = lambda lo, hi: jax.random.uniform(next(k), (batch,), jnp.float32, lo, hi)
     apply = lambda p: jax.random.bernoulli(next(k), p, (batch,))
@@ -98,7 +119,7 @@ def cutout_mask(params: dict, height: int, width: int) -> Array:
     return jnp.where(inside & col("cutout"), 0.0, 1.0)[..., None]
 
 
-def apply(x: Array, params: dict, aug_cfg: ml_collections.ConfigDict, *, is_label: bool) -> Array:
+def apply(x: Array, params: dict, aug_cfg: AugmentOptions, *, is_label: bool) -> Array:
     """Augment a D input half: images get every op; the label encoding only the geometric ones
     (translation, and cutout if aug_cfg.cutout_label). The same `params` on real, fake and label
     keep them aligned."""

@@ -72,8 +72,8 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
     fix_steps = optim_cfg.niter_fix_global * steps_per_epoch if model_cfg.netG == "local" else 0
     use_vgg = not loss_cfg.no_vgg_loss
     # Beyond the paper, all off by default.
-    aug_cfg = config.augment
-    use_augment = augment.enabled(aug_cfg)
+    aug_cfg = augment.AugmentOptions.from_config(config.augment)
+    use_augment = aug_cfg.enabled
     r1_gamma, r1_every = float(loss_cfg.r1_gamma), int(loss_cfg.r1_every)
     if r1_gamma > 0 and r1_every < 1:
         raise ValueError(f"loss.r1_every={r1_every} must be >= 1 (the lazy R1 interval in steps)")

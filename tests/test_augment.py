@@ -14,7 +14,7 @@ def _cfg(policy="color,translation,cutout", **kw):
     cfg = ml_collections.ConfigDict(dict(policy=policy, p_color=1.0, p_translation=1.0, p_cutout=1.0,
                                          translation_ratio=0.25, cutout_ratio=0.5, cutout_label=False))
     cfg.update(kw)
-    return cfg
+    return augment.AugmentOptions.from_config(cfg)
 
 
 def _scene(seed=0):
@@ -93,6 +93,6 @@ def test_probabilities_zero_leave_inputs_unchanged_and_grads_flow():
 
 def test_policy_is_checked():
     assert augment.parse_policy(" color , cutout") == ("color", "cutout") and augment.parse_policy("") == ()
-    assert not augment.enabled(_cfg(""))
+    assert not _cfg("").enabled
     with pytest.raises(ValueError, match="unknown ops"):
         augment.parse_policy("color,flip")

@@ -127,9 +127,10 @@ def test_every_option_on_gives_finite_losses(all_on):
 def test_lazy_r1_value_is_the_penalty_of_the_augmented_real_input(all_on):
     config, nets, _, states, metrics = all_on
     state, batch = states[1], _batch(1)
-    params = augment.sample_params(jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), 2, H, W, config.augment)
-    d_label = augment.apply(label_encoding(batch, config.model), params, config.augment, is_label=True)
-    d_real = augment.apply(batch["image"], params, config.augment, is_label=False)
+    aug = augment.AugmentOptions.from_config(config.augment)
+    params = augment.sample_params(jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), 2, H, W, aug)
+    d_label = augment.apply(label_encoding(batch, config.model), params, aug, is_label=True)
+    d_real = augment.apply(batch["image"], params, aug, is_label=False)
     d = lambda img: nets.discriminator.apply({"params": state.d_params, **state.d_collections},
                                              jnp.concatenate([d_label, img], -1), True, mutable=["batch_stats"])[0]
     want = jax.jit(lambda real: losses.r1_penalty(d, real, gamma=config.loss.r1_gamma))(d_real)
