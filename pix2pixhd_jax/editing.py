@@ -379,23 +379,21 @@ class Editor:
     def flip(self, inst_id: int) -> EditResult:
         return self._commit(flip_instance(self.scene, inst_id), inst_id, {"op": "flip", "instance": int(inst_id)})
 
-    def undo(self) -> EditResult:
-        if not self.history:
-            raise IndexError("nothing to undo")
-        self._push(self.future, (self.scene, self.image))
-        self.scene, self.image = self.history.pop()
+    def _travel(self, source: list, target: list, op: str) -> EditResult:
+        """Undo (history -> future) or redo (future -> history): the stored maps and image, no render."""
+        if not source:
+            raise IndexError(f"nothing to {op}")
+        self._push(target, (self.scene, self.image))
+        self.scene, self.image = source.pop()
         self.render_seconds = 0.0
-        self._record({"op": "undo"})
+        self._record({"op": op})
         return EditResult(self.scene, self.image)
 
+    def undo(self) -> EditResult:
+        return self._travel(self.history, self.future, "undo")
+
     def redo(self) -> EditResult:
-        if not self.future:
-            raise IndexError("nothing to redo")
-        self._push(self.history, (self.scene, self.image))
-        self.scene, self.image = self.future.pop()
-        self.render_seconds = 0.0
-        self._record({"op": "redo"})
-        return EditResult(self.scene, self.image)
+        return self._travel(self.future, self.history, "redo")
 
     def reset(self) -> EditResult:
         self._push(self.history, (self.scene, self.image))
