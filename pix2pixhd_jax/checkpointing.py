@@ -241,29 +241,30 @@ def _saved_state_tree(manager: ocp.CheckpointManager, step: int) -> Any:
     return getattr(saved, "tree", saved)
 
 
-def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
-    """Raise a readable error if the saved state's array shapes differ from the current config's."""
-    saved_tree = _saved_state_tree(manager, step)
-    if saved_tree is None:
-        return  # nothing to compare against: the restore itself will validate
-    problems = _shape_problems(_leaf_paths(saved_tree), _leaf_paths(abstract_state))
+def _raise_on_shape_problems(what: str, manager: ocp.CheckpointManager, step: int, saved: dict[str, tuple],
+                             wanted: dict[str, tuple]) -> None:
+    problems = _shape_problems(saved, wanted)
     if problems:
-        raise ValueError(f"checkpoint step {step} in {manager.directory} does not match this config "
+        raise ValueError(f"{what}checkpoint step {step} in {manager.directory} does not match this config "
                          f"({len(problems)} arrays differ):\n" + "\n".join(problems[:40])
                          + ("\n  ..." if len(problems) > 40 else "")
                          + "\nTrain with the config saved beside it, or start a fresh workdir.")
 
 
-def _absent_empty_fields(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> list[str]:
+def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
+    """Raise a readable error if the saved state's array shapes differ from the current config's."""
+    saved_tree = _saved_state_tree(manager, step)
+    if saved_tree is not None:  # without metadata the restore itself validates
+        _raise_on_shape_problems("", manager, step, _leaf_paths(saved_tree), _leaf_paths(abstract_state))
+
+
+def _absent_empty_fields(saved: Any, abstract_state: Any) -> list[str]:
     """Dataclass fields that are None in the target and missing from the saved tree.
 
     Such a field (e.g. GANState.g_ema without EMA) holds no arrays; checkpoints written before the
     field existed lack its key, which Orbax would reject as a structure mismatch.
     """
-    if not dataclasses.is_dataclass(abstract_state):
-        return []
-    saved = _saved_state_tree(manager, step)
-    if not isinstance(saved, Mapping):
+    if not dataclasses.is_dataclass(abstract_state) or not isinstance(saved, Mapping):
         return []
     return [f.name for f in dataclasses.fields(abstract_state)
             if getattr(abstract_state, f.name) is None and f.name not in saved]
@@ -275,8 +276,10 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iter: Opti
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {manager.directory}")
-    check_compatible(manager, step, abstract_state)
-    absent = _absent_empty_fields(manager, step, abstract_state)
+    saved_tree = _saved_state_tree(manager, step)  # read once: shapes and present fields
+    if saved_tree is not None:  # without metadata the restore itself validates
+        _raise_on_shape_problems("", manager, step, _leaf_paths(saved_tree), _leaf_paths(abstract_state))
+    absent = _absent_empty_fields(saved_tree, abstract_state)
     target = abstract_state
     if absent:
         target = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)
@@ -340,10 +343,8 @@ def restore_generator(manager: ocp.CheckpointManager, step: int, abstract_g: Map
     has_ema = saved.get("g_ema") is not None and bool(jax.tree_util.tree_leaves(saved.get("g_ema")))
     if has_ema:
         wanted["g_ema"] = abstract_g["g_params"]
-    problems = _shape_problems(_leaf_paths({k: saved[k] for k in wanted if k in saved}), _leaf_paths(wanted))
-    if problems:
-        raise ValueError(f"generator of checkpoint step {step} in {manager.directory} does not match this config "
-                         f"({len(problems)} arrays differ):\n" + "\n".join(problems[:40]))
+    _raise_on_shape_problems("the generator of ", manager, step,
+                             _leaf_paths({k: saved[k] for k in wanted if k in saved}), _leaf_paths(wanted))
     # A PyTree handler reads the state item directly: it takes a partial target (StandardRestore does not).
     restore_args = ocp.checkpoint_utils.construct_restore_args(wanted)
     with ocp.PyTreeCheckpointer() as checkpointer, _reading(manager, step):

@@ -7,6 +7,7 @@ Everything the loop needs comes from its own module: data from `inputs`, network
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -63,14 +64,6 @@ def reader(workdir: str):
     return checkpointing.make_manager(workdir, max_to_keep=1, async_save=False)
 
 
-def latest_step(workdir: str) -> Optional[int]:
-    """The newest checkpoint step of `workdir`, None without checkpoints (nothing is created)."""
-    if not storage.isdir(checkpointing.checkpoint_directory(workdir)):
-        return None
-    with reader(workdir) as manager:
-        return manager.latest_step()
-
-
 def remote_paths(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
     """The workdir and every path the config reads that is a URL (gs://): what check_backend must pass."""
     paths = [workdir, config.data.tfds_data_dir, config.loss.vgg_weights, config.train.init_from,
@@ -125,25 +118,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     state_sh = sharding.state_shardings(abstract, mesh)
     target = checkpointing.abstract_with_sharding(abstract, state_sh)
 
-    latest = latest_step(workdir)
-    if latest is not None:
-        with reader(workdir) as manager:
+    # One reading manager (None for a fresh workdir: nothing is created) serves the resume checks and the restore.
+    has_checkpoints = storage.isdir(checkpointing.checkpoint_directory(workdir))
+    with reader(workdir) if has_checkpoints else contextlib.nullcontext() as manager:
+        latest = manager.latest_step() if manager is not None else None
+        if latest is not None:
             checkpointing.check_resumable(manager, latest, config, target)
             if latest >= total_steps:
-                state, _ = checkpointing.restore(manager, target)
+                state, _ = checkpointing.restore(manager, target, step=latest)
                 log.info("%s already holds step %d of %d: nothing to train", workdir, latest, total_steps)
                 return {"step": latest, "state": state, "already_done": True}
-    checkpointing.check_writable(workdir)  # a read-only folder would stall in the first async save
+        checkpointing.check_writable(workdir)  # a read-only folder would stall in the first async save
 
-    dataset = pipeline.build_dataset(source, batch_size=local_batch, transform=tcfg, seed=config.seed,
-                                     shuffle=not d_cfg.serial_batches, worker_count=d_cfg.worker_count,
-                                     skip_bad_examples=d_cfg.skip_bad_examples, image_size=(height, width))
-    data_iter = iter(dataset)
-    if latest is not None:
-        with reader(workdir) as manager:
+        dataset = pipeline.build_dataset(source, batch_size=local_batch, transform=tcfg, seed=config.seed,
+                                         shuffle=not d_cfg.serial_batches, worker_count=d_cfg.worker_count,
+                                         skip_bad_examples=d_cfg.skip_bad_examples, image_size=(height, width))
+        data_iter = iter(dataset)
+        if latest is not None:
             state, start = checkpointing.restore(manager, target, data_iter, step=latest)
-        log.info("resumed from step %d in %s", start, workdir)
-    else:
+            log.info("resumed from step %d in %s", start, workdir)
+    if latest is None:
         state, start = sharding.init_sharded(init_fn, mesh, rng), 0
         if t_cfg.init_from:
             state = staging.init_from_stage1(state, t_cfg.init_from, mesh, config)
