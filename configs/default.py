@@ -141,6 +141,10 @@ def get_config() -> ml_collections.ConfigDict:
     a.cutout_ratio = 0.5  # cutout rectangle side as a fraction of H and W
     a.cutout_label = False  # also zero the label/edge channels inside the cutout (default: D keeps the layout)
 
+    ed = config.editing = ml_collections.ConfigDict()  # local edits (editing.Editor(local=True), compositing.py)
+    ed.local_margin_px = 4  # pixels around what an edit changed that take the new render as is (Euclidean)
+    ed.local_feather_px = 4  # then a linear blend to the previous image over this many pixels; beyond: unchanged
+
     config.num_devices = 0  # devices in the mesh (0 = all; a prefix of jax.devices() otherwise)
     config.seed = 0  # parameter init and sampling seed
     return config

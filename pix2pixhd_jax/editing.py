@@ -20,9 +20,12 @@ recomputed from the instance map by `Scene.edges()` and by the generator input e
 ids stay class*1000 + k with k < 1000.
 
 `Editor` wraps a Synthesizer: every edit returns the new scene and the re-synthesized image and
-keeps a history for `undo` / `redo`. `apply_edit` / `apply_script` take the JSON vocabulary shared
-by scripts, the `edit` CLI and the editor's HTTP API (see `OPS`), and `script()` returns the edits
-applied so far as a script that replays the session.
+keeps a history for `undo` / `redo`. With `local=True` the new render is composited into the
+current image around what the edit changed (`compositing`), so pixels away from the edit keep
+their exact values; off by default (each edit shows the raw generator output). `apply_edit` /
+`apply_script` take the JSON vocabulary shared by scripts, the `edit` CLI and the editor's HTTP
+API (see `OPS`), and `script()` returns the edits applied so far as a script that replays the
+session.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from pix2pixhd_jax import editing_ops as ops
+from pix2pixhd_jax import compositing, editing_ops as ops
 from pix2pixhd_jax.data import cityscapes as cs
 
 INSTANCE_OFFSET = cs.INSTANCE_ID_OFFSET  # Cityscapes convention: id >= 1000 is class * 1000 + k
@@ -53,6 +56,7 @@ OPS: dict[str, tuple[str, ...]] = {
     "undo": (),
     "redo": (),
     "reset": (),
+    "local": ("on",),  # a setting, not an edit: later edits composite locally (true) or not
 }
 
 
@@ -67,7 +71,7 @@ class Scene:
 
     def edges(self) -> np.ndarray:
         """(H, W) float32 boundary map: 1 where a pixel's instance differs from a 4-neighbour (as G sees it)."""
-        return numpy_edges(self.inst)
+        return ops.numpy_edges(self.inst)
 
     def instance_at(self, y: int, x: int) -> int:
         h, w = self.inst.shape
@@ -82,16 +86,7 @@ class Scene:
         return dataclasses.replace(self, **kw)
 
 
-def numpy_edges(inst: np.ndarray) -> np.ndarray:
-    """Host twin of semantics.instance_edges for one (H, W) map."""
-    inst = np.asarray(inst)
-    edge = np.zeros(inst.shape, bool)
-    dx, dy = inst[:, 1:] != inst[:, :-1], inst[1:] != inst[:-1]
-    edge[:, 1:] |= dx
-    edge[:, :-1] |= dx
-    edge[1:] |= dy
-    edge[:-1] |= dy
-    return edge.astype(np.float32)
+numpy_edges = ops.numpy_edges  # lives with the other map operations; kept here for callers
 
 
 def feature_map(inst: np.ndarray, features: Mapping[int, np.ndarray]) -> np.ndarray:
@@ -249,14 +244,28 @@ class Editor:
 
     History entries keep the image rendered for each scene, so undo and redo need no forward pass.
     `max_history` bounds the undo depth (oldest steps dropped; None = unbounded).
+
+    `local` (default False: every edit shows the raw generator output) composites each new render
+    into the current image: pixels within `local_margin_px` of what the edit changed take the new
+    render, the next `local_feather_px` blend, the rest keep their bytes. The widths come from the
+    config's `editing` section unless given here. `editor.local` can be switched at any time; it
+    applies to the edits that follow.
     """
 
     def __init__(self, synthesizer, label: np.ndarray, inst: Optional[np.ndarray] = None, *, seed: Optional[int] = None,
-                 thing_classes: Optional[Sequence[int]] = None, max_history: Optional[int] = None):
+                 thing_classes: Optional[Sequence[int]] = None, max_history: Optional[int] = None,
+                 local: bool = False, local_margin_px: Optional[int] = None, local_feather_px: Optional[int] = None):
         self.synth = synthesizer
         cfg = synthesizer.config
         if cfg.model.label_feat:
             raise ValueError("the editor works per instance (model.instance_feat); this model pools per label region")
+        # Configs saved before the editing section existed have none: local edits then need the
+        # widths given here (or the config completed with today's defaults).
+        section = cfg.get("editing") or {}
+        self.local_margin_px = _px(local_margin_px, section, "local_margin_px")
+        self.local_feather_px = _px(local_feather_px, section, "local_feather_px")
+        self._local = False
+        self.local = local
         self.label_nc = cfg.model.label_nc
         self.thing_classes = tuple(thing_classes if thing_classes is not None else
                                    (cfg.features.thing_classes or sorted(cs.THING_IDS)))
@@ -271,10 +280,25 @@ class Editor:
         self.history: list[tuple[Scene, np.ndarray]] = []
         self.future: list[tuple[Scene, np.ndarray]] = []
         self.log: list[dict[str, Any]] = []  # every edit as JSON, for script()
+        self._log_local: list[bool] = []  # the local setting each logged edit ran with
         self._json_edit: Optional[dict[str, Any]] = None  # the edit apply_edit is running
         self.render_seconds = 0.0
         self.image = self.render(self.scene)
         self._initial_image = self.image
+
+    @property
+    def local(self) -> bool:
+        return self._local
+
+    @local.setter
+    def local(self, on: Any) -> None:
+        if not isinstance(on, (bool, np.bool_)):
+            raise ValueError(f"local must be true or false, got {on!r}")
+        if on and (self.local_margin_px is None or self.local_feather_px is None):
+            raise ValueError("local edits need editing.local_margin_px and editing.local_feather_px: this config "
+                             "predates the editing section; load it with Synthesizer.from_workdir(..., "
+                             "defaults=configs.default.get_config()) or pass local_margin_px= / local_feather_px=")
+        self._local = bool(on)
 
     # Regions without a feature draw one from the bank with the same (seed, id) rule as synthesize().
     def _fill_features(self, scene: Scene) -> Scene:
@@ -307,10 +331,22 @@ class Editor:
     def _record(self, edit: dict[str, Any]) -> None:
         """Log an applied edit: the JSON apply_edit received, else the equivalent of a Python call."""
         self.log.append(self._json_edit if self._json_edit is not None else edit)
+        self._log_local.append(self.local)
+
+    def _composite(self, scene: Scene, image: np.ndarray) -> np.ndarray:
+        """`image` (the render of `scene`) blended into the current image around what changed."""
+        feats = None
+        if self.synth.uses_features:
+            feats = (feature_map(self.scene.inst, self.scene.features), feature_map(scene.inst, scene.features))
+        changed = compositing.changed_region(self.scene.label, self.scene.inst, scene.label, scene.inst,
+                                             *(feats or ()))
+        return compositing.composite(self.image, image, changed, self.local_margin_px, self.local_feather_px)
 
     def _commit(self, scene: Scene, region: Optional[int], edit: dict[str, Any]) -> EditResult:
         scene = self._fill_features(scene)
         image = self.render(scene)
+        if self.local:
+            image = self._composite(scene, image)
         self._push(self.history, (self.scene, self.image))
         self.future.clear()
         self.scene, self.image = scene, image
@@ -406,10 +442,15 @@ class Editor:
     # Scripts ----------------------------------------------------------------------------
     def apply_script(self, script: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                      mask_loader: Optional[Callable[[str], np.ndarray]] = None) -> list[EditResult]:
-        """Apply a JSON edit script (a list of edits, or {"edits": [...]}) -> one result per edit."""
+        """Apply a JSON edit script (a list of edits, or {"edits": [...]}) -> one result per edit.
+
+        A top-level "local": true / false sets `local` before the first edit.
+        """
         edits = script.get("edits") if isinstance(script, Mapping) else script
         if not isinstance(edits, (list, tuple)):
             raise ValueError(f"an edit script is a list of edits or {{\"edits\": [...]}}; got edits={str(edits)[:80]}")
+        if isinstance(script, Mapping) and "local" in script:
+            self.local = script["local"]
         return [self.apply_edit(e, mask_loader, index=i) for i, e in enumerate(edits)]
 
     def apply_edit(self, edit: Mapping[str, Any], mask_loader: Optional[Callable[[str], np.ndarray]] = None, *,
@@ -428,16 +469,24 @@ class Editor:
             self._json_edit = None
 
     def script(self) -> dict[str, Any]:
-        """{"seed", "edits"}: replays this session with apply_script (or the edit CLI) on the same scene.
+        """{"seed", "local", "edits"}: replays this session with apply_script (or the edit CLI) on the same scene.
 
         Every edit is logged, Python calls included, except that a mask array given to paint /
-        add_object from Python has no JSON form: such a session raises here.
+        add_object from Python has no JSON form: such a session raises here. "local" is the
+        setting of the first edit; a later switch appears as {"op": "local", "on": ...}.
         """
         for i, edit in enumerate(self.log):
             if edit.get("mask", "") is None:
                 raise ValueError(f"edit {i} ({edit['op']}) was given a mask array from Python; a script holds "
                                  "regions as rect, circle, brush or a mask file, so this session cannot be replayed")
-        return {"seed": self.seed, "edits": [dict(e) for e in self.log]}
+        first = self._log_local[0] if self._log_local else self.local
+        edits, current = [], first
+        for edit, local in zip(self.log, self._log_local):
+            if local != current:
+                edits.append({"op": "local", "on": local})
+                current = local
+            edits.append(dict(edit))
+        return {"seed": self.seed, "local": first, "edits": edits}
 
     def _dispatch(self, edit: Mapping[str, Any], mask_loader) -> EditResult:
         op = edit.get("op")
@@ -466,6 +515,10 @@ class Editor:
             return self.resize(self._instance(edit), ops.as_float(_get(edit, "scale"), "scale"))
         if op == "flip":
             return self.flip(self._instance(edit))
+        if op == "local":
+            self.local = _get(edit, "on")
+            self.render_seconds = 0.0
+            return EditResult(self.scene, self.image)
         return {"undo": self.undo, "redo": self.redo, "reset": self.reset}[op]()
 
     def _instance(self, edit: Mapping[str, Any], key: str = "instance") -> int:
@@ -498,6 +551,14 @@ class Editor:
         if mask_loader is None:
             raise ValueError("a mask file needs a mask_loader (the CLI reads PNGs relative to the script)")
         return np.asarray(mask_loader(edit["mask"])) > 0
+
+
+def _px(given: Optional[int], section: Mapping[str, Any], key: str) -> Optional[int]:
+    """A compositing width: the keyword if given, else the config's editing.<key> (None when absent)."""
+    if given is not None:
+        return compositing.check_px(given, key)
+    value = section.get(key)
+    return None if value is None else compositing.check_px(value, f"editing.{key}")
 
 
 def _get(edit: Mapping[str, Any], key: str) -> Any:

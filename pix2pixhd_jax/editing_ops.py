@@ -74,6 +74,19 @@ def region_mask(inst: np.ndarray, region_id: int) -> np.ndarray:
     return mask
 
 
+def numpy_edges(inst: np.ndarray) -> np.ndarray:
+    """(H, W) float32 boundary map: 1 where a pixel's id differs from a 4-neighbour (host twin of
+    semantics.instance_edges for one map, as G sees it)."""
+    inst = np.asarray(inst)
+    edge = np.zeros(inst.shape, bool)
+    dx, dy = inst[:, 1:] != inst[:, :-1], inst[1:] != inst[:-1]
+    edge[:, 1:] |= dx
+    edge[:, :-1] |= dx
+    edge[1:] |= dy
+    edge[:-1] |= dy
+    return edge.astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- masks
 
 

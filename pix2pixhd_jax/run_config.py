@@ -187,3 +187,7 @@ def _validate_more(config: ml_collections.ConfigDict) -> None:
     _require(not unknown, "augment.policy", a.policy, "must be a comma list of 'color', 'translation', 'cutout'")
     for key in ("p_color", "p_translation", "p_cutout", "translation_ratio", "cutout_ratio"):
         _require(0 <= a[key] <= 1, f"augment.{key}", a[key], "must be in [0, 1]")
+    for key in ("local_margin_px", "local_feather_px"):
+        v = config.editing[key]
+        _require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"editing.{key}", v,
+                 "must be an integer >= 0 (pixels)")

@@ -1,10 +1,14 @@
 """Object-level editing on small maps: ids, boundaries and features updated; undo; scripts; CLI."""
 import json
+import pathlib
+import re
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 import feature_helpers as fh
+from configs import default as default_config, tiny_test
 from pix2pixhd_jax import editing
 from pix2pixhd_jax.cli import edit as edit_cli
 from pix2pixhd_jax.inference import Synthesizer
@@ -208,3 +212,127 @@ def test_bad_scripts_raise_clear_errors(synth):
         ed.apply_script({"edits": 5})
     with pytest.raises(ValueError, match=r"edit 1 .*unknown op 'explode'"):
         ed.apply_script([{"op": "flip", "instance": 26002}, {"op": "explode"}])
+
+
+# ----------------------------------------------------------------------------- local edits
+
+
+def _far_from(mask, px):
+    """Pixels farther than `px` (Euclidean) from every pixel of `mask`."""
+    return ndimage.distance_transform_edt(~mask) > px
+
+
+@pytest.mark.parametrize("op", ["set_feature", "relabel", "move"])
+def test_local_edits_keep_far_pixels_and_undo_restores(synth, op):
+    label, inst = _maps()
+    car = inst == 26002
+    calls = {"set_feature": lambda ed: ed.set_feature(26002, vector=[1.0, -1.0, 1.0]),
+             "relabel": lambda ed: ed.relabel(26002, 27),  # car -> truck: a new id, the same pixels
+             "move": lambda ed: ed.move(26002, -3, 5)}
+    raw, local = editing.Editor(synth, label, inst, seed=0), editing.Editor(synth, label, inst, seed=0, local=True)
+    assert not raw.local and local.local and (local.local_margin_px, local.local_feather_px) == (4, 4)
+    first = local.image.copy()
+    touched = car | (calls[op](raw).scene.inst != inst)  # the car where it was and where it is now
+    r = calls[op](local)
+    reach = local.local_margin_px + local.local_feather_px + 1  # + 1: boundary pixels beside the car change too
+    far = _far_from(touched, reach)
+    assert far.sum() > 200
+    np.testing.assert_array_equal(r.image[far], first[far])  # local: far pixels keep their bytes
+    assert (raw.image[far] != first[far]).any()  # raw: the untrained G moves far pixels too
+    near = ~_far_from(touched, 0)
+    np.testing.assert_array_equal(r.image[near], raw.image[near])  # on the edit: the new render as is
+    np.testing.assert_array_equal(r.scene.inst, raw.scene.inst)
+    np.testing.assert_array_equal(local.undo().image, first)
+    np.testing.assert_array_equal(local.redo().image, r.image)
+
+
+def test_local_switches_at_runtime_and_scripts_replay_it(synth):
+    label, inst = _maps()
+    ed = editing.Editor(synth, label, inst, seed=0, local=True)
+    ed.set_feature(26002, vector=[1.0, -1.0, 1.0])
+    ed.local = False
+    raw = ed.set_feature(26000, vector=[0.5, 0.5, -1.0]).image
+    np.testing.assert_array_equal(raw, ed.render(ed.scene))  # off: exactly the generator output
+    ed.apply_edit({"op": "local", "on": True})
+    ed.move(26000, 1, 0)
+    script = ed.script()
+    assert script["local"] is True and [e["op"] for e in script["edits"]] == [
+        "set_feature", "local", "set_feature", "local", "move"]
+    replay = editing.Editor(synth, label, inst, seed=0)
+    replay.apply_script(script)
+    np.testing.assert_array_equal(replay.image, ed.image)
+    assert replay.local
+    with pytest.raises(ValueError, match="local must be true or false"):
+        ed.apply_edit({"op": "local", "on": "yes"})
+    with pytest.raises(ValueError, match="local_margin_px=-2 must be an integer"):
+        editing.Editor(synth, label, inst, local_margin_px=-2)
+    narrow = editing.Editor(synth, label, inst, seed=0, local=True, local_margin_px=0, local_feather_px=0)
+    r = narrow.set_feature(26002, vector=[1.0, -1.0, 1.0])
+    np.testing.assert_array_equal(r.image[inst != 26002], narrow._initial_image[inst != 26002])
+
+
+def test_config_saved_before_the_editing_section_still_loads(tmp_path):
+    config = tiny_test.get_config()  # no instance features: no bank to build
+    config.num_devices = 1
+    del config["editing"]
+    workdir = fh.make_workdir(str(tmp_path / "old"), config)
+    label, inst = _maps()
+    bare = Synthesizer.from_workdir(workdir)
+    assert "editing" not in bare.config
+    assert not editing.Editor(bare, label, inst).local  # raw renders need no editing section
+    with pytest.raises(ValueError, match="predates the editing section.*defaults="):
+        editing.Editor(bare, label, inst, local=True)
+    assert editing.Editor(bare, label, inst, local=True, local_margin_px=2, local_feather_px=1).local_margin_px == 2
+    completed = Synthesizer.from_workdir(workdir, defaults=default_config.get_config())
+    assert completed.config.editing.to_dict() == {"local_margin_px": 4, "local_feather_px": 4}
+    ed = editing.Editor(completed, label, inst, local=True)
+    assert (ed.local_margin_px, ed.local_feather_px) == (4, 4)
+
+
+def test_cli_local_flag_and_script_field(synth, tmp_path):
+    from pix2pixhd_jax import inputs
+    from PIL import Image
+
+    ex = inputs.load_inputs(synth.config, num=1)[0]  # the scene --index=0 edits
+    inst = np.asarray(ex["inst"])
+    target = max((i for i in np.unique(inst) if i >= 1000), key=lambda i: (inst == i).sum())
+    path = tmp_path / "edits.json"
+    path.write_text(json.dumps({"local": True, "edits": [{"op": "set_feature", "instance": int(target),
+                                                          "vector": [1.0, -1.0, 1.0]}]}))
+    far = _far_from(inst == target, 8)
+    for flags, kept in (([], True), (["--nolocal"], False)):  # the script's "local", then the flag overriding it
+        out = tmp_path / ("out" + "".join(flags))
+        assert edit_cli.main(["prog", f"--workdir={synth.workdir}", f"--script={path}", f"--out={out}",
+                              "--index=0", *flags]) == 0
+        before, after = (np.asarray(Image.open(out / f"step_00{i}.png")) for i in (0, 1))
+        assert np.array_equal(after[far], before[far]) == kept
+
+
+def _readme_edit_example():
+    """The README's edit script (the heredoc) and the --index of the edit command after it."""
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"cat > edits\.json <<'JSON'\n(.*?)\nJSON\n(python -m pix2pixhd_jax\.cli\.edit [^\n]*)",
+                      text, re.S)
+    assert block, "the README's edit example (cat > edits.json <<'JSON' ... JSON + the edit command) is gone"
+    index = re.search(r"--index=(\d+)", block.group(2))
+    assert "--workdir=runs/feat" in block.group(2) and index
+    return json.loads(block.group(1)), int(index.group(1))
+
+
+def test_readme_edit_script_points_at_cars():
+    from configs import synthetic_demo
+    from pix2pixhd_jax import inputs
+
+    script, index = _readme_edit_example()
+    config = synthetic_demo.get_config()  # runs/feat: synthetic_demo with instance features, as the README trains it
+    config.model.instance_feat = True
+    ex = inputs.load_inputs(config, num=index + 1)[index]  # what cli/edit.py loads for --index
+    label = np.asarray(ex["label"])
+    ats = [e["instance"]["at"] for e in script["edits"] if isinstance(e.get("instance"), dict)]
+    assert len(ats) == 2
+    for y, x in ats:
+        assert label[y, x] == 26, f"README edit 'at': [{y}, {x}] lands on class {label[y, x]}, not on a car"
+    for e in script["edits"]:
+        if e["op"] == "add_object":  # the new car goes on free road, not over another object
+            y0, x0, y1, x1 = e["rect"]
+            assert (label[y0:y1, x0:x1] == 7).all()

@@ -132,6 +132,48 @@ def test_scene_from_the_test_split_and_every_op(client, synth):
     assert _decode(swatches["swatches"][0]["png"]).ndim == 3
 
 
+def test_local_edits_are_on_by_default_and_switch_per_scene(client, synth):
+    from scipy import ndimage
+
+    assert client.get("/api/info").json()["local"] is True
+    data = _new_scene(client)
+    sid, car = data["scene_id"], _largest_object(data)
+    assert data["local"] is True
+    far = ndimage.distance_transform_edt(_inst(data) != car["id"]) > 9  # beyond margin + feather + the boundary ring
+    before = _decode(data["image_png"])
+    local = _edit(client, sid, {"op": "relabel", "instance": car["id"], "to": "truck"})
+    np.testing.assert_array_equal(_decode(local["image_png"])[far], before[far])
+    off = client.post(f"/api/scenes/{sid}/local", json={"local": False})
+    assert off.status_code == 200, off.text
+    off = off.json()
+    assert off["local"] is False and off["render_ms"] == 0 and off["num_edits"] == local["num_edits"]
+    assert off["image_png"] == local["image_png"] and off["can_undo"] and not off["can_redo"]
+    raw = _edit(client, sid, {"op": "relabel", "instance": local["region"], "to": "bus"})
+    assert (_decode(raw["image_png"])[far] != before[far]).any()  # raw render: far pixels move too
+    script = client.get(f"/api/scenes/{sid}/script").json()
+    assert script["local"] is True and [e["op"] for e in script["edits"]] == ["relabel", "local", "relabel"]
+    assert client.get(f"/api/scenes/{sid}").json()["local"] is False
+    assert _new_scene(client)["local"] is True  # another tab keeps its own setting
+    r = client.post("/api/scenes", json={"index": 0, "local": False})
+    assert r.status_code == 200 and r.json()["local"] is False
+    label, inst, _ = fh.scene(2)
+    r = client.post("/api/scenes", files={"label": ("l.png", _png(label.astype(np.uint8)), "image/png")},
+                    data={"local": "false"})
+    assert r.status_code == 200 and r.json()["local"] is False
+    for path, kwargs, message in [
+        (f"/api/scenes/{sid}/local", {"json": {"local": "yes"}}, r'takes JSON \{"local": true\}'),
+        (f"/api/scenes/{sid}/local", {"json": {"on": True}}, r'takes JSON \{"local": true\}'),
+        ("/api/scenes/nope/local", {"json": {"local": True}}, "unknown scene id"),
+        ("/api/scenes", {"json": {"index": 0, "local": 1}}, "local must be true or false, got 1"),
+        ("/api/scenes", {"files": {"label": ("l.png", _png(label.astype(np.uint8)), "image/png")},
+                         "data": {"local": "maybe"}}, "local must be true or false, got 'maybe'"),
+    ]:
+        r = client.post(path, **kwargs)
+        assert 400 <= r.status_code < 500 and re.search(message, r.json()["error"]), (path, r.text)
+    no_local = TestClient(make_app(synth, limits=LIMITS, local=False))
+    assert no_local.get("/api/info").json()["local"] is False and _new_scene(no_local)["local"] is False
+
+
 def test_uploaded_pngs_become_a_scene(client):
     label, inst, _ = fh.scene(2)
     r = client.post("/api/scenes", files={"label": ("l.png", _png(label.astype(np.uint8)), "image/png"),

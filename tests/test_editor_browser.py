@@ -175,3 +175,17 @@ def test_add_an_object_then_delete_it_with_the_keyboard(page):
     _wait_version(page, added["version"] + 1)
     assert new not in _state(page)["clusters"]
     assert page.text_content("#error") == ""
+
+
+def test_local_edits_checkbox_is_on_and_reaches_the_server(page):
+    assert page.is_visible("#local") and page.is_checked("#local")
+    assert "Local edits" in page.text_content("#rendering")
+    before = _state(page)
+    server = "() => fetch(`/api/scenes/${editor.state.scene_id}`).then((r) => r.json()).then((d) => d.local)"
+    assert page.evaluate(server) is True
+    page.uncheck("#local")
+    _wait_version(page, before["version"] + 1)
+    assert page.evaluate(server) is False and not page.is_checked("#local")
+    page.check("#local")
+    _wait_version(page, before["version"] + 2)
+    assert page.evaluate(server) is True

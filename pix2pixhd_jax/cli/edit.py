@@ -11,6 +11,9 @@ edits (or {"seed": s, "edits": [...]}), e.g.
    {"op": "undo"}]
 The vocabulary (also move, delete, resize, flip, redo, reset) is editing.OPS; the interactive
 editor's "download edit script" writes such a file.
+Each step shows the raw generator output unless --local (or the script's top-level "local": true;
+an explicit --local / --nolocal wins): then each render is composited into the previous image
+around what the edit changed (config.editing margin and feather), the rest keeps its pixels.
 Writes step_000.png (before) and one PNG per edit, the final label/instance maps, and index.html.
 """
 from __future__ import annotations
@@ -42,6 +45,8 @@ def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
                          flag_values=fv)
     flags.DEFINE_string("label", "", "label-id PNG (instead of --index)", flag_values=fv)
     flags.DEFINE_string("inst", "", "instance-id PNG (with --label)", flag_values=fv)
+    flags.DEFINE_bool("local", False, "composite each edit into the previous image around what it changed (default: "
+                      "the script's \"local\", else off: the raw generator output)", flag_values=fv)
     flags.mark_flags_as_required(["workdir", "script", "out"], flag_values=fv)
 
 
@@ -55,6 +60,8 @@ def body(fv: flags.FlagValues) -> int:
         label, inst = ex["label"], ex.get("inst")
     script = json.loads(storage.read_text(fv.script))
     seed = script.get("seed") if isinstance(script, dict) else None
+    if fv["local"].present:  # the flag given on the command line wins over the script's setting
+        script = {**script, "local": fv.local} if isinstance(script, dict) else {"local": fv.local, "edits": script}
     base = posixpath.dirname(os.fspath(storage.path(fv.script)))
     editor = Editor(synth, label, inst, seed=seed)
     storage.makedirs(fv.out)

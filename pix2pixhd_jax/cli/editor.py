@@ -4,6 +4,9 @@ Open http://127.0.0.1:8000 and click an object to select it, drag it, pick its c
 palette or its look from its class's clusters, delete / flip / resize it, paint regions and add
 objects, undo / redo, and download the image, maps and the edit script (which the `edit` command
 replays). Models trained without instance features get everything but the appearance controls.
+Edits are local by default (the page's "Local edits" checkbox, per tab): each new render is
+composited into the current image around what the edit changed, so the rest keeps its pixels
+(config.editing sets the margin and feather); --nolocal starts new tabs with raw renders.
 The HTTP API the page uses is described in pix2pixhd_jax/editor/app.py and the README.
 """
 from __future__ import annotations
@@ -34,6 +37,8 @@ def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
                          flag_values=fv)
     flags.DEFINE_integer("max_history", 32, "undo steps kept per scene", flag_values=fv)
     flags.DEFINE_integer("max_upload_mb", 8, "largest label + instance PNG upload, in MiB", flag_values=fv)
+    flags.DEFINE_bool("local", True, "new scenes start with local edits (pixels away from an edit keep their "
+                      "values; the page's checkbox switches it per tab)", flag_values=fv)
     flags.DEFINE_bool("warmup", True, "compile the generator for the test scenes' size before serving", flag_values=fv)
     flags.mark_flag_as_required("workdir", flag_values=fv)
 
@@ -47,7 +52,7 @@ def body(fv: flags.FlagValues) -> int:
     synth = Synthesizer.from_workdir(fv.workdir, step=fv.step, defaults=process.default_config())
     limits = Limits(max_scenes=fv.max_scenes, max_history=fv.max_history, max_upload_bytes=fv.max_upload_mb << 20)
     allowed = list(LOOPBACK) if fv.host in LOOPBACK else None
-    app = make_app(synth, limits=limits, allowed_hosts=allowed)
+    app = make_app(synth, limits=limits, allowed_hosts=allowed, local=fv.local)
     if allowed is None:
         print(f"warning: --host={fv.host} serves the editor to the network, without authentication", flush=True)
     if fv.warmup:

@@ -7,11 +7,14 @@ API (every error is a 4xx with {"error": "..."}; the page uses nothing else):
   GET  /                                 the page
   GET  /api/info                         classes (id, name, colour, thing), clusters per class,
                                          whether the model takes features, test scenes, limits
-  POST /api/scenes                       {"index": i[, "seed": s]} (the run's test split) or a
-                                         multipart form with `label` (+ `inst`) PNG files -> scene
+  POST /api/scenes                       {"index": i[, "seed": s][, "local": b]} (the run's test split)
+                                         or a multipart form with `label` (+ `inst`) PNG files (and
+                                         optional `seed`, `local` fields) -> scene
   GET  /api/scenes/{id}                  the current state of a scene
   POST /api/scenes/{id}/edits            one edit of the script vocabulary (editing.OPS) -> scene
   POST /api/scenes/{id}/undo | /redo     -> scene
+  POST /api/scenes/{id}/local            {"local": b}: local edits on / off for the edits that
+                                         follow (the page's "Local edits" checkbox) -> scene
   GET  /api/scenes/{id}/script           {"seed", "edits", "scene"}: replays with the edit CLI
   GET  /api/scenes/{id}/swatches?instance=N   what each cluster of N's class renders (crops)
 
@@ -19,7 +22,12 @@ A scene response: scene_id, height, width, instances [{id, class, class_name, bb
 x1], area, cluster}], image_png, label_png (8-bit ids), inst_png (16-bit ids), inst_raw (the
 instance ids as base64 little-endian uint16, for the page), render_ms (the generator call of this
 request; 0 for undo / redo, which reuse the image rendered before), server_ms, can_undo, can_redo,
-num_edits, source; edits add `region` (the id the edit created or touched, or null).
+num_edits, source, local; edits add `region` (the id the edit created or touched, or null).
+
+Local edits (editing.Editor(local=True)) are on for new scenes unless `make_app(local=False)` or
+the create request says "local": false: each edit's render is composited into the current image
+around what it changed (config.editing margin and feather), so the rest of the image keeps its
+pixels. /api/info reports the default as "local".
 
 Scenes live in memory, keyed by unguessable ids (one per browser tab), least recently used first
 out past `max_scenes`; undo depth is bounded by `max_history`. Request bodies are bounded
@@ -130,7 +138,7 @@ class EditorService:
     """Scenes, their editors and the payloads the API returns; no HTTP here."""
 
     def __init__(self, synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scenes: Optional[int] = None,
-                 limits: Optional[Limits] = None):
+                 limits: Optional[Limits] = None, local: bool = True):
         m = synthesizer.config.model
         if not m.label_nc or m.label_nc > 256:
             raise ValueError(f"the editor edits class-id label maps (0 < label_nc <= 256); this model has "
@@ -142,6 +150,7 @@ class EditorService:
             raise ValueError(f"no feature bank for {synthesizer.workdir}: build it first with "
                              f"`python -m pix2pixhd_jax.cli.encode_features --workdir={synthesizer.workdir}`")
         self.synth, self.limits = synthesizer, limits or Limits()
+        self.local = bool(local)  # local edits for scenes created without a "local" field
         self._load_scene, self._num_scenes = load_scene, num_scenes
         self.scenes: "OrderedDict[str, Session]" = OrderedDict()
         self.lock = threading.Lock()
@@ -157,7 +166,8 @@ class EditorService:
         clusters = {str(c): bank.num_clusters(c) for c in range(m.label_nc)} if bank is not None else {}
         return {"classes": classes, "uses_features": bool(self.synth.uses_features), "clusters": clusters,
                 "test_scenes": self._scene_count(), "divisor": int(self.synth.divisor),
-                "max_upload_bytes": self.limits.max_upload_bytes, "max_pixels": self.limits.max_pixels}
+                "max_upload_bytes": self.limits.max_upload_bytes, "max_pixels": self.limits.max_pixels,
+                "local": self.local}
 
     def _scene_count(self) -> Optional[int]:
         try:
@@ -174,7 +184,7 @@ class EditorService:
             return self._load_scene
 
     # ------------------------------------------------------------------------------ scenes
-    def create_from_index(self, index: Any, seed: Any = None) -> dict[str, Any]:
+    def create_from_index(self, index: Any, seed: Any = None, local: Any = None) -> dict[str, Any]:
         if isinstance(index, bool) or not isinstance(index, int):
             raise ApiError(400, f"index must be an integer, got {index!r}")
         try:
@@ -188,23 +198,28 @@ class EditorService:
             label, inst = loader(index)
         except (OSError, ValueError, KeyError) as e:
             raise ApiError(400, f"cannot read test scene {index}: {e}") from None
-        return self._create(label, inst, {"index": index}, seed)
+        return self._create(label, inst, {"index": index}, seed, local)
 
-    def create_from_upload(self, label_bytes: bytes, inst_bytes: Optional[bytes], seed: Any = None) -> dict[str, Any]:
+    def create_from_upload(self, label_bytes: bytes, inst_bytes: Optional[bytes], seed: Any = None,
+                           local: Any = None) -> dict[str, Any]:
         try:
             label, inst = codec.read_upload(label_bytes, inst_bytes, label_nc=self.synth.config.model.label_nc,
                                             max_pixels=self.limits.max_pixels)
         except codec.UploadError as e:
             raise ApiError(400, str(e)) from None
-        return self._create(label, inst, {"upload": True}, seed)
+        return self._create(label, inst, {"upload": True}, seed, local)
 
-    def _create(self, label: np.ndarray, inst: Optional[np.ndarray], source: dict[str, Any], seed: Any) -> dict[str, Any]:
+    def _create(self, label: np.ndarray, inst: Optional[np.ndarray], source: dict[str, Any], seed: Any,
+                local: Any) -> dict[str, Any]:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ApiError(400, f"seed must be a non-negative integer, got {seed!r}")
+        if local is not None and not isinstance(local, bool):
+            raise ApiError(400, f"local must be true or false, got {local!r}")
         start = time.perf_counter()
         with self.lock:
             try:
-                editor = Editor(self.synth, label, inst, seed=seed, max_history=self.limits.max_history)
+                editor = Editor(self.synth, label, inst, seed=seed, max_history=self.limits.max_history,
+                                local=self.local if local is None else local)
             except (ValueError, KeyError, IndexError) as e:
                 raise ApiError(400, f"cannot edit this scene: {e.args[0] if e.args else e}") from None
             scene_id = secrets.token_urlsafe(12)
@@ -295,7 +310,7 @@ class EditorService:
             "inst_raw": session.encode(scene.inst, codec.raw_base64),
             "render_ms": round(editor.render_seconds * 1e3, 1),
             "can_undo": bool(editor.history), "can_redo": bool(editor.future), "num_edits": len(editor.log),
-            "source": session.source,
+            "source": session.source, "local": editor.local,
         }
         out["server_ms"] = round((time.perf_counter() - start) * 1e3, 1)
         return out
@@ -356,13 +371,16 @@ async def _form(request: Request, body: bytes) -> dict[str, Any]:
 
 
 def make_app(synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scenes: Optional[int] = None,
-             limits: Optional[Limits] = None, allowed_hosts: Optional[list[str]] = None) -> Starlette:
+             limits: Optional[Limits] = None, allowed_hosts: Optional[list[str]] = None,
+             local: bool = True) -> Starlette:
     """The editor for one Synthesizer. load_scene(index) -> (label, inst) overrides the run's test split.
+
+    local: whether new scenes start with local edits (a scene's create request may say otherwise).
 
     allowed_hosts: Host headers accepted (the CLI passes the loopback names when it binds
     127.0.0.1, so pages of other sites cannot reach the editor through DNS rebinding).
     """
-    service = EditorService(synthesizer, load_scene=load_scene, num_scenes=num_scenes, limits=limits)
+    service = EditorService(synthesizer, load_scene=load_scene, num_scenes=num_scenes, limits=limits, local=local)
     lim = service.limits
 
     async def page(request: Request) -> Response:
@@ -383,12 +401,15 @@ def make_app(synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scene
                 raise ApiError(400, "`inst` must be a PNG file")
             seed = form.get("seed")
             seed = None if seed in (None, "") else _int_field(seed, "seed")
-            return JSONResponse(await run_in_threadpool(service.create_from_upload, label, inst, seed))
+            local = form.get("local")
+            local = None if local in (None, "") else _bool_field(local, "local")
+            return JSONResponse(await run_in_threadpool(service.create_from_upload, label, inst, seed, local))
         body = await _json_body(request, lim.max_json_bytes)
-        if not isinstance(body, dict) or "index" not in body or set(body) - {"index", "seed"}:
-            raise ApiError(400, 'POST /api/scenes takes JSON {"index": i, "seed": s (optional)} or a multipart '
-                                "form with `label` and `inst` PNG files")
-        return JSONResponse(await run_in_threadpool(service.create_from_index, body["index"], body.get("seed")))
+        if not isinstance(body, dict) or "index" not in body or set(body) - {"index", "seed", "local"}:
+            raise ApiError(400, 'POST /api/scenes takes JSON {"index": i, "seed": s (optional), "local": b '
+                                "(optional)} or a multipart form with `label` and `inst` PNG files")
+        return JSONResponse(await run_in_threadpool(service.create_from_index, body["index"], body.get("seed"),
+                                                    body.get("local")))
 
     async def get_scene(request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(service.state, request.path_params["scene_id"]))
@@ -398,6 +419,13 @@ def make_app(synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scene
         if not isinstance(body, dict):
             raise ApiError(400, 'an edit is a JSON object, e.g. {"op": "move", "instance": 26001, "by": [0, 12]}')
         return JSONResponse(await run_in_threadpool(service.edit, request.path_params["scene_id"], body))
+
+    async def set_local(request: Request) -> Response:
+        body = await _json_body(request, lim.max_json_bytes)
+        if not isinstance(body, dict) or set(body) != {"local"} or not isinstance(body["local"], bool):
+            raise ApiError(400, 'POST /api/scenes/{scene_id}/local takes JSON {"local": true} or {"local": false}')
+        return JSONResponse(await run_in_threadpool(service.edit, request.path_params["scene_id"],
+                                                    {"op": "local", "on": body["local"]}))
 
     def history_op(op: str):
         async def endpoint(request: Request) -> Response:
@@ -432,6 +460,7 @@ def make_app(synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scene
         Route("/api/scenes/{scene_id}/edits", edit, methods=["POST"]),
         Route("/api/scenes/{scene_id}/undo", history_op("undo"), methods=["POST"]),
         Route("/api/scenes/{scene_id}/redo", history_op("redo"), methods=["POST"]),
+        Route("/api/scenes/{scene_id}/local", set_local, methods=["POST"]),
         Route("/api/scenes/{scene_id}/script", script),
         Route("/api/scenes/{scene_id}/swatches", swatches),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -448,3 +477,11 @@ def _int_field(value: Any, what: str) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise ApiError(400, f"{what} must be an integer, got {value!r}") from None
+
+
+def _bool_field(value: Any, what: str) -> bool:
+    """A form field as a bool: 'true' / '1' or 'false' / '0'."""
+    text = str(value).strip().lower()
+    if text not in ("true", "1", "false", "0"):
+        raise ApiError(400, f"{what} must be true or false, got {value!r}")
+    return text in ("true", "1")

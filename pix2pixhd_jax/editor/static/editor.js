@@ -81,6 +81,12 @@ function edit(op) {
   });
 }
 
+function setLocal(on) {
+  // Per scene (tab): the edits that follow are composited locally, or show the raw render.
+  if (!editor.state) return Promise.resolve();
+  return enqueue(async () => setState(await api("POST", `/api/scenes/${editor.state.scene_id}/local`, { local: on })));
+}
+
 function history(which) {
   if (!editor.state) return Promise.resolve();
   return enqueue(async () => setState(await api("POST", `/api/scenes/${editor.state.scene_id}/${which}`)));
@@ -115,6 +121,7 @@ function setState(data) {
   $("undo").disabled = !data.can_undo;
   $("redo").disabled = !data.can_redo;
   $("edit-count").textContent = `${data.num_edits} edits`;
+  $("local").checked = Boolean(data.local);
   const render = data.render_ms > 0 ? `render ${data.render_ms.toFixed(0)} ms, ` : "no render (history), ";
   $("render-time").textContent =
     `(${render}server ${data.server_ms.toFixed(0)} ms, round trip ${data.roundTripMs.toFixed(0)} ms)`;
@@ -365,7 +372,7 @@ function onPointerUp() {
 function loadIndex(index) {
   return enqueue(async () => {
     editor.selected = null;
-    setState(await api("POST", "/api/scenes", { index }));
+    setState(await api("POST", "/api/scenes", { index, local: $("local").checked }));
   });
 }
 
@@ -376,6 +383,7 @@ function loadUpload() {
   const form = new FormData();
   form.append("label", label);
   if (inst) form.append("inst", inst);
+  form.append("local", $("local").checked ? "true" : "false");
   return enqueue(async () => {
     editor.selected = null;
     setState(await api("POST", "/api/scenes", form));
@@ -418,6 +426,8 @@ async function start() {
     if (k > 1 && cluster === row.cluster) cluster = (cluster + 1 + Math.floor(Math.random() * (k - 1))) % k;
     edit({ op: "set_feature", instance: row.id, cluster });
   });
+  $("local").checked = editor.info.local !== false;
+  $("local").addEventListener("change", () => setLocal($("local").checked));
   $("undo").addEventListener("click", () => history("undo"));
   $("redo").addEventListener("click", () => history("redo"));
   for (const radio of document.querySelectorAll("input[name=tool]")) {
