@@ -9,6 +9,7 @@ return a new Scene for each edit:
                     a thing class becomes one new object)
   add_object        a new object of a class from a mask, with a chosen cluster or feature
   set_feature       an instance's feature vector (or a bank cluster via the Editor)
+  set_colour        (Editor) a colour asked of a colour-anchored model: feature channels 0..2 = rgb
   copy_feature      one instance's feature onto another
   move_instance     shift an object by (dy, dx); it keeps its id, hence its feature
   delete_instance   remove an object; resize_instance / flip_instance scale it about its
@@ -48,6 +49,7 @@ OPS: dict[str, tuple[str, ...]] = {
     "paint": ("class",) + REGION_KEYS,
     "add_object": ("class", "cluster", "vector") + REGION_KEYS,
     "set_feature": ("instance", "at", "cluster", "vector"),
+    "set_colour": ("instance", "at", "rgb"),  # models trained with loss.lambda_feature_colour > 0
     "copy_feature": ("src", "dst"),
     "move": ("instance", "at", "by"),
     "delete": ("instance", "at"),
@@ -146,6 +148,30 @@ def check_vector(vector: Any, feat_num: Optional[int] = None) -> np.ndarray:
     if np.abs(v).max(initial=0.0) > np.finfo(np.float32).max:
         raise ValueError(f"feature vector {v.tolist()} does not fit float32")
     return v.astype(np.float32)
+
+
+def check_rgb(rgb: Any) -> np.ndarray:
+    """An 8-bit colour as float64 (3,): three finite numbers in [0, 255]."""
+    values = list(rgb) if isinstance(rgb, (list, tuple, np.ndarray)) else None
+    numbers = values is not None and len(values) == 3 and all(
+        isinstance(c, (int, float, np.integer, np.floating)) and not isinstance(c, (bool, np.bool_)) for c in values)
+    v = np.asarray(values, np.float64) if numbers else None
+    if v is None or not np.isfinite(v).all() or v.min() < 0 or v.max() > 255:
+        raise ValueError(f"rgb must be three numbers in [0, 255], got {str(rgb)[:80]}")
+    return v
+
+
+def colour_feature(rgb: Any, current: np.ndarray) -> np.ndarray:
+    """The feature asking a colour-anchored model for `rgb`: rgb/127.5 - 1 (as the loss maps the
+    region's mean colour), then `current`'s remaining channels unchanged."""
+    vector = np.asarray(current, np.float32).copy()
+    vector[:3] = check_rgb(rgb) / 127.5 - 1.0
+    return vector
+
+
+def feature_colour(vector: np.ndarray) -> list[int]:
+    """The 8-bit colour a colour-anchored feature asks for (colour_feature's inverse, clipped)."""
+    return np.clip(np.rint((np.asarray(vector[:3], np.float64) + 1.0) * 127.5), 0, 255).astype(int).tolist()
 
 
 def _prune(scene: Scene) -> Scene:
@@ -397,6 +423,18 @@ class Editor:
         edit.update({"cluster": c} if c is not None else {"vector": v.tolist()})
         return self._commit(set_feature(self.scene, inst_id, v, c), inst_id, edit)
 
+    def set_colour(self, inst_id: int, rgb) -> EditResult:
+        """Ask a colour-anchored model (Synthesizer.colour_features) for an instance's colour, rgb 0..255."""
+        self._require_features("set_colour")
+        if not self.synth.colour_features:
+            weight = (self.synth.config.get("loss") or {}).get("lambda_feature_colour", 0)
+            raise ValueError(f"this model's features are not anchored to colour (loss.lambda_feature_colour="
+                             f"{weight:g}): pick a cluster or a vector instead")
+        class_of(self.scene, inst_id)
+        vector = colour_feature(rgb, self.scene.features[int(inst_id)])
+        edit = {"op": "set_colour", "instance": int(inst_id), "rgb": check_rgb(rgb).tolist()}
+        return self._commit(set_feature(self.scene, inst_id, vector), inst_id, edit)
+
     def copy_feature(self, src: int, dst: int) -> EditResult:
         self._require_features("copy_feature")
         return self._commit(copy_feature(self.scene, src, dst), dst, {"op": "copy_feature", "src": int(src), "dst": int(dst)})
@@ -504,6 +542,8 @@ class Editor:
                                    cluster=edit.get("cluster"), vector=edit.get("vector"))
         if op == "set_feature":
             return self.set_feature(self._instance(edit), cluster=edit.get("cluster"), vector=edit.get("vector"))
+        if op == "set_colour":
+            return self.set_colour(self._instance(edit), _get(edit, "rgb"))
         if op == "copy_feature":
             return self.copy_feature(self._instance(edit, "src"), self._instance(edit, "dst"))
         if op == "move":

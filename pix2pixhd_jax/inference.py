@@ -88,6 +88,11 @@ class Synthesizer:
         return cls(saved, params, g["g_collections"], bank=bank, step=step, workdir=workdir)
 
     # ------------------------------------------------------------------------------ features
+    @property
+    def colour_features(self) -> bool:
+        """Whether feature channels 0..2 were trained to be a region's mean colour (loss.lambda_feature_colour > 0)."""
+        return bool(self.uses_features and (self.config.get("loss") or {}).get("lambda_feature_colour", 0) > 0)
+
     def _require_bank(self) -> features_lib.FeatureBank:
         if self.bank is None:
             where = f" for {self.workdir} step {self.step}" if self.workdir else ""

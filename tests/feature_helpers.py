@@ -28,6 +28,17 @@ def feature_config(**features):
     return config
 
 
+def colour_config(feat_num: int = 4):
+    """feature_config of a colour-anchored model (loss.lambda_feature_colour > 0: set_colour applies).
+
+    feat_num 4 leaves one channel past the colour, which set_colour must keep.
+    """
+    config = feature_config()
+    config.model.feat_num = feat_num
+    config.loss.lambda_feature_colour = 1.0
+    return config
+
+
 def make_workdir(path: str, config=None, step: int = 1, seed: int = 0) -> str:
     """Write an initialised tiny feature model as checkpoint `step` of workdir `path`."""
     config = config or feature_config()

@@ -336,3 +336,73 @@ def test_readme_edit_script_points_at_cars():
         if e["op"] == "add_object":  # the new car goes on free road, not over another object
             y0, x0, y1, x1 = e["rect"]
             assert (label[y0:y1, x0:x1] == 7).all()
+
+
+# ----------------------------------------------------------------------------- colour
+
+
+@pytest.fixture(scope="module")
+def colour_synth(tmp_path_factory):
+    workdir = fh.make_workdir(str(tmp_path_factory.mktemp("colour") / "w"), fh.colour_config())
+    fh.encode_bank(workdir)
+    return Synthesizer.from_workdir(workdir)
+
+
+def test_set_colour_sets_the_colour_channels_undo_restores_and_scripts_replay(colour_synth):
+    label, inst = _maps()
+    assert colour_synth.colour_features and colour_synth.config.model.feat_num == 4
+    ed = editing.Editor(colour_synth, label, inst, seed=0)
+    first, before = ed.image.copy(), {k: v.copy() for k, v in ed.scene.features.items()}
+    r = ed.set_colour(26002, [200, 30, 0])
+    expected = np.array([200 / 127.5 - 1, 30 / 127.5 - 1, -1.0, before[26002][3]], np.float32)
+    np.testing.assert_array_equal(r.scene.features[26002], expected)  # channel 3 is kept
+    assert r.region == 26002 and r.scene.clusters[26002] is None and (r.image != first).any()
+    assert all(np.array_equal(r.scene.features[k], v) for k, v in before.items() if k != 26002)
+    assert editing.feature_colour(r.scene.features[26002]) == [200, 30, 0]
+    r = ed.apply_edit({"op": "set_colour", "at": [15, 5], "rgb": [0, 0, 255]})  # JSON, by a pixel
+    np.testing.assert_array_equal(r.scene.features[26000][:3], [-1, -1, 1])
+    assert ed.script()["edits"] == [{"op": "set_colour", "instance": 26002, "rgb": [200.0, 30.0, 0.0]},
+                                    {"op": "set_colour", "at": [15, 5], "rgb": [0, 0, 255]}]
+    replay = editing.Editor(colour_synth, label, inst, seed=0)
+    replay.apply_script(ed.script())
+    np.testing.assert_array_equal(replay.image, ed.image)
+    np.testing.assert_array_equal(replay.scene.features[26000], ed.scene.features[26000])
+    ed.undo()
+    r = ed.undo()
+    np.testing.assert_array_equal(r.image, first)
+    assert all(np.array_equal(r.scene.features[k], v) for k, v in before.items())
+    # Local: the recolour is composited in around the car; pixels far from it keep their bytes.
+    local = editing.Editor(colour_synth, label, inst, seed=0, local=True)
+    far = _far_from(inst == 26002, local.local_margin_px + local.local_feather_px + 1)
+    np.testing.assert_array_equal(local.set_colour(26002, [200, 30, 0]).image[far], first[far])
+
+
+def test_set_colour_is_refused_by_a_model_not_anchored_to_colour(synth):
+    assert not synth.colour_features
+    ed = editing.Editor(synth, *_maps(), seed=0)
+    message = (r"this model's features are not anchored to colour \(loss.lambda_feature_colour=0\): "
+               "pick a cluster or a vector instead")
+    with pytest.raises(ValueError, match=message):
+        ed.set_colour(26002, [200, 30, 0])
+    with pytest.raises(ValueError, match=r"edit 0 .*" + message):
+        ed.apply_script([{"op": "set_colour", "instance": 26002, "rgb": [200, 30, 0]}])
+    assert not ed.history and not ed.log
+
+
+BAD_RGB = [[256, 0, 0], [-1, 0, 0], [0, 0], [0, 0, 0, 0], [float("nan"), 0, 0], [float("inf"), 0, 0],
+           ["1", "2", "3"], [True, 0, 0], "red", 128, None]
+
+
+@pytest.mark.parametrize("edit, message", [
+    *[({"op": "set_colour", "instance": 26002, "rgb": rgb}, r"rgb must be three numbers in \[0, 255\]")
+      for rgb in BAD_RGB],
+    ({"op": "set_colour", "instance": 26002}, "missing 'rgb'"),
+    ({"op": "set_colour", "instance": 12345, "rgb": [0, 0, 0]}, "instance 12345 is not in the map"),
+])
+def test_set_colour_refuses_bad_requests(colour_synth, edit, message):
+    label, inst = _maps()
+    ed = editing.Editor(colour_synth, label, inst, seed=0)
+    with pytest.raises(ValueError, match=message):
+        ed.apply_edit(edit)
+    np.testing.assert_array_equal(ed.scene.features[26002], ed._initial.features[26002])
+    assert not ed.history and not ed.log

@@ -69,6 +69,7 @@ def test_page_static_files_and_info(client, synth):
     assert client.get("/static/editor.js").status_code == 200
     info = client.get("/api/info").json()
     assert info["uses_features"] and info["test_scenes"] == LIMITS.test_scenes
+    assert info["colour_features"] is False  # features not anchored to colour: no colour control
     assert len(info["classes"]) == synth.config.model.label_nc
     car = info["classes"][26]
     assert car == {"id": 26, "name": "car", "color": [0, 0, 142], "thing": True}
@@ -214,6 +215,7 @@ BAD_EDITS = [
     ({"op": "add_object", "class": "road", "rect": [0, 0, 2, 2], "bogus": 1}, r"unknown key\(s\) \['bogus'\]"),
     ({"op": "move", "instance": 7, "by": [10 ** 30, 0]}, "leaves no pixel of instance 7"),
     ({"op": "set_feature", "instance": 7, "vector": [1e300, 0, 0]}, "does not fit float32"),
+    ({"op": "set_colour", "instance": 7, "rgb": [200, 30, 0]}, r"not anchored to colour \(loss.lambda_feature_colour=0\)"),
     ({"op": "paint", "class": 8, "brush": {"radius": 0.5, "points": [[0, 0], [31, 63]] * 9000}}, "brush stroke too large"),
 ]
 
@@ -288,7 +290,34 @@ def test_model_without_instance_features_hides_appearance(tmp_path):
         _edit(c, data["scene_id"], {"op": "relabel", "instance": car["id"], "to": "bus"})
         err = _edit(c, data["scene_id"], {"op": "set_feature", "instance": 7, "cluster": 0}, status=400)
         assert "needs a model trained with instance features" in err["error"]
+        err = _edit(c, data["scene_id"], {"op": "set_colour", "instance": 7, "rgb": [0, 0, 0]}, status=400)
+        assert "set_colour needs a model trained with instance features" in err["error"]
+        assert info["colour_features"] is False
         assert c.get(f"/api/scenes/{data['scene_id']}/swatches?instance=7").status_code == 400
+
+
+def test_colour_anchored_model_takes_set_colour(tmp_path):
+    workdir = fh.make_workdir(str(tmp_path / "colour"), fh.colour_config())
+    fh.encode_bank(workdir)
+    synth = Synthesizer.from_workdir(workdir)
+    with TestClient(make_app(synth, limits=LIMITS)) as c:
+        assert c.get("/api/info").json()["colour_features"] is True
+        data = _new_scene(c)
+        sid, car = data["scene_id"], _largest_object(data)
+        current = editing.feature_colour(synth.region_features(_decode(data["label_png"]), _inst(data),
+                                                               seed=synth.config.features.sample_seed)[car["id"]][1])
+        assert car["colour"] == current  # what the page's colour input starts from
+        out = _edit(c, sid, {"op": "set_colour", "instance": car["id"], "rgb": [200, 30, 0]})
+        row = {r["id"]: r for r in out["instances"]}[car["id"]]
+        assert out["region"] == car["id"] and row["colour"] == [200, 30, 0] and row["cluster"] is None
+        assert out["image_png"] != data["image_png"]
+        bad = _edit(c, sid, {"op": "set_colour", "instance": car["id"], "rgb": [300, 0, 0]}, status=400)
+        assert re.search(r"rgb must be three numbers in \[0, 255\], got \[300, 0, 0\]", bad["error"])
+        assert c.get(f"/api/scenes/{sid}").json()["num_edits"] == 1  # the bad request changed nothing
+        script = c.get(f"/api/scenes/{sid}/script").json()
+        assert script["edits"] == [{"op": "set_colour", "instance": car["id"], "rgb": [200, 30, 0]}]
+        undone = c.post(f"/api/scenes/{sid}/undo").json()
+        np.testing.assert_array_equal(_decode(undone["image_png"]), _decode(data["image_png"]))
 
 
 def test_cli_flags_and_errors(tmp_path, capsys):

@@ -28,12 +28,8 @@ CHROMIUM = next((p for p in (os.environ.get("PIX2PIXHD_CHROMIUM"), "/usr/bin/chr
 WAIT_MS = 60_000
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    workdir = os.environ.get("PIX2PIXHD_EDITOR_WORKDIR")
-    if not workdir:
-        workdir = fh.make_workdir(str(tmp_path_factory.mktemp("editor_browser") / "w"))
-        fh.encode_bank(workdir)
+def _serve(workdir: str):
+    """The editor of `workdir` on a uvicorn thread: yields its URL, stops it after."""
     synth = Synthesizer.from_workdir(workdir)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -51,6 +47,22 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    workdir = os.environ.get("PIX2PIXHD_EDITOR_WORKDIR")
+    if not workdir:
+        workdir = fh.make_workdir(str(tmp_path_factory.mktemp("editor_browser") / "w"))
+        fh.encode_bank(workdir)
+    yield from _serve(workdir)
+
+
+@pytest.fixture(scope="module")
+def colour_server(tmp_path_factory):
+    workdir = fh.make_workdir(str(tmp_path_factory.mktemp("editor_browser_colour") / "w"), fh.colour_config())
+    fh.encode_bank(workdir)
+    yield from _serve(workdir)
+
+
+@pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
         pytest.skip("no chromium binary found (Debian: apt-get install chromium; .ci/run installs it)")
@@ -62,17 +74,27 @@ def browser():
         b.close()
 
 
-@pytest.fixture()
-def page(browser, server):
+def _open(browser, url: str):
+    """A page on `url` once its first scene is shown; fails on any console error after the test."""
     page = browser.new_page(viewport={"width": 1400, "height": 780})
     problems = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
-    page.goto(server)
+    page.goto(url)
     _wait_version(page, 1)
     yield page
     assert not problems, problems
     page.close()
+
+
+@pytest.fixture()
+def page(browser, server):
+    yield from _open(browser, server)
+
+
+@pytest.fixture()
+def colour_page(browser, colour_server):
+    yield from _open(browser, colour_server)
 
 
 def _wait_version(page, version: int) -> None:
@@ -118,6 +140,8 @@ def test_click_drag_recolour_and_undo(page, tmp_path):
     _wait_version(page, before["version"] + 1)
     moved = _state(page)
     assert page.text_content("#sel-id") == f"#{oid}" and moved["selected"] == oid
+    # The colour input only for models whose features are colours (not the tiny default model).
+    assert page.is_visible("#colour") == page.evaluate("editor.info.colour_features")
     expected = np.zeros_like(mask)
     expected[:, max(0, dx):mask.shape[1] + min(0, dx)] = mask[:, max(0, -dx):mask.shape[1] - max(0, dx)]
     np.testing.assert_array_equal(moved["inst"] == oid, expected)
@@ -189,3 +213,21 @@ def test_local_edits_checkbox_is_on_and_reaches_the_server(page):
     page.check("#local")
     _wait_version(page, before["version"] + 2)
     assert page.evaluate(server) is True
+
+
+def test_colour_input_of_a_colour_anchored_model_reaches_the_server(colour_page):
+    page = colour_page
+    before = _state(page)
+    obj = max((r for r in before["rows"] if r["id"] >= 1000), key=lambda r: r["area"])
+    assert not page.is_visible("#colour")  # nothing selected yet
+    page.mouse.click(*_screen(page, *_interior_pixel(before["inst"] == obj["id"]), before))
+    page.wait_for_selector("#colour", state="visible", timeout=WAIT_MS)
+    assert page.input_value("#colour") == "#%02x%02x%02x" % tuple(obj["colour"])  # preset: its current colour
+    page.fill("#colour", "#c81e00")
+    _wait_version(page, before["version"] + 1)
+    after = _state(page)
+    row = next(r for r in after["rows"] if r["id"] == obj["id"])
+    assert row["colour"] == [200, 30, 0] and after["image"] != before["image"]
+    script = page.evaluate("() => fetch(`/api/scenes/${editor.state.scene_id}/script`).then((r) => r.json())")
+    assert script["edits"] == [{"op": "set_colour", "instance": obj["id"], "rgb": [200, 30, 0]}]
+    assert page.input_value("#colour") == "#c81e00" and page.text_content("#error") == ""

@@ -6,7 +6,8 @@ API (every error is a 4xx with {"error": "..."}; the page uses nothing else):
 
   GET  /                                 the page
   GET  /api/info                         classes (id, name, colour, thing), clusters per class,
-                                         whether the model takes features, test scenes, limits
+                                         whether the model takes features, whether they are colours
+                                         (colour_features: the set_colour op), test scenes, limits
   POST /api/scenes                       {"index": i[, "seed": s][, "local": b]} (the run's test split)
                                          or a multipart form with `label` (+ `inst`) PNG files (and
                                          optional `seed`, `local` fields) -> scene
@@ -19,10 +20,11 @@ API (every error is a 4xx with {"error": "..."}; the page uses nothing else):
   GET  /api/scenes/{id}/swatches?instance=N   what each cluster of N's class renders (crops)
 
 A scene response: scene_id, height, width, instances [{id, class, class_name, bbox [y0, x0, y1,
-x1], area, cluster}], image_png, label_png (8-bit ids), inst_png (16-bit ids), inst_raw (the
-instance ids as base64 little-endian uint16, for the page), render_ms (the generator call of this
-request; 0 for undo / redo, which reuse the image rendered before), server_ms, can_undo, can_redo,
-num_edits, source, local; edits add `region` (the id the edit created or touched, or null).
+x1], area, cluster[, colour]}], image_png, label_png (8-bit ids), inst_png (16-bit ids), inst_raw
+(the instance ids as base64 little-endian uint16, for the page), render_ms (the generator call of
+this request; 0 for undo / redo, which reuse the image rendered before), server_ms, can_undo,
+can_redo, num_edits, source, local; edits add `region` (the id the edit created or touched, or
+null). `colour` (colour-anchored models only) is the 8-bit RGB an instance's feature asks for.
 
 Local edits (editing.Editor(local=True)) are on for new scenes unless `make_app(local=False)` or
 the create request says "local": false: each edit's render is composited into the current image
@@ -61,7 +63,7 @@ from starlette.staticfiles import StaticFiles
 
 from pix2pixhd_jax import inputs
 from pix2pixhd_jax.data import cityscapes as cs, transforms
-from pix2pixhd_jax.editing import Editor, Scene
+from pix2pixhd_jax.editing import Editor, Scene, feature_colour
 from pix2pixhd_jax.editor import codec
 
 log = logging.getLogger(__name__)
@@ -165,6 +167,7 @@ class EditorService:
                    for c in range(m.label_nc)]
         clusters = {str(c): bank.num_clusters(c) for c in range(m.label_nc)} if bank is not None else {}
         return {"classes": classes, "uses_features": bool(self.synth.uses_features), "clusters": clusters,
+                "colour_features": bool(self.synth.colour_features),
                 "test_scenes": self._scene_count(), "divisor": int(self.synth.divisor),
                 "max_upload_bytes": self.limits.max_upload_bytes, "max_pixels": self.limits.max_pixels,
                 "local": self.local}
@@ -301,9 +304,12 @@ class EditorService:
         editor = session.editor
         scene = editor.scene
         h, w = scene.label.shape
+        instances = session.instances(scene)
+        if self.synth.colour_features:  # what the page's colour input starts from
+            instances = [{**row, "colour": feature_colour(scene.features[row["id"]])} for row in instances]
         out = {
             "scene_id": scene_id, "height": h, "width": w,
-            "instances": session.instances(scene),
+            "instances": instances,
             "image_png": session.encode(editor.image, codec.image_png),
             "label_png": session.encode(scene.label, codec.label_png),
             "inst_png": session.encode(scene.inst, codec.inst_png),

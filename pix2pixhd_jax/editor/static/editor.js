@@ -206,7 +206,28 @@ function showSelection() {
   } else {
     for (const b of $("swatches").children) b.classList.toggle("current", Number(b.dataset.cluster) === row.cluster);
   }
+  showColour(row);
   highlightPalette();
+}
+
+function hexColour(rgb) {
+  return `#${rgb.map((c) => c.toString(16).padStart(2, "0")).join("")}`;
+}
+
+function showColour(row) {
+  // Colour-anchored models only (info.colour_features): the input starts at the colour the
+  // object's feature asks for, and a picked colour becomes a set_colour edit.
+  const show = Boolean(editor.info.colour_features && row && row.colour);
+  $("colour-control").hidden = !show;
+  if (show) $("colour").value = hexColour(row.colour);
+}
+
+function pickColour() {
+  const row = editor.rows.get(editor.selected);
+  if (!row) return;
+  const hex = $("colour").value;
+  const rgb = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  edit({ op: "set_colour", instance: row.id, rgb });
 }
 
 async function loadSwatches(id, classId) {
@@ -426,6 +447,7 @@ async function start() {
     if (k > 1 && cluster === row.cluster) cluster = (cluster + 1 + Math.floor(Math.random() * (k - 1))) % k;
     edit({ op: "set_feature", instance: row.id, cluster });
   });
+  $("colour").addEventListener("change", pickColour);  // "change": once the pick is made, not while dragging
   $("local").checked = editor.info.local !== false;
   $("local").addEventListener("change", () => setLocal($("local").checked));
   $("undo").addEventListener("click", () => history("undo"));
