@@ -3,8 +3,10 @@
   python benchmarks/feature_control.py --workdir runs/feature_control            # train (if needed), bank, measure
   python benchmarks/feature_control.py --workdir runs/demo --steps 0             # measure an existing run
 
-1. Train a small feature-conditioned model (configs/synthetic_demo.py with model.instance_feat=True,
-   shrunk by the flags below) unless the workdir already holds a checkpoint (train.run resumes).
+1. Train a small feature-conditioned model (configs/synthetic_features.py shrunk by the flags below;
+   --set changes any key, e.g. the official recipe: --set model.encoder_image_skip=False
+   --set model.feature_skip_G=False --set loss.lambda_region_colour=0.0 --set loss.lambda_feature_colour=0.0
+   --set features.kmeans_n_init=3) unless the workdir already holds a checkpoint (train.run resumes).
 2. Build the feature bank (inference.encode_feature_bank) over --bank_examples training scenes.
 3. For every car cluster c, its *mean encoded colour*: the mean real RGB of the training cars whose
    encoded feature is nearest to centre c.
@@ -12,13 +14,19 @@
    per cluster (everything else fixed). Reported: Pearson r between the cluster's mean colour and
    the generated car's mean colour, pooled over RGB and per channel, next to the pooled r of 1000
    shuffled cluster -> colour pairings (what pooling gives for free); the fraction of the real
-   car-colour variance the clusters can express; and the mean absolute change (uint8 levels)
-   between renders of different clusters inside the car, within --near_px of it, and farther away.
+   car-colour variance the clusters can express (cars the bank clusters, and every car); and the mean absolute change (uint8 levels)
+   between renders of different clusters inside the car, within --near_px of it, and farther away,
+   and beyond --far_px with and without the editor's local edits (compositing.composite).
+5. features="encode": per-channel r between each car's real colour and its render from E's
+   features of the real photo.
+6. Which looks a user can pick for a car: the fraction of cars whose cluster renders include a
+   light one (mean >= 170), a dark one (<= 60), a blue- and a red-dominant one.
 Prints one JSON line with all numbers (also written to <workdir>/feature_control.json).
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
@@ -30,16 +38,28 @@ import numpy as np  # noqa: E402
 
 
 def train_config(args):
-    from configs import synthetic_demo
+    from configs import synthetic_features
 
-    config = synthetic_demo.get_config()
-    config.model.instance_feat = True
+    config = synthetic_features.get_config()
     config.model.ngf = args.ngf
     config.data.synthetic_width, config.data.synthetic_height = args.width, args.height
     config.data.batch_size = 1
     config.train.max_steps = args.steps
     config.train.log_every, config.train.sample_every, config.train.checkpoint_every = 50, 500, 250
+    for item in args.set:  # e.g. --set loss.lambda_region_colour=10 (values as Python literals)
+        key, _, value = item.partition("=")
+        section, _, name = key.rpartition(".")
+        target = config
+        for part in section.split(".") if section else ():
+            target = target[part]
+        target[name] = type(target[name])(ast.literal_eval(value))
     return config
+
+
+def bank_overrides(args) -> dict:
+    """The --set features.* values: they also apply when the bank of an existing workdir is rebuilt."""
+    return {key.partition(".")[2]: ast.literal_eval(value)
+            for key, _, value in (item.partition("=") for item in args.set) if key.startswith("features.")}
 
 
 def car_colours(source, n, transform):
@@ -64,19 +84,26 @@ def main() -> None:
     p.add_argument("--bank_examples", type=int, default=300)
     p.add_argument("--num_scenes", type=int, default=40)
     p.add_argument("--near_px", type=int, default=4, help="width of the 'near' ring around an edited car")
+    p.add_argument("--dominance", type=float, default=30.0,
+                   help="levels by which a channel must exceed both others for a 'blue' or 'red' render")
+    p.add_argument("--far_px", type=int, default=8, help="'beyond' distance for the local-edit comparison")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override of the trained model, e.g. loss.lambda_region_colour=10 (repeatable)")
     p.add_argument("--shuffles", type=int, default=1000, help="shuffled cluster->colour pairings for the baseline")
     args = p.parse_args()
 
-    from pix2pixhd_jax import features, inputs, train
+    from configs import default
+    from pix2pixhd_jax import compositing, features, inputs, train
     from pix2pixhd_jax.inference import Synthesizer, encode_feature_bank
 
     t0 = time.time()
     if args.steps:
         train.run(train_config(args), args.workdir)
     t_train = time.time() - t0
-    bank, _ = encode_feature_bank(Synthesizer.from_workdir(args.workdir, load_bank=False),
-                                  config_overrides={"num_examples": args.bank_examples})
-    synth = Synthesizer.from_workdir(args.workdir)
+    defaults = default.get_config()  # fills keys a workdir written by an older version lacks
+    bank, _ = encode_feature_bank(Synthesizer.from_workdir(args.workdir, load_bank=False, defaults=defaults),
+                                  config_overrides={"num_examples": args.bank_examples, **bank_overrides(args)})
+    synth = Synthesizer.from_workdir(args.workdir, defaults=defaults)
     config = synth.config
     tcfg = inputs.transform_config(config)
     centers = bank.centers[26]
@@ -93,10 +120,15 @@ def main() -> None:
     cluster_colour = np.stack([colours[nearest == c].mean(0) if (nearest == c).any() else np.full(3, np.nan)
                                for c in range(k)])
 
-    # How much of the real car-colour variance the clusters can express at all (nearest-centre groups).
-    assigned = cluster_colour[nearest]
-    ok = np.isfinite(assigned).all(1)
-    explained = 1.0 - ((colours[ok] - assigned[ok]) ** 2).sum() / ((colours[ok] - colours[ok].mean(0)) ** 2).sum()
+    # How much of the real car-colour variance the clusters can express at all (nearest-centre groups):
+    # over every car, and over the cars the bank clusters (above its area threshold).
+    def explained(rows):
+        assigned = cluster_colour[nearest[rows]]
+        ok = np.isfinite(assigned).all(1)
+        real_rows = colours[rows][ok]
+        return float(1.0 - ((real_rows - assigned[ok]) ** 2).sum() / ((real_rows - real_rows.mean(0)) ** 2).sum())
+
+    bank_sized = regions.area[is_car] > config.features.min_area_fraction
 
     # Held-out scenes: every car of at least the bank's minimum area, rendered once per cluster.
     test_src = inputs.make_source(config, "test", args.num_scenes, config.data.synthetic_seed + 20_000)
@@ -106,15 +138,22 @@ def main() -> None:
 
     usable = [c for c in range(k) if np.isfinite(cluster_colour[c]).all()]
     wanted, got, pair_cluster = [], [], []
-    inside_change, near_change, far_change = [], [], []
+    inside_change, near_change, far_change, beyond_raw, beyond_local, looks = [], [], [], [], [], []
+    encoded_pairs = []  # (real car colour, car colour rendered from E's features of the photo)
+    # A channel dominates a colour when it exceeds both others by this many uint8 levels.
+    dominant = lambda rgb, ch: rgb[:, ch] - np.delete(rgb, ch, axis=1).max(1) >= args.dominance
+    margin, feather = config.editing.local_margin_px, config.editing.local_feather_px
     for i in range(args.num_scenes):
         ex = transform_example(test_src[i], tcfg, None, train=False)
         label, inst = ex["label"], ex["inst"]
         ids, counts = np.unique(inst[inst >= 26000], return_counts=True)
+        encoded = np.asarray(synth.synthesize(label, inst, "encode", image=ex["image"]))  # E on the real photo
         for car in ids[counts >= label.size * config.features.min_area_fraction].tolist():
+            encoded_pairs.append((ex["image"][inst == car].mean(0), encoded[inst == car].mean(0) / 127.5 - 1.0))
             inside = inst == car
             near = ndimage.binary_dilation(inside, iterations=args.near_px) & ~inside
             far = ~(inside | near)
+            beyond = ~ndimage.binary_dilation(inside, iterations=args.far_px)
             renders = np.stack([np.asarray(synth.synthesize(label, inst, {car: c}, seed=0)) for c in usable])
             for j, c in enumerate(usable):
                 wanted.append(cluster_colour[c])
@@ -122,6 +161,14 @@ def main() -> None:
                 pair_cluster.append(j)
             pairs = [(a, b) for a in range(len(usable)) for b in range(a + 1, len(usable))]
             d = np.mean([np.abs(renders[a].astype(np.float32) - renders[b]).mean(-1) for a, b in pairs], axis=0)
+            # The editor's local edits: each render composited into the previous one around the car.
+            local = np.mean([np.abs(compositing.composite(renders[a], renders[b], inside, margin, feather)
+                                    .astype(np.float32) - renders[a]).mean(-1) for a, b in pairs], axis=0)
+            means = renders[:, inside].mean(1)  # (clusters, 3) uint8 levels
+            looks.append({"light": bool((means.mean(1) >= 170).any()), "dark": bool((means.mean(1) <= 60).any()),
+                          "blue": bool(dominant(means, 2).any()), "red": bool(dominant(means, 0).any())})
+            beyond_raw.append(d[beyond].mean())
+            beyond_local.append(local[beyond].mean())
             inside_change.append(d[inside].mean())
             near_change.append(d[near].mean() if near.any() else 0.0)
             far_change.append(d[far].mean())
@@ -141,11 +188,19 @@ def main() -> None:
         "pearson_r_rgb": [pearson(wanted[:, j], got[:, j]) for j in range(3)],
         "shuffled_pooled_r_mean": float(np.mean(shuffled)), "shuffled_pooled_r_p95": float(np.quantile(shuffled, 0.95)),
         "shuffled_pooled_r_max": float(np.max(shuffled)),
-        "real_colour_variance_explained_by_clusters": float(explained),
+        "encode_pearson_r_rgb": [pearson(np.asarray([p[0][j] for p in encoded_pairs]),
+                                         np.asarray([p[1][j] for p in encoded_pairs])) for j in range(3)],
+        "real_colour_variance_explained_by_clusters": explained(bank_sized),
+        "real_colour_variance_explained_all_cars": explained(np.ones_like(bank_sized)),
         "cluster_colour_span_uint8": float(np.ptp(np.round((table + 1) * 127.5), axis=0).max()),
         "mean_abs_change_inside_car": float(np.mean(inside_change)),
         f"mean_abs_change_near_car_{args.near_px}px": float(np.mean(near_change)),
         "mean_abs_change_far_from_car": float(np.mean(far_change)),
+        f"mean_abs_change_beyond_{args.far_px}px_raw": float(np.mean(beyond_raw)),
+        f"mean_abs_change_beyond_{args.far_px}px_local_edits": float(np.mean(beyond_local)),
+        # Fraction of measured cars whose renders over the clusters include each look, and all four.
+        **{f"cars_offering_{look}": float(np.mean([c[look] for c in looks])) for look in ("light", "dark", "blue", "red")},
+        "cars_offering_all_four_looks": float(np.mean([all(c.values()) for c in looks])),
         "cluster_mean_colours_uint8": np.round((cluster_colour + 1) * 127.5).tolist(),
         "same_seed_identical": bool(np.array_equal(again, np.asarray(synth.synthesize(label, inst, seed=3)))),
     }

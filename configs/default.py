@@ -27,6 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
     m.feat_num = 3  # encoder output channels
     m.nef = 16  # encoder width
     m.n_downsample_E = 4  # encoder stride-2 convs
+    m.feature_skip_G = False  # G's output conv also sees the features, so they set colour directly (beyond the paper)
+    m.encoder_image_skip = False  # E's output conv also sees the photo: absolute colour survives its instance norm (beyond the paper)
     m.ndf = 64  # discriminator width
     m.n_layers_D = 3  # strided layers per PatchGAN
     m.num_D = 2  # discriminator scales
@@ -57,6 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
     l.vgg_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # taps of the perceptual loss
     l.vgg_layer_weights = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)  # official VGGLoss weights
     l.vgg_imagenet_norm = False  # official feeds [-1, 1] images without ImageNet mean/std
+    l.lambda_l1 = 0.0  # pixel L1 to the real photo (0 = off, official; pix2pix's reconstruction term)
+    l.lambda_region_colour = 0.0  # L1 of per-region mean colours, fake vs real, over the regions E pools (0 = off, official)
+    l.lambda_feature_colour = 0.0  # L1 anchoring E's first 3 pooled feature channels to the region's mean colour (0 = off, official)
     l.r1_gamma = 0.0  # R1 penalty weight on real images (0 = off; beyond the paper, losses.r1_penalty)
     l.r1_every = 16  # lazy R1: computed every k steps and scaled by k (StyleGAN2)
 
@@ -105,7 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
     f.n_clusters = 10  # k-means centres per class, fewer if a class has fewer instances (official --n_clusters)
     f.min_area_fraction = 1.0 / 64  # only regions larger than this fraction of the image are clustered (official h*w/64)
     f.kmeans_iters = 100  # max Lloyd iterations per k-means run
-    f.kmeans_n_init = 3  # k-means++ restarts per class; the lowest inertia wins
+    f.kmeans_n_init = 10  # k-means++ restarts per class, lowest inertia wins (official: scikit-learn KMeans, n_init=10)
     f.kmeans_seed = 0  # seed of the k-means++ initialisation (bank clustering is reproducible)
     f.split = "train"  # split encoded into the bank (official: the training set)
     f.num_examples = 0  # examples encoded into the bank (0 = the whole split)

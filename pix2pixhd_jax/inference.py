@@ -72,7 +72,12 @@ class Synthesizer:
                     raise ValueError(f"the config given does not match the one saved with {workdir} step {step} "
                                      f"({len(diffs)} model keys differ):\n  " + "\n  ".join(diffs)
                                      + "\nDrop the config to use the saved one, or load the matching workdir.")
-            nets = factory.build(saved)
+            try:
+                nets = factory.build(saved)
+            except AttributeError as e:  # a ConfigDict without a key this version reads
+                raise ValueError(f"the config saved with {workdir} lacks a key this version needs ({e}); it was "
+                                 "written by an older version: pass defaults=configs.default.get_config() "
+                                 "to fill the keys it lacks with their defaults") from None
             h = w = factory.downsample_factor(saved.model) * 2  # params do not depend on the image size
             rng = jax.random.PRNGKey(0)
             abstract = jax.eval_shape(lambda: state_lib.split_generator_variables(

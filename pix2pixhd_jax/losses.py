@@ -10,6 +10,8 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from pix2pixhd_jax.semantics import instance_average_pool, region_sizes
+
 Array = jax.Array
 DOutput = Sequence[Sequence[Array]]
 
@@ -79,6 +81,48 @@ def perceptual_loss(vgg_apply: Callable[..., Sequence[Array]], vgg_variables, fa
         f = f.astype(jnp.float32)
         total += w * jnp.mean(jnp.abs(f[:n] - jax.lax.stop_gradient(f[n:])))
     return lambda_feat * total
+
+
+def pixel_l1_loss(fake: Array, real: Array, *, weight: float) -> Array:
+    """weight * mean |fake - real| over pixels and channels (pix2pix's reconstruction term)."""
+    return weight * jnp.mean(jnp.abs(fake.astype(jnp.float32) - jax.lax.stop_gradient(real).astype(jnp.float32)))
+
+
+def _per_region_l1(a: Array, b: Array, regions: Array) -> Array:
+    """Mean over samples of the mean over regions of mean |a - b|, with a and b constant per region.
+
+    a, b: (B, H, W, C) maps holding one value per region of `regions` (B, H, W). Each region counts
+    once, so small objects weigh as much as the sky.
+    """
+    sizes = region_sizes(regions)
+    diff = jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)).mean(-1)
+    # Every pixel of a region holds the region's value: dividing by its size counts it once.
+    return jnp.mean(jnp.sum(diff / sizes, axis=(1, 2)) / jnp.sum(1.0 / sizes, axis=(1, 2)))
+
+
+def region_colour_loss(fake: Array, real: Array, regions: Array, *, weight: float) -> Array:
+    """weight * L1 between the mean colours of fake and real inside each region, every region alike.
+
+    regions: (B, H, W) ids, the map E pools over. A region's mean colour is the part of its look a
+    pooled feature can carry, so the term asks G to render what E encodes; with only the
+    adversarial and perceptual terms tying colour to the photo, G learns to use the features far
+    more slowly than a CPU-sized budget allows.
+    """
+    pooled_real = jax.lax.stop_gradient(instance_average_pool(real.astype(jnp.float32), regions))
+    return weight * _per_region_l1(instance_average_pool(fake.astype(jnp.float32), regions), pooled_real, regions)
+
+
+def feature_colour_loss(features: Array, real: Array, regions: Array, *, weight: float) -> Array:
+    """weight * L1 between E's first three pooled feature channels and each region's mean real colour.
+
+    Anchors three of E's channels to the region's colour (both in [-1, 1]): the feature clusters
+    of a class then span its real colours and a colour can be chosen directly as a feature vector.
+    Channels beyond the third stay free for what colour does not say (texture, shading).
+    """
+    if features.shape[-1] < 3:
+        raise ValueError(f"the feature-colour anchor needs feat_num >= 3, got {features.shape[-1]}")
+    pooled_real = jax.lax.stop_gradient(instance_average_pool(real.astype(jnp.float32), regions))
+    return weight * _per_region_l1(features[..., :3], pooled_real, regions)
 
 
 def discriminator_loss(fake_out: DOutput, real_out: DOutput, *, loss_type: str = "lsgan") -> Array:

@@ -173,8 +173,13 @@ def _validate_more(config: ml_collections.ConfigDict) -> None:
         _require(d[key] >= 0, f"data.{key}", d[key], "must be >= 0")
     _require(len(l.vgg_layers) == len(l.vgg_layer_weights), "loss.vgg_layer_weights", tuple(l.vgg_layer_weights),
              f"needs one weight per loss.vgg_layers entry ({len(l.vgg_layers)})")
-    for key in ("lambda_feat", "r1_gamma"):
+    for key in ("lambda_feat", "lambda_l1", "lambda_region_colour", "lambda_feature_colour", "r1_gamma"):
         _require(l[key] >= 0, f"loss.{key}", l[key], "must be >= 0")
+    _require(l.lambda_region_colour == 0 or m.instance_feat or m.label_feat, "loss.lambda_region_colour",
+             l.lambda_region_colour, "needs model.instance_feat or model.label_feat (it compares the regions E pools over)")
+    _require(l.lambda_feature_colour == 0 or ((m.instance_feat or m.label_feat) and m.feat_num >= 3),
+             "loss.lambda_feature_colour", l.lambda_feature_colour,
+             "needs model.instance_feat or model.label_feat and model.feat_num >= 3 (it anchors E's first 3 channels)")
     _require(o.eps > 0, "optim.eps", o.eps, "must be > 0")
     _require(e.num_examples >= 0, "eval.num_examples", e.num_examples, "must be >= 0 (0 = the whole split)")
     _require(e.batch_size >= 1, "eval.batch_size", e.batch_size, "must be >= 1")

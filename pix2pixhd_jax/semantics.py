@@ -51,6 +51,14 @@ def instance_edges(inst: Array) -> Array:
     return edge.astype(jnp.float32)
 
 
+def _segments(ids: Array) -> Array:
+    """(N,) ids of any range -> (N,) dense segment index in [0, N): equal ids share a segment."""
+    order = jnp.argsort(ids)
+    sorted_ids = ids[order]
+    starts = jnp.concatenate([jnp.zeros((1,), jnp.int32), (sorted_ids[1:] != sorted_ids[:-1]).astype(jnp.int32)])
+    return jnp.zeros_like(order).at[order].set(jnp.cumsum(starts))
+
+
 def instance_average_pool(features: Array, inst: Array) -> Array:
     """Replace each pixel's features by their mean over its instance, per sample; differentiable.
 
@@ -60,18 +68,25 @@ def instance_average_pool(features: Array, inst: Array) -> Array:
 
     def pool_one(feat: Array, ids: Array) -> Array:
         h, w, c = feat.shape
-        feat, ids = feat.reshape(h * w, c), ids.reshape(h * w)
-        order = jnp.argsort(ids)
-        sorted_ids = ids[order]
-        starts = jnp.concatenate([jnp.zeros((1,), jnp.int32), (sorted_ids[1:] != sorted_ids[:-1]).astype(jnp.int32)])
-        segment_of_sorted = jnp.cumsum(starts)
-        segment = jnp.zeros_like(segment_of_sorted).at[order].set(segment_of_sorted)
+        feat = feat.reshape(h * w, c)
+        segment = _segments(ids.reshape(h * w))
         sums = jax.ops.segment_sum(feat.astype(jnp.float32), segment, num_segments=h * w)
         counts = jax.ops.segment_sum(jnp.ones((h * w,), jnp.float32), segment, num_segments=h * w)
         means = sums / jnp.maximum(counts, 1.0)[:, None]
         return means[segment].reshape(h, w, c).astype(feat.dtype)
 
     return jax.vmap(pool_one)(features, inst)
+
+
+def region_sizes(inst: Array) -> Array:
+    """(B, H, W) ids -> (B, H, W) float32: the pixel count of each pixel's region."""
+
+    def sizes_one(ids: Array) -> Array:
+        segment = _segments(ids.reshape(-1))
+        counts = jax.ops.segment_sum(jnp.ones(segment.shape, jnp.float32), segment, num_segments=segment.size)
+        return counts[segment].reshape(ids.shape)
+
+    return jax.vmap(sizes_one)(inst)
 
 
 def encode_input(

@@ -94,8 +94,12 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
             d_label, d_real = augment.apply(label_enc, aug_params, aug_cfg, is_label=True), d_aug(real)
 
         def objective(g_params, d_params):
-            fake, g_collections = generate(nets, model_cfg, g_params, state.g_collections, batch, label_enc,
-                                           train=True)
+            features, g_collections = None, dict(state.g_collections)  # E's pooled map feeds a loss too
+            if nets.encoder is not None:
+                features, g_collections["encoder"] = factory.encode(
+                    nets, g_params, state.g_collections, batch["image"], factory.pool_ids(batch, model_cfg), train=True)
+            fake, g_collections = generate(nets, model_cfg, g_params, g_collections, batch, label_enc,
+                                           train=True, features=features)
             d_out_fake, d_collections = _apply(nets.discriminator, d_params, state.d_collections,
                                                jnp.concatenate([d_label, d_aug(fake).astype(dtype)], -1), train=True)
             d_out_real, d_collections = _apply(nets.discriminator, d_params, d_collections,
@@ -117,6 +121,17 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
                                                         layer_weights=tuple(loss_cfg.vgg_layer_weights),
                                                         lambda_feat=loss_cfg.lambda_feat)
                 loss_g += terms["G_VGG"]
+            if loss_cfg.lambda_l1 > 0:
+                terms["G_L1"] = losses.pixel_l1_loss(fake, real, weight=loss_cfg.lambda_l1)
+                loss_g += terms["G_L1"]
+            if loss_cfg.lambda_region_colour > 0:
+                terms["G_region_colour"] = losses.region_colour_loss(
+                    fake, real, factory.pool_ids(batch, model_cfg), weight=loss_cfg.lambda_region_colour)
+                loss_g += terms["G_region_colour"]
+            if loss_cfg.lambda_feature_colour > 0:
+                terms["E_feature_colour"] = losses.feature_colour_loss(
+                    features, real, factory.pool_ids(batch, model_cfg), weight=loss_cfg.lambda_feature_colour)
+                loss_g += terms["E_feature_colour"]
             loss_d = 0.5 * (terms["D_fake"] + terms["D_real"])
             return (loss_g, loss_d), (terms, g_collections, d_collections)
 

@@ -320,12 +320,11 @@ def _readme_edit_example():
 
 
 def test_readme_edit_script_points_at_cars():
-    from configs import synthetic_demo
+    from configs import synthetic_features
     from pix2pixhd_jax import inputs
 
     script, index = _readme_edit_example()
-    config = synthetic_demo.get_config()  # runs/feat: synthetic_demo with instance features, as the README trains it
-    config.model.instance_feat = True
+    config = synthetic_features.get_config()  # runs/feat, as the README trains it
     ex = inputs.load_inputs(config, num=index + 1)[index]  # what cli/edit.py loads for --index
     label = np.asarray(ex["label"])
     ats = [e["instance"]["at"] for e in script["edits"] if isinstance(e.get("instance"), dict)]

@@ -198,3 +198,21 @@ def test_synthesize_cli_reads_an_official_folder_without_photos(synth, tmp_path)
     names = set(p.name for p in (tmp_path / "out").iterdir())
     assert {"0000_label.png", "0000_out0.png", "0001_out0.png"} <= names
     assert not any(n.endswith("_real.png") for n in names) and "0002_label.png" not in names
+
+
+def test_a_config_saved_by_an_older_version_needs_defaults_and_says_so(synth, tmp_path):
+    import json
+    import shutil
+
+    from configs import default
+
+    workdir = str(tmp_path / "older")
+    shutil.copytree(synth.workdir, workdir)
+    for path in (tmp_path / "older" / "checkpoints").glob("*/config/metadata"):
+        saved = json.loads(path.read_text())
+        del saved["model"]["feature_skip_G"], saved["model"]["encoder_image_skip"]  # keys added later
+        path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="older version: pass defaults=configs.default.get_config"):
+        Synthesizer.from_workdir(workdir)
+    older = Synthesizer.from_workdir(workdir, defaults=default.get_config())
+    assert not older.config.model.feature_skip_G and not older.config.model.encoder_image_skip

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pix2pixhd_jax.losses import discriminator_loss, feature_matching_loss, gan_loss, perceptual_loss
+from pix2pixhd_jax.losses import (discriminator_loss, feature_colour_loss, feature_matching_loss, gan_loss, perceptual_loss,
+                                  pixel_l1_loss, region_colour_loss)
 
 
 def _d_out(*score_values):
@@ -65,3 +66,29 @@ def test_perceptual_loss_weights_taps_and_takes_the_net_as_argument():
     assert float(got) == pytest.approx(10.0 * (1.0 * 1.0 + 0.5 * 2.0))
     grad_real = jax.grad(lambda r: perceptual_loss(apply, variables, fake, r, layer_weights=(1.0, 0.5), lambda_feat=1.0))(real)
     assert float(jnp.abs(grad_real).sum()) == 0.0
+
+
+# Regions of a 2x4 map: id 7 covers 6 pixels, id 3 covers 2 (the small object).
+_REGIONS = jnp.asarray([[[7, 7, 7, 3], [7, 7, 7, 3]]])
+
+
+def test_region_colour_loss_compares_region_means_and_counts_each_region_once():
+    real = jnp.zeros((1, 2, 4, 3))
+    # Same means as real in region 7 (+1 / -1 pixels cancel), region 3 off by 0.5 in every channel.
+    fake = real.at[0, 0, :3].set(1.0).at[0, 1, :3].set(-1.0).at[0, :, 3].set(0.5)
+    # Region means differ by 0 (id 7) and 0.5 (id 3): each region weighs 1/2 whatever its size.
+    assert float(region_colour_loss(fake, real, _REGIONS, weight=2.0)) == pytest.approx(2.0 * 0.25)
+    assert float(pixel_l1_loss(fake, real, weight=2.0)) == pytest.approx(2.0 * (6 * 1.0 + 2 * 0.5) / 8)
+    grad_real = jax.grad(lambda r: region_colour_loss(fake, r, _REGIONS, weight=1.0))(real)
+    assert not np.any(np.asarray(grad_real)), "the real photo is a target, not a variable"
+
+
+def test_feature_colour_loss_anchors_the_first_three_channels_to_region_colour():
+    real = jnp.zeros((1, 2, 4, 3)).at[0, :, 3].set(jnp.asarray([0.2, -0.4, 0.6]))
+    features = jnp.zeros((1, 2, 4, 5)).at[0, :, 3, :3].set(jnp.asarray([0.2, -0.4, 0.6]))
+    features = features.at[..., 3:].set(0.9)  # channels past the third are free
+    assert float(feature_colour_loss(features, real, _REGIONS, weight=3.0)) == pytest.approx(0.0, abs=1e-7)
+    shifted = features.at[0, :, :3, 0].add(0.3)  # region 7's red channel off by 0.3
+    assert float(feature_colour_loss(shifted, real, _REGIONS, weight=3.0)) == pytest.approx(3.0 * 0.1 / 2)
+    with pytest.raises(ValueError, match="feat_num >= 3"):
+        feature_colour_loss(features[..., :2], real, _REGIONS, weight=1.0)

@@ -95,3 +95,27 @@ def test_spectral_norm_bounds_the_largest_singular_value_and_updates_in_train():
     # eval mode does not move the state
     _, same = d.apply(variables, x, False, mutable=["batch_stats"])
     np.testing.assert_array_equal(same["batch_stats"]["scale0"]["layer1"]["spectral_u"], u)
+
+
+def test_encoder_image_skip_lets_absolute_colour_through_instance_norm():
+    """Instance norm makes E blind to a colour shift of the whole photo; the image skip is not."""
+    image = jax.random.uniform(jax.random.PRNGKey(0), (1, 16, 16, 3), minval=-0.5, maxval=0.5)
+    inst = jnp.zeros((1, 16, 16), jnp.int32).at[:, :, 8:].set(1)
+    brighter = image + jnp.asarray([0.3, 0.1, -0.2])
+    for skip, changes in ((False, False), (True, True)):
+        encoder = Encoder(3, 8, 2, image_skip=skip)
+        variables = jax.jit(encoder.init)(jax.random.PRNGKey(1), image, inst)
+        apply = jax.jit(encoder.apply)
+        moved = float(jnp.abs(apply(variables, brighter, inst) - apply(variables, image, inst)).max())
+        assert (moved > 1e-3) == changes, (skip, moved)
+
+
+def test_feature_skip_feeds_the_last_input_channels_to_the_output_conv():
+    x = jax.random.normal(jax.random.PRNGKey(0), (1, 16, 16, 7))
+    for module in (GlobalGenerator(3, 8, 2, 1, output_skip_nc=3), LocalEnhancer(3, 4, 1, 1, 1, 1, output_skip_nc=3)):
+        variables = jax.jit(module.init)(jax.random.PRNGKey(1), x)
+        kernel = variables["params"]["out"]["conv"]["kernel"]
+        assert kernel.shape[-2] == module.ngf + 3, kernel.shape  # the last feature map + 3 skipped channels
+        plain = module.clone(output_skip_nc=0)
+        assert variables["params"]["out"]["conv"]["kernel"].shape[-2] == (
+            jax.eval_shape(plain.init, jax.random.PRNGKey(1), x)["params"]["out"]["conv"]["kernel"].shape[-2] + 3)

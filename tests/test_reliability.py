@@ -86,7 +86,8 @@ def test_a_run_going_nan_stops_before_writing_a_non_finite_checkpoint(tmp_path):
     ("optim.lr_G", -1e-4), ("optim.lr_D", 0.0), ("model.n_blocks_global", -1), ("optim.beta1_G", 1.0),
     ("optim.beta2_D", 1.0), ("data.fineSize", 0), ("data.resize_or_crop", "scale"), ("data.source", "folders"),
     ("loss.lambda_feat", -1.0), ("augment.policy", "colour"), ("eval.batch_size", 0), ("features.n_clusters", 0),
-    ("model.upsample_impl", "nearest"), ("data.worker_count", -1),
+    ("model.upsample_impl", "nearest"), ("data.worker_count", -1), ("loss.lambda_l1", -1.0),
+    ("loss.lambda_region_colour", 1.0), ("loss.lambda_feature_colour", 1.0),  # tiny_test has no features
 ])
 def test_config_values_that_cannot_work_are_refused_by_name(key, value):
     config = tiny_test.get_config()

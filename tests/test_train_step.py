@@ -10,7 +10,8 @@ from configs import tiny_test  # noqa: E402
 from pix2pixhd_jax import losses, sharding  # noqa: E402
 from pix2pixhd_jax.models.vgg import load_vgg  # noqa: E402
 from pix2pixhd_jax.optim import make_optimizers  # noqa: E402
-from pix2pixhd_jax.models.factory import build as make_networks, generate, label_encoding  # noqa: E402
+from pix2pixhd_jax.models.factory import build as make_networks, encode, generate, label_encoding  # noqa: E402
+from pix2pixhd_jax.semantics import instance_average_pool, region_sizes  # noqa: E402
 from pix2pixhd_jax.train_step import make_init_fn, make_train_step  # noqa: E402
 
 H, W = 16, 24
@@ -33,15 +34,22 @@ def _setup(config):
     return nets, init, step, vgg_vars
 
 
-def _config(**model):
+def _config(loss=None, **model):
     config = tiny_test.get_config()
     config.model.update(model)
+    config.loss.update(loss or {})
     return config
 
 
-@pytest.mark.parametrize("model", [{}, {"instance_feat": True}])
+# The appearance options: E and G skips, pixel L1, region-colour and feature-colour terms.
+APPEARANCE = {"instance_feat": True, "encoder_image_skip": True, "feature_skip_G": True,
+              "loss": {"lambda_l1": 1.0, "lambda_region_colour": 2.0, "lambda_feature_colour": 3.0}}
+
+
+@pytest.mark.parametrize("model", [{}, {"instance_feat": True}, APPEARANCE])
 def test_step_gradients_equal_official_three_pass_losses(model):
     config = _config(**model)
+    extra = config.loss
     nets, init, step, vgg_vars = _setup(config)
     state = jax.jit(init)(jax.random.PRNGKey(0))  # jitted: eager init compiles every op on its own
     batch = jax.tree_util.tree_map(jnp.asarray, _batch(2))
@@ -59,7 +67,20 @@ def test_step_gradients_equal_official_three_pass_losses(model):
                                                num_D=config.model.num_D, lambda_feat=config.loss.lambda_feat)
                 + losses.perceptual_loss(nets.vgg.apply, vgg_vars, fake, batch["image"],
                                          layer_weights=tuple(config.loss.vgg_layer_weights),
-                                         lambda_feat=config.loss.lambda_feat))
+                                         lambda_feat=config.loss.lambda_feat)
+                + appearance_terms(g_params, fake))
+
+    def appearance_terms(g_params, fake):  # written out from the loss definitions, not the step's code
+        if not extra.lambda_l1:
+            return 0.0
+        regions = batch["inst"]
+        feats, _ = encode(nets, g_params, state.g_collections, batch["image"], regions, train=True)
+        mean = lambda img: instance_average_pool(img, regions)
+        sizes = region_sizes(regions)
+        per_region = lambda a, b: jnp.mean(jnp.sum(jnp.abs(a - b).mean(-1) / sizes, (1, 2)) / jnp.sum(1 / sizes, (1, 2)))
+        return (extra.lambda_l1 * jnp.mean(jnp.abs(fake - batch["image"]))
+                + extra.lambda_region_colour * per_region(mean(fake), mean(batch["image"]))
+                + extra.lambda_feature_colour * per_region(feats[..., :3], mean(batch["image"])))
 
     def loss_d(d_params):
         fake, _ = generate(nets, config.model, state.g_params, state.g_collections, batch, enc, train=True)
@@ -73,6 +94,8 @@ def test_step_gradients_equal_official_three_pass_losses(model):
     np.testing.assert_allclose(metrics["grad_norm_D"], float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(grad_d)))), rtol=1e-4)
     if model.get("instance_feat"):
         assert "encoder" in state.g_params
+    if extra.lambda_l1:
+        assert {"G_L1", "G_region_colour", "E_feature_colour"} <= set(metrics), sorted(metrics)
 
 
 def _run(n_devices, steps=2):

@@ -4,14 +4,20 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from pix2pixhd_jax.models.generator import GlobalGenerator
+from pix2pixhd_jax.models.generator import GlobalGenerator, OutputConv
 from pix2pixhd_jax.models.layers import Array, Dtype
 from pix2pixhd_jax.semantics import instance_average_pool
 
 
 class Encoder(nn.Module):
     """Global-generator shape without residual blocks (nef, n_downsample_E, feat_num out, tanh),
-    followed by instance-wise average pooling. Submodule `net` holds front/down/up/out."""
+    followed by instance-wise average pooling. Submodule `net` holds front/down/up/out.
+
+    With image_skip (beyond the paper) the output conv `out` sits outside `net` and sees the input
+    photo beside the upsampled features: instance norm in every layer of `net` removes each image's
+    mean and scale, so without the photo E cannot tell a white car in a bright scene from a grey
+    one in a dark scene, and its features end up relative rather than absolute colour.
+    """
 
     feat_num: int = 3
     nef: int = 16
@@ -21,6 +27,7 @@ class Encoder(nn.Module):
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
     conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
+    image_skip: bool = False
 
     @nn.compact
     def __call__(self, image: Array, inst: Array, train: bool = False) -> Array:
@@ -28,7 +35,11 @@ class Encoder(nn.Module):
         if inst.ndim == 4:
             inst = inst[..., 0]
         feats = GlobalGenerator(
-            self.feat_num, self.nef, self.n_downsample_E, 0, self.norm, upsample_impl=self.upsample_impl,
-            init_std=self.init_std, dtype=self.dtype, conv_impl=self.conv_impl, name="net",
+            self.feat_num, self.nef, self.n_downsample_E, 0, self.norm, with_output=not self.image_skip,
+            upsample_impl=self.upsample_impl, init_std=self.init_std, dtype=self.dtype, conv_impl=self.conv_impl,
+            name="net",
         )(image, train)
+        if self.image_skip:
+            feats = OutputConv(self.feat_num, init_std=self.init_std, dtype=self.dtype, conv_impl=self.conv_impl,
+                               name="out")(jnp.concatenate([feats, image.astype(feats.dtype)], -1), train)
         return instance_average_pool(feats, inst)

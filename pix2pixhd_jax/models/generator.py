@@ -83,6 +83,9 @@ class GlobalGenerator(nn.Module):
 
     Submodules: `front`, `down{i}`, `res{i}`, `up{i}`, `out` (absent when with_output=False: the
     trunk of a LocalEnhancer ends in the last upsampling unit, ngf channels at input resolution).
+    With output_skip_nc = k > 0 (beyond the paper) `out` also sees the last k input channels (the
+    pooled instance features), so a feature sets a region's colour through one conv instead of
+    passing every normalised layer of the trunk.
     With `attention` set, a SelfAttention block `attn` sits in the bottleneck after residual block
     `attention_after_block` (-1 = after the last; beyond the paper, absent by default).
     """
@@ -101,10 +104,12 @@ class GlobalGenerator(nn.Module):
     attention: Optional[AttentionConfig] = None
     attention_after_block: int = -1
     conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
+    output_skip_nc: int = 0
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         check_divisible(x, 2**self.n_downsample_global, "GlobalGenerator")
+        skip = x[..., x.shape[-1] - self.output_skip_nc:]
         kw = dict(norm=self.norm, init_std=self.init_std, spectral_norm=self.spectral_norm, dtype=self.dtype,
                   conv_impl=self.conv_impl)
         attn_at = self.n_blocks_global - 1 if self.attention_after_block == -1 else self.attention_after_block
@@ -129,7 +134,7 @@ class GlobalGenerator(nn.Module):
         if not self.with_output:
             return x
         return OutputConv(self.output_nc, self.init_std, self.spectral_norm, self.dtype, self.conv_impl,
-                          name="out")(x, train)
+                          name="out")(with_skip(x, skip), train)
 
 
 class LocalEnhancer(nn.Module):
@@ -156,6 +161,7 @@ class LocalEnhancer(nn.Module):
     attention: Optional[AttentionConfig] = None  # in the global trunk's bottleneck
     attention_after_block: int = -1
     conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
+    output_skip_nc: int = 0  # as GlobalGenerator's, at the finest scale
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -184,7 +190,12 @@ class LocalEnhancer(nn.Module):
                 h = block(name=f"enh{n}_res{j}", **kw)(h, train)
             out = UpNormReLU(width, upsample_impl=self.upsample_impl, name=f"enh{n}_up", **kw)(h, train)
         return OutputConv(self.output_nc, self.init_std, self.spectral_norm, self.dtype, self.conv_impl,
-                          name="out")(out, train)
+                          name="out")(with_skip(out, x[..., x.shape[-1] - self.output_skip_nc:]), train)
+
+
+def with_skip(features: Array, skip: Array) -> Array:
+    """The output conv's input: the last feature map, then the skipped input channels if any."""
+    return jnp.concatenate([features, skip.astype(features.dtype)], -1) if skip.shape[-1] else features
 
 
 def check_divisible(x: Array, factor: int, what: str) -> None:
