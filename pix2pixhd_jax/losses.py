@@ -71,15 +71,16 @@ def perceptual_loss(vgg_apply: Callable[..., Sequence[Array]], vgg_variables, fa
     The frozen network arrives as (apply function, variables) arguments so its weights are never
     compiled in as constants. Images in [-1, 1], fed as the official code does.
     """
-    # One batched pass over fake and real halves the number of VGG calls XLA has to fuse.
-    feats = vgg_apply(jax.lax.stop_gradient(vgg_variables), jnp.concatenate([fake, jax.lax.stop_gradient(real)]))
-    if len(feats) != len(layer_weights):
-        raise ValueError(f"{len(feats)} VGG taps but {len(layer_weights)} layer weights")
-    n = fake.shape[0]
+    # Two passes, as the official code does: one batched pass over fake and real would run the
+    # backward pass over the real half too (its cotangent is zero, but the convs do not know).
+    vgg_variables = jax.lax.stop_gradient(vgg_variables)
+    fake_feats = vgg_apply(vgg_variables, fake)
+    real_feats = vgg_apply(vgg_variables, jax.lax.stop_gradient(real))
+    if len(fake_feats) != len(layer_weights):
+        raise ValueError(f"{len(fake_feats)} VGG taps but {len(layer_weights)} layer weights")
     total = jnp.float32(0.0)
-    for w, f in zip(layer_weights, feats):
-        f = f.astype(jnp.float32)
-        total += w * jnp.mean(jnp.abs(f[:n] - jax.lax.stop_gradient(f[n:])))
+    for w, f, r in zip(layer_weights, fake_feats, real_feats):
+        total += w * jnp.mean(jnp.abs(f.astype(jnp.float32) - jax.lax.stop_gradient(r).astype(jnp.float32)))
     return lambda_feat * total
 
 
