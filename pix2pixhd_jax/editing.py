@@ -88,9 +88,6 @@ class Scene:
         return dataclasses.replace(self, **kw)
 
 
-numpy_edges = ops.numpy_edges  # lives with the other map operations; kept here for callers
-
-
 def feature_map(inst: np.ndarray, features: Mapping[int, np.ndarray]) -> np.ndarray:
     """(H, W) region ids + {id: vector} -> (H, W, F) float32 (Synthesizer.feature_map by a lookup table)."""
     ids = ops.region_ids(inst)
@@ -426,13 +423,13 @@ class Editor:
     def set_colour(self, inst_id: int, rgb) -> EditResult:
         """Ask a colour-anchored model (Synthesizer.colour_features) for an instance's colour, rgb 0..255."""
         self._require_features("set_colour")
-        if not self.synth.colour_features:
-            weight = (self.synth.config.get("loss") or {}).get("lambda_feature_colour", 0)
-            raise ValueError(f"this model's features are not anchored to colour (loss.lambda_feature_colour="
-                             f"{weight:g}): pick a cluster or a vector instead")
+        if not self.synth.colour_features:  # the weight is validated >= 0, so not anchored means 0
+            raise ValueError("this model's features are not anchored to colour (loss.lambda_feature_colour=0): "
+                             "pick a cluster or a vector instead")
         class_of(self.scene, inst_id)
+        rgb = check_rgb(rgb)
         vector = colour_feature(rgb, self.scene.features[int(inst_id)])
-        edit = {"op": "set_colour", "instance": int(inst_id), "rgb": check_rgb(rgb).tolist()}
+        edit = {"op": "set_colour", "instance": int(inst_id), "rgb": rgb.tolist()}
         return self._commit(set_feature(self.scene, inst_id, vector), inst_id, edit)
 
     def copy_feature(self, src: int, dst: int) -> EditResult:

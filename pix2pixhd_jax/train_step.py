@@ -94,10 +94,12 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
             d_label, d_real = augment.apply(label_enc, aug_params, aug_cfg, is_label=True), d_aug(real)
 
         def objective(g_params, d_params):
-            features, g_collections = None, dict(state.g_collections)  # E's pooled map feeds a loss too
+            # E's pooled map and the regions it pools over also feed the colour losses.
+            features, regions, g_collections = None, None, dict(state.g_collections)
             if nets.encoder is not None:
+                regions = factory.pool_ids(batch, model_cfg)
                 features, g_collections["encoder"] = factory.encode(
-                    nets, g_params, state.g_collections, batch["image"], factory.pool_ids(batch, model_cfg), train=True)
+                    nets, g_params, state.g_collections, batch["image"], regions, train=True)
             fake, g_collections = generate(nets, model_cfg, g_params, g_collections, batch, label_enc,
                                            train=True, features=features)
             d_out_fake, d_collections = _apply(nets.discriminator, d_params, state.d_collections,
@@ -125,12 +127,12 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
                 terms["G_L1"] = losses.pixel_l1_loss(fake, real, weight=loss_cfg.lambda_l1)
                 loss_g += terms["G_L1"]
             if loss_cfg.lambda_region_colour > 0:
-                terms["G_region_colour"] = losses.region_colour_loss(
-                    fake, real, factory.pool_ids(batch, model_cfg), weight=loss_cfg.lambda_region_colour)
+                terms["G_region_colour"] = losses.region_colour_loss(fake, real, regions,
+                                                                     weight=loss_cfg.lambda_region_colour)
                 loss_g += terms["G_region_colour"]
             if loss_cfg.lambda_feature_colour > 0:
-                terms["E_feature_colour"] = losses.feature_colour_loss(
-                    features, real, factory.pool_ids(batch, model_cfg), weight=loss_cfg.lambda_feature_colour)
+                terms["E_feature_colour"] = losses.feature_colour_loss(features, real, regions,
+                                                                       weight=loss_cfg.lambda_feature_colour)
                 loss_g += terms["E_feature_colour"]
             loss_d = 0.5 * (terms["D_fake"] + terms["D_real"])
             return (loss_g, loss_d), (terms, g_collections, d_collections)
