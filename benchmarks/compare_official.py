@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from pix2pixhd_jax.cli import process  # noqa: F401,E402  (sets XLA flags before JAX starts)
+from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX starts)
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
@@ -150,7 +150,11 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--infer", action="store_true", help="time G inference instead of the train step")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the official PyTorch code runs")
+    p.add_argument("--plain_process", action="store_true",
+                   help="skip the process set-up our train command does (keep_cpu_temporaries_resident)")
     a = p.parse_args(argv)
+    # As `train` does; it changes malloc for the whole process, so the official side gets it too.
+    resident = False if a.plain_process else process.keep_cpu_temporaries_resident()
     config = importlib.import_module(f"configs.{a.config}").get_config()
     torch.manual_seed(0)
     official = make_official_step(config, a.device)[1 if a.infer else 0]
@@ -168,7 +172,8 @@ def main(argv=None) -> dict:
     print(f"{a.config} {'G inference' if a.infer else 'train step'} {config.bench.width}x{config.bench.height}: "
           f"official {med['official_pytorch']:.3f} s, ours {med['ours_jax']:.3f} s, "
           f"speed-up {med['official_pytorch'] / med['ours_jax']:.2f}x (medians of {a.rounds}, torch threads "
-          f"{torch.get_num_threads()}, jax on {jax.devices()[0].device_kind})")
+          f"{torch.get_num_threads()}, jax on {jax.devices()[0].device_kind}, "
+          f"CPU temporaries kept resident: {resident})")
     if a.device == "cuda":
         print(f"official peak CUDA memory allocated: {torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB")
     return med

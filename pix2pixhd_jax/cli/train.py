@@ -29,6 +29,7 @@ def body(fv: flags.FlagValues) -> int:
         raise process.UsageError("--workdir is required (the run's output folder)")
     config = process.loaded_config(fv)
     process.initialize_distributed(fv.distributed, fv.coordinator_address, fv.num_processes, fv.process_id)
+    process.keep_cpu_temporaries_resident()
     result = train.run(config, fv.workdir)
     if jax.process_index() == 0:
         index = storage.join(os.fspath(storage.path(fv.workdir)), "samples", "index.html")
