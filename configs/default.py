@@ -36,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.spectral_norm_G = False  # spectral norm on every G conv (beyond the paper)
     m.init_std = 0.02  # conv weight init N(0, init_std) (official weights_init)
     m.upsample_impl = "subpixel"  # transposed conv as 2x2 conv + depth-to-space ('xla' = lax.conv_transpose)
-    m.conv_impl = "auto"  # conv form: 'auto' (CPU-fast rewrites on CPU, lax convs on GPU/TPU) | 'rewrite' | 'lax'
+    m.conv_impl = "auto"  # conv (and VGG max-pool) form: 'auto' (CPU-fast rewrites on CPU, lax convs on GPU/TPU) | 'rewrite' | 'lax'
     m.remat_blocks = False  # rematerialise residual blocks in the backward pass (memory for compute)
     m.compute_dtype = "float32"  # activation dtype: 'float32' or 'bfloat16' (params stay float32)
     # Self-attention (SAGAN) blocks, beyond the paper; off by default (models/attention.py).

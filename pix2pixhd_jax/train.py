@@ -55,7 +55,7 @@ def load_perceptual_net(config: ml_collections.ConfigDict, mesh) -> tuple[Any, A
     if l.no_vgg_loss:
         return None, None
     vgg, variables = load_vgg(l.vgg_backbone, l.vgg_layers, l.vgg_weights or None, l.vgg_imagenet_norm,
-                              factory.compute_dtype(config.model))
+                              factory.compute_dtype(config.model), config.model.conv_impl)
     return vgg, jax.device_put(variables, sharding.replicated(mesh))
 
 

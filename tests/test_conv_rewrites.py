@@ -145,3 +145,22 @@ def test_global_generator_lax_and_rewrite_agree():
 def test_multiscale_discriminator_lax_and_rewrite_agree():
     x = _normal(4, (1, 22, 30, 4))  # odd feature maps at every scale
     _same_outputs_and_param_grads(lambda impl: MultiscaleDiscriminator(4, 2, 2, conv_impl=impl), x)
+
+
+def _ties(seed: int, shape: tuple) -> jax.Array:
+    """Values on a coarse grid, so that most 2x2 windows hold repeated maxima (as flat image regions do)."""
+    return jnp.round(_normal(seed, shape))
+
+
+@pytest.mark.parametrize("h, w", [(8, 12), (9, 7)])
+def test_max_pool_forms_agree_and_send_each_gradient_to_the_first_maximum(h, w):
+    torch = pytest.importorskip("torch")
+    x, dy = _ties(5, (2, h, w, 3)), _normal(6, (2, h // 2, w // 2, 3))
+    outs = {impl: jax.vjp(lambda a: cr.max_pool_2x2(a, impl), x) for impl in ("rewrite", "lax")}
+    xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2), requires_grad=True)
+    yt = torch.nn.functional.max_pool2d(xt, 2, 2)
+    yt.backward(torch.tensor(np.asarray(dy).transpose(0, 3, 1, 2)))
+    want_y, want_dx = yt.detach().numpy().transpose(0, 2, 3, 1), xt.grad.numpy().transpose(0, 2, 3, 1)
+    for y, vjp in outs.values():
+        np.testing.assert_array_equal(np.asarray(y), want_y)
+        np.testing.assert_array_equal(np.asarray(vjp(dy)[0]), want_dx)

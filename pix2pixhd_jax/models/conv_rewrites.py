@@ -17,6 +17,9 @@ backend lowers the *gradients* of some conv shapes poorly:
                         of XLA's zero-inserted transposed conv is slow.
   unfused               an optimization barrier before instance norm, so XLA CPU does not fuse the
                         statistics reduction into the producing conv, which slows that conv down.
+  max_pool_2x2          VGG's 2x2 max pool as a reshape + max with a first-maximum gradient: XLA CPU
+                        runs reduce_window and the variadic reduce_window of its gradient on one
+                        thread (~110 ms over VGG's pools in the 512x256 step).
 
 GPU and TPU run the plain forms natively (cuDNN, the MXU), where the rewrites only add reshapes,
 concatenations and copies, so the choice is per backend through one option, `conv_impl`
@@ -84,6 +87,51 @@ def conv_transpose_3x3_s2(x: Array, kernel: Array, upsample_impl: str, conv_impl
 def unfused(x: Array, conv_impl: str) -> Array:
     """Identity that XLA cannot fuse across, where rewrites are in use (elsewhere fusion is wanted)."""
     return jax.lax.optimization_barrier(x) if use_rewrites(conv_impl) else x
+
+
+def max_pool_2x2(x: Array, conv_impl: str) -> Array:
+    """MaxPool2d(2, 2) (odd edges dropped); the gradient goes to each window's first maximum."""
+    if not use_rewrites(conv_impl):
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    return _max_pool_2x2_reshaped(x)
+
+
+def _windows_2x2(x: Array) -> Array:
+    """(B, H, W, C) -> (B, H/2, 2, W/2, 2, C), dropping an odd last row/column."""
+    b, h, w, c = x.shape
+    return x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c)
+
+
+@jax.custom_vjp
+def _max_pool_2x2_reshaped(x: Array) -> Array:
+    return _windows_2x2(x).max(axis=(2, 4))
+
+
+def _max_pool_2x2_fwd(x: Array) -> tuple[Array, tuple[Array, Array]]:
+    y = _max_pool_2x2_reshaped(x)
+    return y, (x, y)
+
+
+def _max_pool_2x2_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array]:
+    # Ties (flat image regions give many) must not split the gradient: PyTorch's max_pool2d and
+    # XLA's select-and-scatter both give all of it to the first maximum in row-major window order.
+    x, y = res
+    is_max = _windows_2x2(x) == y[:, :, None, :, None, :]
+    taken = jnp.zeros_like(dy, dtype=bool)
+    rows = []
+    for i in (0, 1):
+        row = []
+        for j in (0, 1):
+            first = is_max[:, :, i, :, j] & ~taken
+            taken = taken | first
+            row.append(jnp.where(first, dy, 0))
+        rows.append(jnp.stack(row, axis=3))
+    b, h, w, c = x.shape
+    dx = jnp.stack(rows, axis=2).reshape(b, h // 2 * 2, w // 2 * 2, c)
+    return (jnp.pad(dx, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
+
+
+_max_pool_2x2_reshaped.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
 
 
 def lax_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:

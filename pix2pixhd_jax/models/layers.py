@@ -20,6 +20,7 @@ from pix2pixhd_jax.models.conv_rewrites import (  # noqa: F401  (some re-exporte
     conv_transpose_3x3_s2,
     conv_valid,
     depth_to_space,
+    max_pool_2x2,
     unfused,
 )
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pix2pixhd_jax import storage
-from pix2pixhd_jax.models.layers import Array, Dtype
+from pix2pixhd_jax.models.layers import Array, Dtype, max_pool_2x2
 
 # Convs per stage of torchvision's vgg16 / vgg19 `features` (each conv is followed by a ReLU,
 # each stage by a 2x2 max pool).
@@ -65,6 +65,7 @@ class VGG(nn.Module):
     layers: Sequence[str] = DEFAULT_LAYERS
     imagenet_norm: bool = False
     dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"  # the form of the max pools ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
 
     @nn.compact
     def __call__(self, x: Array) -> list[Array]:
@@ -81,7 +82,7 @@ class VGG(nn.Module):
         x = x.astype(self.dtype)
         for i, name in enumerate(names[: last + 1]):
             if i > 0 and name.endswith("_1"):
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool_2x2(x, self.conv_impl)
             x = nn.relu(nn.Conv(WIDTHS[int(name[4]) - 1], (3, 3), padding=1, dtype=self.dtype, name=name)(x))
             taps[name.replace("conv", "relu")] = x
         return [taps[l] for l in self.layers]
@@ -180,9 +181,9 @@ def vgg16_params_from_lpips(path: str | None = None, layers: Sequence[str] = DEF
 
 
 def load_vgg(backbone: str, layers: Sequence[str], weights_path: str | None, imagenet_norm: bool,
-             dtype: Dtype = jnp.float32) -> tuple[VGG, dict]:
+             dtype: Dtype = jnp.float32, conv_impl: str = "auto") -> tuple[VGG, dict]:
     """Build the frozen perceptual network and its variables from a local file."""
-    module = VGG(backbone, tuple(layers), imagenet_norm, dtype)
+    module = VGG(backbone, tuple(layers), imagenet_norm, dtype, conv_impl)
     if backbone == "vgg16" and not weights_path:
         variables = vgg16_params_from_lpips(None, layers)
     elif backbone in STAGES:
