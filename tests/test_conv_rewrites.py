@@ -64,6 +64,11 @@ def test_conv_valid_equals_lax_valid_conv(b, h, w, ci, co, k):
     _check_rewrite(cr.conv_valid, lambda x, kk: cr.lax_conv(x, kk, 1, 0), (b, h, w, ci), (k, k, ci, co))
 
 
+@pytest.mark.parametrize("b, h, w, ci, co, k", [(1, 13, 15, 6, 3, 7), (2, 6, 9, 8, 1, 4), (1, 5, 4, 3, 4, 1)])
+def test_narrow_output_conv_equals_lax_valid_conv(b, h, w, ci, co, k):
+    _check_rewrite(cr.narrow_output_conv, lambda x, kk: cr.lax_conv(x, kk, 1, 0), (b, h, w, ci), (k, k, ci, co))
+
+
 @pytest.mark.parametrize("h, w", [(4, 4), (3, 5)])
 def test_subpixel_transposed_conv_equals_lax_conv_transpose(h, w):
     _check_rewrite(cr.subpixel_transposed_conv, cr.lax_conv_transpose, (2, h, w, 3), (3, 3, 3, 4))
@@ -71,10 +76,12 @@ def test_subpixel_transposed_conv_equals_lax_conv_transpose(h, w):
 
 def test_conv2d_dispatches_every_rewrite_and_lax_is_plain():
     """conv2d under 'rewrite' equals 'lax' for each dispatched shape; 'lax' traces to plain convs only."""
-    cases = [(4, 2, 2), (4, 1, 2), (3, 1, 0), (3, 2, 1), (1, 1, 0)]  # (kernel, stride, padding)
+    # (kernel, stride, padding, out channels): space-to-depth, shift-stacked, conv_valid, lax, 1x1,
+    # and the narrow-output form (RGB out, 1-channel logits).
+    cases = [(4, 2, 2, 5), (4, 1, 2, 5), (3, 1, 0, 5), (3, 2, 1, 5), (1, 1, 0, 5), (7, 1, 0, 3), (4, 1, 2, 1)]
     x = _normal(0, (1, 9, 10, 3))
-    for k, s, p in cases:
-        kernel = _normal(k + s, (k, k, 3, 4))
+    for k, s, p, c_out in cases:
+        kernel = _normal(k + s, (k, k, 3, c_out))
         both = jax.jit(lambda a, b: [cr.conv2d(a, b, s, p, impl) for impl in ("rewrite", "lax")])
         _assert_close(*both(x, kernel))
         jaxpr = str(jax.make_jaxpr(lambda a, b: cr.conv2d(a, b, s, p, "lax"))(x, kernel))
