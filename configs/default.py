@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.spectral_norm_D = False  # spectral norm on every D conv (beyond the paper)
     m.spectral_norm_G = False  # spectral norm on every G conv (beyond the paper)
     m.init_std = 0.02  # conv weight init N(0, init_std) (official weights_init)
-    m.upsample_impl = "subpixel"  # transposed conv as 2x2 conv + depth-to-space ('xla' = lax.conv_transpose)
+    m.upsample_impl = "tapwise"  # transposed conv form where rewrites run: 'tapwise' | 'subpixel' | 'xla' (lax)
     m.conv_impl = "auto"  # conv (and VGG max-pool) form: 'auto' (CPU-fast rewrites on CPU, lax convs on GPU/TPU) | 'rewrite' | 'lax'
     m.remat_blocks = False  # rematerialise residual blocks in the backward pass (memory for compute)
     m.compute_dtype = "float32"  # activation dtype: 'float32' or 'bfloat16' (params stay float32)

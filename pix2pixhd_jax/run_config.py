@@ -156,8 +156,8 @@ def _validate_more(config: ml_collections.ConfigDict) -> None:
     """The keys beyond the ones above that otherwise fail late (in the data pipeline, a loss, a tool)."""
     m, d, l, o = config.model, config.data, config.loss, config.optim
     e, f, a = config.eval, config.features, config.augment
-    _require(m.upsample_impl in ("subpixel", "xla"), "model.upsample_impl", m.upsample_impl,
-             "must be 'subpixel' or 'xla'")
+    _require(m.upsample_impl in ("tapwise", "subpixel", "xla"), "model.upsample_impl", m.upsample_impl,
+             "must be 'tapwise', 'subpixel' or 'xla'")
     _require(m.attention_form in ("full", "pooled", "window"), "model.attention_form", m.attention_form,
              "must be 'full', 'pooled' or 'window'")
     for key in ("attention_pool", "attention_window", "attention_reduction"):

@@ -96,6 +96,8 @@ def test_use_rewrites_resolves_per_backend_and_rejects_unknown_values():
 
 
 def test_upsample_impl_picks_the_transposed_form_only_where_rewrites_run():
+    assert cr.upsample_form("tapwise", "auto") == "tapwise"  # CPU
+    assert cr.upsample_form("tapwise", "lax") == "xla"
     assert cr.upsample_form("subpixel", "rewrite") == "subpixel"
     assert cr.upsample_form("subpixel", "auto") == "subpixel"  # CPU
     assert cr.upsample_form("subpixel", "lax") == "xla"
@@ -171,3 +173,8 @@ def test_max_pool_forms_agree_and_send_each_gradient_to_the_first_maximum(h, w):
     for y, vjp in outs.values():
         np.testing.assert_array_equal(np.asarray(y), want_y)
         np.testing.assert_array_equal(np.asarray(vjp(dy)[0]), want_dx)
+
+
+@pytest.mark.parametrize("b, h, w", [(2, 4, 4), (1, 3, 5), (1, 1, 1)])
+def test_tapwise_transposed_conv_equals_lax_conv_transpose(b, h, w):
+    _check_rewrite(cr.tapwise_transposed_conv, cr.lax_conv_transpose, (b, h, w, 3), (3, 3, 3, 4))

@@ -25,7 +25,8 @@ def _conv_transpose_by_formula(x, w, b):
     return out
 
 
-@pytest.mark.parametrize("impl, conv_impl", [("subpixel", "auto"), ("xla", "auto"), ("subpixel", "lax")])
+@pytest.mark.parametrize("impl, conv_impl", [("tapwise", "auto"), ("subpixel", "auto"), ("xla", "auto"),
+                                             ("tapwise", "lax")])
 def test_conv_transpose_exactly_doubles_with_pytorch_taps(impl, conv_impl):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)
@@ -42,9 +43,10 @@ def test_conv_transpose_gradients_agree_between_impls():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 4, 4, 3)).astype(np.float32))
     variables = ConvTranspose(2).init(jax.random.PRNGKey(1), x)
     grads = [jax.grad(lambda v: jnp.sum(ConvTranspose(2, impl=impl).apply(v, x) ** 2))(variables)
-             for impl in ("subpixel", "xla")]
-    for a, b in zip(jax.tree_util.tree_leaves(grads[0]), jax.tree_util.tree_leaves(grads[1])):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+             for impl in ("tapwise", "subpixel", "xla")]
+    for rewritten in grads[:2]:
+        for a, b in zip(jax.tree_util.tree_leaves(rewritten), jax.tree_util.tree_leaves(grads[-1])):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_pyramid_pool_excludes_padding_from_the_count():

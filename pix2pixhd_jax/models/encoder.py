@@ -23,7 +23,7 @@ class Encoder(nn.Module):
     nef: int = 16
     n_downsample_E: int = 4
     norm: str = "instance"
-    upsample_impl: str = "subpixel"
+    upsample_impl: str = "tapwise"
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
     conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)

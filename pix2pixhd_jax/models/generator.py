@@ -49,7 +49,7 @@ class UpNormReLU(nn.Module):
     features: int
     norm: str = "instance"
     init_std: float = 0.02
-    upsample_impl: str = "subpixel"
+    upsample_impl: str = "tapwise"
     spectral_norm: bool = False
     dtype: Dtype = jnp.float32
     conv_impl: str = "auto"
@@ -96,7 +96,7 @@ class GlobalGenerator(nn.Module):
     n_blocks_global: int = 9
     norm: str = "instance"
     with_output: bool = True
-    upsample_impl: str = "subpixel"
+    upsample_impl: str = "tapwise"
     remat_blocks: bool = False
     spectral_norm: bool = False
     init_std: float = 0.02
@@ -153,7 +153,7 @@ class LocalEnhancer(nn.Module):
     n_local_enhancers: int = 1
     n_blocks_local: int = 3
     norm: str = "instance"
-    upsample_impl: str = "subpixel"
+    upsample_impl: str = "tapwise"
     remat_blocks: bool = False
     spectral_norm: bool = False
     init_std: float = 0.02

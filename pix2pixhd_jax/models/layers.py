@@ -116,14 +116,14 @@ class ConvTranspose(nn.Module):
     """ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1): exactly doubles H and W.
 
     The kernel is stored as (3, 3, in, out) with kernel[ky, kx, i, o] == torch_weight[i, o, ky, kx]
-    (no spatial flip). `impl` ('subpixel' | 'xla', config model.upsample_impl) and `conv_impl`
+    (no spatial flip). `impl` ('tapwise' | 'subpixel' | 'xla', config model.upsample_impl) and `conv_impl`
     together pick the form: the sub-pixel 2x2 conv + depth-to-space only where rewrites are in use,
     lax.conv_transpose otherwise (models/conv_rewrites.py).
     """
 
     features: int
     init_std: float = 0.02
-    impl: str = "subpixel"
+    impl: str = "tapwise"
     spectral_norm: bool = False
     dtype: Dtype = jnp.float32
     conv_impl: str = "auto"
