@@ -76,11 +76,12 @@ def test_subpixel_transposed_conv_equals_lax_conv_transpose(h, w):
 
 def test_conv2d_dispatches_every_rewrite_and_lax_is_plain():
     """conv2d under 'rewrite' equals 'lax' for each dispatched shape; 'lax' traces to plain convs only."""
-    # (kernel, stride, padding, out channels): space-to-depth, shift-stacked, conv_valid, lax, 1x1,
-    # and the narrow-output form (RGB out, 1-channel logits).
-    cases = [(4, 2, 2, 5), (4, 1, 2, 5), (3, 1, 0, 5), (3, 2, 1, 5), (1, 1, 0, 5), (7, 1, 0, 3), (4, 1, 2, 1)]
-    x = _normal(0, (1, 9, 10, 3))
-    for k, s, p, c_out in cases:
+    # (kernel, stride, padding, out channels, input size): space-to-depth, shift-stacked, conv_valid,
+    # lax (odd map), patches (even map), 1x1, and the narrow-output form (RGB out, 1-channel logits).
+    cases = [(4, 2, 2, 5, 9), (4, 1, 2, 5, 9), (3, 1, 0, 5, 9), (3, 2, 1, 5, 9), (3, 2, 1, 5, 10), (1, 1, 0, 5, 9),
+             (7, 1, 0, 3, 9), (4, 1, 2, 1, 9)]
+    for k, s, p, c_out, size in cases:
+        x = _normal(0, (1, size, size + 2, 3))
         kernel = _normal(k + s, (k, k, 3, c_out))
         both = jax.jit(lambda a, b: [cr.conv2d(a, b, s, p, impl) for impl in ("rewrite", "lax")])
         _assert_close(*both(x, kernel))
@@ -178,3 +179,8 @@ def test_max_pool_forms_agree_and_send_each_gradient_to_the_first_maximum(h, w):
 @pytest.mark.parametrize("b, h, w", [(2, 4, 4), (1, 3, 5), (1, 1, 1)])
 def test_tapwise_transposed_conv_equals_lax_conv_transpose(b, h, w):
     _check_rewrite(cr.tapwise_transposed_conv, cr.lax_conv_transpose, (b, h, w, 3), (3, 3, 3, 4))
+
+
+@pytest.mark.parametrize("b, h, w", [(2, 8, 6), (1, 2, 4)])
+def test_patch_strided_conv_equals_lax_conv(b, h, w):
+    _check_rewrite(cr.patch_strided_conv, lambda x, k: cr.lax_conv(x, k, 2, 1), (b, h, w, 3), (3, 3, 3, 4))
