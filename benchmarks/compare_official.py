@@ -151,10 +151,12 @@ def main(argv=None) -> dict:
     p.add_argument("--infer", action="store_true", help="time G inference instead of the train step")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the official PyTorch code runs")
     p.add_argument("--plain_process", action="store_true",
-                   help="skip the process set-up our train command does (keep_cpu_temporaries_resident)")
+                   help="train step: skip the process set-up our train command does (keep_cpu_temporaries_resident)")
     a = p.parse_args(argv)
-    # As `train` does; it changes malloc for the whole process, so the official side gets it too.
-    resident = False if a.plain_process else process.keep_cpu_temporaries_resident()
+    # The process set-up of the command that runs the measured work: `train` keeps XLA's temporaries
+    # resident, the inference commands do not. It changes malloc for the whole process, so the
+    # official side gets it too.
+    resident = False if a.plain_process or a.infer else process.keep_cpu_temporaries_resident()
     config = importlib.import_module(f"configs.{a.config}").get_config()
     torch.manual_seed(0)
     official = make_official_step(config, a.device)[1 if a.infer else 0]
