@@ -35,3 +35,15 @@ def test_evaluate_generator_scores_a_perfect_generator_zero():
     assert report["lpips_to_real"] == pytest.approx(0.0, abs=1e-6) and "fid" not in report
     worse = evaluate.evaluate_generator(lambda b: -b["image"], examples, batch_size=2)
     assert worse["l1"] > 0.5 and worse["lpips_to_real"] > 0.05
+
+
+def test_layer_profile_times_every_official_unit_against_ours(capsys):
+    pytest.importorskip("torch")
+    from benchmarks import layer_profile
+
+    results = layer_profile.main(["--config=bench_quick", "--rounds=1"])
+    units = [r["unit"] for r in results]
+    # bench_quick: front, 2 down, residual, 2 up, output, D at 2 scales.
+    assert len(units) == 9 and units[0].startswith("G front") and units[-1].startswith("D at 1/2")
+    assert all(r["official_ms"] > 0 and r["ours_ms"] > 0 for r in results)
+    assert "| G output: pad, 7x7 conv 8->3, tanh @64x32 |" in capsys.readouterr().out
