@@ -309,10 +309,11 @@ def subpixel_kernel(kernel: Array) -> Array:
     return jnp.concatenate(phases, axis=-1)  # phase-major: (2, 2, I, 4*O)
 
 
-def _shift_down_right(x: Array, rows: int, cols: int) -> Array:
-    """x moved down by `rows` and right by `cols` pixels (0 or 1), zeros entering: y[m, n] = x[m - rows, n - cols]."""
-    h, w = x.shape[1], x.shape[2]
-    return jnp.pad(x, ((0, 0), (rows, 0), (cols, 0), (0, 0)))[:, :h, :w]
+def _patches_3x3_s2(x: Array) -> Array:
+    """(B, 2H, 2W, C) -> (B, H, W, 9C): the zero-padded 3x3 window of each stride-2 output, tap-major."""
+    b, h2, w2, c = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return jnp.concatenate([xp[:, ty:ty + h2:2, tx:tx + w2:2] for ty in range(3) for tx in range(3)], axis=-1)
 
 
 def _phases_to_image(p00: Array, p01: Array, p10: Array, p11: Array) -> Array:
@@ -353,12 +354,9 @@ def _tapwise_transposed_conv_bwd(res: tuple[Array, Array], dy: Array) -> tuple[A
     x, kernel = res
     b, h, w, c_in = x.shape
     c_out = kernel.shape[3]
-    d00, d01, d10, d11 = dy[:, 0::2, 0::2], dy[:, 0::2, 1::2], dy[:, 1::2, 0::2], dy[:, 1::2, 1::2]
-    # Tap (ty, tx) of input pixel (m, n) fed phase (ty != 1, tx != 1) at (m - [ty == 0], n - [tx == 0]).
-    per_tap = [_shift_down_right(d11, 1, 1), _shift_down_right(d10, 1, 0), _shift_down_right(d11, 1, 0),
-               _shift_down_right(d01, 0, 1), d00, d01,
-               _shift_down_right(d11, 0, 1), d10, d11]
-    dtaps = jnp.stack(per_tap, axis=3).reshape(-1, 9 * c_out)
+    # Tap (ty, tx) of input pixel (m, n) landed on output pixel (2m + ty - 1, 2n + tx - 1): the
+    # stride-2 3x3 patches of dy gather exactly those (the adjoint of the scatter).
+    dtaps = _patches_3x3_s2(dy).reshape(-1, 9 * c_out)
     taps_matrix = _taps_matrix(kernel)
     dx = jnp.matmul(dtaps, taps_matrix.T, preferred_element_type=jnp.float32).reshape(x.shape).astype(x.dtype)
     dmatrix = jnp.matmul(x.reshape(-1, c_in).T, dtaps, preferred_element_type=jnp.float32)
@@ -367,13 +365,6 @@ def _tapwise_transposed_conv_bwd(res: tuple[Array, Array], dy: Array) -> tuple[A
 
 
 tapwise_transposed_conv.defvjp(_tapwise_transposed_conv_fwd, _tapwise_transposed_conv_bwd)
-
-
-def _patches_3x3_s2(x: Array) -> Array:
-    """(B, 2H, 2W, C) -> (B, H, W, 9C): the zero-padded 3x3 window of each stride-2 output, tap-major."""
-    b, h2, w2, c = x.shape
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return jnp.concatenate([xp[:, ty:ty + h2:2, tx:tx + w2:2] for ty in range(3) for tx in range(3)], axis=-1)
 
 
 @jax.custom_vjp
