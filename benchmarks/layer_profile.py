@@ -76,6 +76,7 @@ def units(config) -> list[tuple[str, str, Callable[[], Any], Callable[[], Any]]]
     from pix2pixhd_jax.models.layers import ResnetBlock
 
     m, b = config.model, config.bench
+    torch.manual_seed(0)  # the official layers' default init draws from torch's generator
     rng = np.random.default_rng(0)
     impl = dict(conv_impl=m.conv_impl)
     g_in = m.label_nc + (1 if m.use_instance else 0)
@@ -130,7 +131,6 @@ def units(config) -> list[tuple[str, str, Callable[[], Any], Callable[[], Any]]]
                                                  False, True)
         add(f"D at 1/{f}: {m.n_layers_D + 2} 4x4 convs, IN, LeakyReLU @{w // f}x{h // f}", "3 fwd, 2 bwd",
             NLayerDiscriminator(m.ndf, m.n_layers_D, **impl), official_d, _normal(rng, (1, h // f, w // f, d_in)))
-    torch.manual_seed(0)
     return rows
 
 

@@ -115,6 +115,11 @@ def unfused(x: Array, conv_impl: str) -> Array:
 NARROW_OUTPUT_CHANNELS = 4
 
 
+def _saving_operands(primal):
+    """A custom_vjp forward rule: primal(x, kernel), keeping both operands for the backward rule."""
+    return lambda x, kernel: (primal(x, kernel), (x, kernel))
+
+
 def _taps_matrix(kernel: Array) -> Array:
     """(kh, kw, I, O) -> (I, kh*kw*O), columns ordered (tap row, tap column, out channel)."""
     kh, kw, c_in, c_out = kernel.shape
@@ -134,10 +139,6 @@ def narrow_output_conv(x: Array, kernel: Array) -> Array:
     return out.astype(x.dtype)
 
 
-def _narrow_output_conv_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
-    return narrow_output_conv(x, kernel), (x, kernel)
-
-
 def _narrow_output_conv_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
     """lax's input gradient (a wide-output conv, fast as it is); the kernel gradient as one GEMM."""
     x, kernel = res
@@ -153,7 +154,7 @@ def _narrow_output_conv_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array,
     return dx, dkernel
 
 
-narrow_output_conv.defvjp(_narrow_output_conv_fwd, _narrow_output_conv_bwd)
+narrow_output_conv.defvjp(_saving_operands(narrow_output_conv), _narrow_output_conv_bwd)
 
 
 def max_pool_2x2(x: Array, conv_impl: str) -> Array:
@@ -240,11 +241,6 @@ def conv_valid(x: Array, kernel: Array) -> Array:
     return _lax_conv_valid(x, kernel)
 
 
-def _conv_valid_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
-    """Primal output, keeping both operands for the backward pass."""
-    return _lax_conv_valid(x, kernel), (x, kernel)
-
-
 def _conv_valid_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
     """lax's gradients, except the input gradient by GEMM when out-channels > batch * output pixels."""
     x, kernel = res
@@ -256,7 +252,7 @@ def _conv_valid_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
     return dx, dkernel
 
 
-conv_valid.defvjp(_conv_valid_fwd, _conv_valid_bwd)
+conv_valid.defvjp(_saving_operands(_lax_conv_valid), _conv_valid_bwd)
 
 
 def shift_stacked_conv(x: Array, kernel: Array, padding: int) -> Array:
@@ -324,6 +320,11 @@ def _phases_to_image(p00: Array, p01: Array, p10: Array, p11: Array) -> Array:
 @jax.custom_vjp
 def tapwise_transposed_conv(x: Array, kernel: Array) -> Array:
     """Transposed 3x3/s2/p1/op1 conv as one GEMM into the nine per-tap outputs plus shifted adds."""
+    return _transposed_conv_by_taps(x, kernel)
+
+
+def _transposed_conv_by_taps(x: Array, kernel: Array) -> Array:
+    """The tap-wise transposed conv's computation (also the input gradient of the 3x3/s2 conv)."""
     # PyTorch: out[y] = sum_x in[x] * w[y - 2x + 1]: row 2m takes tap 1 of input row m, row 2m+1
     # takes tap 2 of row m and tap 0 of row m+1 (columns alike). Exactly the transposed conv's FLOPs.
     b, h, w, c_in = x.shape
@@ -345,15 +346,10 @@ def _scatter_taps_stride2(t: Array) -> Array:
     return _phases_to_image(p00, p01, p10, p11)
 
 
-def _tapwise_transposed_conv_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
-    return tapwise_transposed_conv(x, kernel), (x, kernel)
-
-
 def _tapwise_transposed_conv_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
     """The per-tap output gradients in one stacked buffer, then one GEMM each for dx and dkernel."""
     x, kernel = res
-    b, h, w, c_in = x.shape
-    c_out = kernel.shape[3]
+    c_in, c_out = kernel.shape[2:]
     # Tap (ty, tx) of input pixel (m, n) landed on output pixel (2m + ty - 1, 2n + tx - 1): the
     # stride-2 3x3 patches of dy gather exactly those (the adjoint of the scatter).
     dtaps = _patches_3x3_s2(dy).reshape(-1, 9 * c_out)
@@ -364,7 +360,7 @@ def _tapwise_transposed_conv_bwd(res: tuple[Array, Array], dy: Array) -> tuple[A
     return dx, dkernel
 
 
-tapwise_transposed_conv.defvjp(_tapwise_transposed_conv_fwd, _tapwise_transposed_conv_bwd)
+tapwise_transposed_conv.defvjp(_saving_operands(tapwise_transposed_conv), _tapwise_transposed_conv_bwd)
 
 
 @jax.custom_vjp
@@ -374,23 +370,18 @@ def patch_strided_conv(x: Array, kernel: Array) -> Array:
     return lax_conv(x, kernel, 2, 1)
 
 
-def _patch_strided_conv_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
-    return patch_strided_conv(x, kernel), (x, kernel)
-
-
 def _patch_strided_conv_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
-    """Kernel gradient as one GEMM over the patches; input gradient as one GEMM plus the tap scatter."""
+    """Kernel gradient as one GEMM over the patches; input gradient as the tap-wise transposed conv
+    of dy with the kernel's in/out channels swapped (one GEMM plus the tap scatter)."""
     x, kernel = res
-    b, h, w, c_out = dy.shape
-    c_in = x.shape[3]
-    dy2 = dy.reshape(-1, c_out)
-    dkernel = jnp.matmul(_patches_3x3_s2(x).reshape(-1, 9 * c_in).T, dy2, preferred_element_type=jnp.float32)
-    dtaps = jnp.matmul(dy2, kernel.reshape(9 * c_in, c_out).T, preferred_element_type=jnp.float32)
-    dx = _scatter_taps_stride2(dtaps.reshape(b, h, w, 3, 3, c_in))
+    c_in, c_out = kernel.shape[2:]
+    dkernel = jnp.matmul(_patches_3x3_s2(x).reshape(-1, 9 * c_in).T, dy.reshape(-1, c_out),
+                         preferred_element_type=jnp.float32)
+    dx = _transposed_conv_by_taps(dy, kernel.swapaxes(2, 3))
     return dx.astype(x.dtype), dkernel.reshape(kernel.shape).astype(kernel.dtype)
 
 
-patch_strided_conv.defvjp(_patch_strided_conv_fwd, _patch_strided_conv_bwd)
+patch_strided_conv.defvjp(_saving_operands(patch_strided_conv), _patch_strided_conv_bwd)
 
 
 def subpixel_transposed_conv(x: Array, kernel: Array) -> Array:

@@ -117,8 +117,8 @@ class ConvTranspose(nn.Module):
 
     The kernel is stored as (3, 3, in, out) with kernel[ky, kx, i, o] == torch_weight[i, o, ky, kx]
     (no spatial flip). `impl` ('tapwise' | 'subpixel' | 'xla', config model.upsample_impl) and `conv_impl`
-    together pick the form: the sub-pixel 2x2 conv + depth-to-space only where rewrites are in use,
-    lax.conv_transpose otherwise (models/conv_rewrites.py).
+    together pick the form: the tap-wise GEMM or the sub-pixel 2x2 conv only where rewrites are in
+    use, lax.conv_transpose otherwise (models/conv_rewrites.py).
     """
 
     features: int
