@@ -3,21 +3,28 @@
   python -m benchmarks.compare_official --config=bench_512x256 --rounds=5
   python -m benchmarks.compare_official --config=bench_512x256 --rounds=5 --infer   # G forward only
   python -m benchmarks.compare_official --config=bench_1024x512 --rounds=10 --device=cuda   # on a GPU
+  python -m benchmarks.compare_official --config=bench_512x256 --rounds=4 --alone   # + peak RSS
 
 The official side is the released code's networks (`pix2pixhd` package: GlobalGenerator,
 MultiscaleDiscriminator, GANLoss) driven as its pix2pixHD_model.forward + train.py do: D on
 fake.detach(), D on real, D on fake again for G, feature matching, VGG19 loss (torchvision's
 layer layout, random weights), loss_G.backward + Adam step, loss_D.backward + Adam step. Steps
 alternate between the two so that load on the shared machine hits both alike; medians reported.
+With --alone each side instead runs in its own fresh process (official first, as a plain process
+like its train.py), which also gives each its own peak RSS (getrusage; ours includes compilation).
 """
 from __future__ import annotations
 
 import os
 
 from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX starts)
+from pix2pixhd_jax import host_memory  # noqa: E402
 
 import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -124,10 +131,14 @@ def make_jax_step(config):
     vgg, vgg_vars = harness.random_vgg(config)
     b = config.bench
     program = build_program(config, vgg, height=b.height, width=b.width, steps_per_epoch=1000)
+    # The train command's phases: state, release, compile, release (see host_memory).
     state = jax.jit(program.init)(jax.random.PRNGKey(0))
+    host_memory.release_freed()
     batch = harness.synthetic_batch(config)
-    train = jax.jit(program.step, donate_argnums=(0,))
+    train = jax.jit(program.step, donate_argnums=(0,)).lower(state, batch, vgg_vars).compile()
     sample = jax.jit(make_generate_fn(config, program.nets))
+    sample = sample.lower(state.g_params, state.g_collections, batch).compile()
+    host_memory.release_freed()
     holder = {"state": state}
 
     def step():
@@ -138,6 +149,40 @@ def make_jax_step(config):
         return jax.block_until_ready(sample(holder["state"].g_params, holder["state"].g_collections, batch))
 
     return step, infer
+
+
+def run_alone(a: argparse.Namespace) -> dict:
+    """Each side in a fresh process of its own: its step times and its peak RSS."""
+    rows = {}
+    for side in ("official_pytorch", "ours_jax"):
+        cmd = [sys.executable, "-m", "benchmarks.compare_official", f"--config={a.config}", f"--rounds={a.rounds}",
+               f"--device={a.device}", f"--side={side}"] + ["--infer"] * a.infer + ["--plain_process"] * a.plain_process
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"{side} failed:\n{out.stderr[-3000:]}")
+        rows[side] = json.loads(out.stdout.strip().splitlines()[-1])
+        r = rows[side]
+        print(f"{side}: median {r['median_s']:.3f} s, min {r['min_s']:.3f} s, peak RSS {r['peak_rss_gb']:.2f} GB "
+              f"({r['rounds']} steps after a warm-up, alone)", flush=True)
+    o, j = rows["official_pytorch"], rows["ours_jax"]
+    print(f"{a.config} {'G inference' if a.infer else 'train step'}, each alone: speed-up "
+          f"{o['median_s'] / j['median_s']:.2f}x (medians), peak RSS official {o['peak_rss_gb']:.2f} GB, "
+          f"ours {j['peak_rss_gb']:.2f} GB")
+    return rows
+
+
+def run_side(a: argparse.Namespace, fn) -> dict:
+    """--side: warm up, time --rounds calls, print one JSON line (read by run_alone)."""
+    fn()
+    times = []
+    for _ in range(a.rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    row = {"median_s": statistics.median(times), "min_s": min(times), "rounds": a.rounds,
+           "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+    print(json.dumps(row))
+    return row
 
 
 def main(argv=None) -> dict:
@@ -151,14 +196,23 @@ def main(argv=None) -> dict:
     p.add_argument("--infer", action="store_true", help="time G inference instead of the train step")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the official PyTorch code runs")
     p.add_argument("--plain_process", action="store_true",
-                   help="train step: skip the process set-up our train command does (keep_cpu_temporaries_resident)")
+                   help="train step: skip the process set-up our train command does (host_memory.keep_temporaries_resident)")
+    p.add_argument("--alone", action="store_true", help="run each side in its own process; report peak RSS too")
+    p.add_argument("--side", choices=("official_pytorch", "ours_jax"), help=argparse.SUPPRESS)  # set by --alone
     a = p.parse_args(argv)
+    if a.alone:
+        return run_alone(a)
     # The process set-up of the command that runs the measured work: `train` keeps XLA's temporaries
     # resident, the inference commands do not. It changes malloc for the whole process, so the
     # official side gets it too.
-    resident = False if a.plain_process or a.infer else process.keep_cpu_temporaries_resident()
+    # Alone, the official side runs as its own train.py does: a plain process.
+    plain = a.plain_process or a.infer or a.side == "official_pytorch"
+    resident = False if plain else host_memory.keep_temporaries_resident()
     config = importlib.import_module(f"configs.{a.config}").get_config()
     torch.manual_seed(0)
+    if a.side:
+        make = make_official_step(config, a.device) if a.side == "official_pytorch" else make_jax_step(config)
+        return run_side(a, make[1 if a.infer else 0])
     official = make_official_step(config, a.device)[1 if a.infer else 0]
     ours = make_jax_step(config)[1 if a.infer else 0]
     times = {"official_pytorch": [], "ours_jax": []}

@@ -14,6 +14,7 @@ losses, the three D passes and XLA's fusion across layers).
 from __future__ import annotations
 
 from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX starts)
+from pix2pixhd_jax import host_memory  # noqa: E402
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
@@ -141,7 +142,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--config", default="bench_512x256", help="configs/<name>.py")
     p.add_argument("--rounds", type=int, default=5)
     a = p.parse_args(argv)
-    resident = process.keep_cpu_temporaries_resident()
+    resident = host_memory.keep_temporaries_resident()
     config = importlib.import_module(f"configs.{a.config}").get_config()
     rows = units(config)
     times = {name: ([], []) for name, *_ in rows}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX starts)
+from pix2pixhd_jax import host_memory  # noqa: E402
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
@@ -41,7 +42,7 @@ def run_variant(suite: str, name: str, dtype: str, remat: bool, steps: int) -> d
     """Measure one variant in this process; returns one result row."""
     from benchmarks import harness
 
-    process.keep_cpu_temporaries_resident()  # as the train command does (the first call counts)
+    host_memory.keep_temporaries_resident()  # as the train command does (the first call counts)
     config = harness.variant_config(load_config(name), dtype=dtype, remat=remat)
     if steps:
         config.bench.steps = config.bench.infer_steps = steps

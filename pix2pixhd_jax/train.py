@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from pix2pixhd_jax import checkpointing, inputs, run_config, sharding, staging, storage, visualize
+from pix2pixhd_jax import checkpointing, host_memory, inputs, run_config, sharding, staging, storage, visualize
 from pix2pixhd_jax.data import pipeline
 from pix2pixhd_jax.evaluation import evaluate
 from pix2pixhd_jax.metric_writer import MetricWriter
@@ -141,6 +141,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         state, start = sharding.init_sharded(init_fn, mesh, rng), 0
         if t_cfg.init_from:
             state = staging.init_from_stage1(state, t_cfg.init_from, mesh, config)
+    host_memory.release_freed()  # what initialising or restoring the state freed (see host_memory)
     first = next(data_iter)
     check_labels(first["label"], config.model.label_nc, f"the first {d_cfg.source} batch")
     batch = sharding.global_batch(first, mesh)
@@ -180,6 +181,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     l1 = sample_and_score(start)
     writer.write(start, {"holdout_L1": l1})
     result["holdout_L1_start"] = l1
+    host_memory.release_freed()  # and what compiling the step and the sampler freed
     bar = tqdm(total=total_steps, initial=start, disable=jax.process_index() != 0, dynamic_ncols=True, unit="step")
     t_last, n_last = time.time(), start
     step, in_flight = start, None
@@ -208,6 +210,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 writer.write(step, {"holdout_L1": l1})
             if evaluator is not None and step % config.eval.every_steps == 0:
                 scalars = evaluator(generate_now)
+                host_memory.release_freed()  # the first evaluation compiled its networks
                 writer.write(step, scalars)
                 log.info("step %d eval: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
             if step % t_cfg.checkpoint_every == 0 or step == total_steps or stop["now"]:

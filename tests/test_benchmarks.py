@@ -47,3 +47,15 @@ def test_layer_profile_times_every_official_unit_against_ours(capsys):
     assert len(units) == 9 and units[0].startswith("G front") and units[-1].startswith("D at 1/2")
     assert all(r["official_ms"] > 0 and r["ours_ms"] > 0 for r in results)
     assert "| G output: pad, 7x7 conv 8->3, tanh @64x32 |" in capsys.readouterr().out
+
+
+def test_compare_official_alone_times_each_side_in_its_own_process(capsys):
+    pytest.importorskip("torch")
+    from benchmarks import compare_official
+
+    rows = compare_official.main(["--config=bench_quick", "--rounds=1", "--alone"])
+    assert set(rows) == {"official_pytorch", "ours_jax"}
+    assert all(r["median_s"] > 0 and r["rounds"] == 1 for r in rows.values())
+    # Each child's own peak: at least the interpreter plus its framework, far below this machine's memory.
+    assert all(0.1 < r["peak_rss_gb"] < 8 for r in rows.values()), rows
+    assert "train step, each alone: speed-up" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Process set-up: XLA:CPU temporaries stay in the heap between calls (no fresh page faults per step)."""
+"""Process set-up: XLA:CPU temporaries stay in the heap between calls, and release_freed hands one-off garbage back."""
 import subprocess
 import sys
 import textwrap
@@ -7,9 +7,10 @@ import pytest
 
 PROBE = textwrap.dedent("""
     import resource, sys
-    from pix2pixhd_jax.cli import process
+    from pix2pixhd_jax.cli import process  # XLA flags first
+    from pix2pixhd_jax import host_memory
     import jax, jax.numpy as jnp
-    applied = process.keep_cpu_temporaries_resident() if sys.argv[1] == "keep" else False
+    applied = host_memory.keep_temporaries_resident() if sys.argv[1] == "keep" else False
 
     @jax.jit
     def f(x):  # 96 MB of temporaries (the scatter's operand and its transpose)
@@ -42,3 +43,29 @@ def test_temporaries_are_reused_instead_of_faulted_in_every_call():
     # 96 MB is ~24k pages of 4 KiB, faulted in again on every call unless the block is reused.
     assert plain[2] > 10_000, plain
     assert kept[2] < plain[2] / 10, (plain, kept)
+
+
+RELEASE_PROBE = textwrap.dedent("""
+    import numpy as np
+    from pix2pixhd_jax.cli import process  # XLA flags first
+    from pix2pixhd_jax import host_memory
+    host_memory.keep_temporaries_resident()
+
+    def resident_mb():
+        return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2 ** 20
+
+    block = np.ones(64 * 2 ** 20, np.float32)  # 256 MB from the heap (mmap is off)
+    guard = np.ones(1024, np.float32)
+    del block
+    kept = resident_mb()
+    released = host_memory.release_freed()
+    print(released, int(kept - resident_mb()))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+def test_release_freed_hands_kept_heap_memory_back():
+    out = subprocess.run([sys.executable, "-c", RELEASE_PROBE], capture_output=True, text=True, timeout=300, check=True)
+    released, dropped_mb = out.stdout.split()
+    assert released == "True"
+    assert int(dropped_mb) > 200, out.stdout  # the freed 256 MB block was still resident until the release

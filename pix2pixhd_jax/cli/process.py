@@ -83,30 +83,6 @@ def initialize_distributed(mode: str, coordinator: Optional[str], num_processes:
         jax.distributed.initialize()
 
 
-def keep_cpu_temporaries_resident() -> bool:
-    """On the CPU backend with glibc: run computations on the calling thread, and keep freed heap memory.
-
-    XLA:CPU allocates a computation's temporaries (1.5 GB per 512x256 train step) in one block and
-    frees it afterwards. Run on a worker thread, that block is a fresh mmap every step: ~370k page
-    faults, and on VMs that hand idle guest memory back to the host each one is also a host fault
-    (1-5 s of system time per step on 2-core KVM guests). Run on the main thread, the block comes
-    from the main malloc arena, which the two mallopt settings make keep and reuse it. Call it
-    after jax.distributed set-up and before the first computation (the CPU client reads the
-    dispatch setting when it starts); returns whether it applied.
-    """
-    import ctypes
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
-    if jax.default_backend() != "cpu":
-        return False
-    libc = ctypes.CDLL(None)
-    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>; a trim threshold of -1 disables trimming
-    return bool(libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, -1))
-
-
 def define_distributed_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
                       "jax.distributed.initialize(): 'auto' = on Cloud TPU pods and Slurm jobs", flag_values=fv)

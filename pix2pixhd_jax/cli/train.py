@@ -14,7 +14,7 @@ from pix2pixhd_jax.cli import process
 import jax  # noqa: E402  (after process: XLA flags first)
 from absl import flags  # noqa: E402
 
-from pix2pixhd_jax import storage, train  # noqa: E402
+from pix2pixhd_jax import host_memory, storage, train  # noqa: E402
 
 
 def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
@@ -29,7 +29,7 @@ def body(fv: flags.FlagValues) -> int:
         raise process.UsageError("--workdir is required (the run's output folder)")
     config = process.loaded_config(fv)
     process.initialize_distributed(fv.distributed, fv.coordinator_address, fv.num_processes, fv.process_id)
-    process.keep_cpu_temporaries_resident()
+    host_memory.keep_temporaries_resident()
     result = train.run(config, fv.workdir)
     if jax.process_index() == 0:
         index = storage.join(os.fspath(storage.path(fv.workdir)), "samples", "index.html")
