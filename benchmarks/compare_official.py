@@ -122,22 +122,36 @@ def make_official_step(config, device: str = "cpu"):
     return step, infer
 
 
-def make_jax_step(config):
-    """Our compiled step and G forward on random inputs (same shapes)."""
+def make_jax_step(config, infer: bool = False):
+    """Our compiled train step (or, with infer, G's forward alone) on random inputs (same shapes).
+
+    Only what the timed call needs is built, as the train and synthesize commands do: the full
+    train state for the step, the generator's variables for inference.
+    """
     from benchmarks import harness
-    from pix2pixhd_jax.models.factory import make_generate_fn
+    from pix2pixhd_jax.models import factory
+    from pix2pixhd_jax.state import split_generator_variables
     from pix2pixhd_jax.train_step import build_program
 
-    vgg, vgg_vars = harness.random_vgg(config)
     b = config.bench
+    batch = harness.synthetic_batch(config)
+    if infer:
+        nets = factory.build(config)
+        init = lambda rng: split_generator_variables(
+            factory.init_generator_variables(nets, config.model, rng, rng, height=b.height, width=b.width))
+        g = jax.jit(init)(jax.random.PRNGKey(0))
+        host_memory.release_freed()
+        sample = jax.jit(factory.make_generate_fn(config, nets))
+        sample = sample.lower(g["g_params"], g["g_collections"], batch).compile()
+        host_memory.release_freed()
+        return lambda: jax.block_until_ready(sample(g["g_params"], g["g_collections"], batch))
+
+    vgg, vgg_vars = harness.random_vgg(config)
     program = build_program(config, vgg, height=b.height, width=b.width, steps_per_epoch=1000)
     # The train command's phases: state, release, compile, release (see host_memory).
     state = jax.jit(program.init)(jax.random.PRNGKey(0))
     host_memory.release_freed()
-    batch = harness.synthetic_batch(config)
     train = jax.jit(program.step, donate_argnums=(0,)).lower(state, batch, vgg_vars).compile()
-    sample = jax.jit(make_generate_fn(config, program.nets))
-    sample = sample.lower(state.g_params, state.g_collections, batch).compile()
     host_memory.release_freed()
     holder = {"state": state}
 
@@ -145,10 +159,7 @@ def make_jax_step(config):
         holder["state"], metrics = train(holder["state"], batch, vgg_vars)
         return jax.block_until_ready(metrics)
 
-    def infer():
-        return jax.block_until_ready(sample(holder["state"].g_params, holder["state"].g_collections, batch))
-
-    return step, infer
+    return step
 
 
 def run_alone(a: argparse.Namespace) -> dict:
@@ -211,10 +222,10 @@ def main(argv=None) -> dict:
     config = importlib.import_module(f"configs.{a.config}").get_config()
     torch.manual_seed(0)
     if a.side:
-        make = make_official_step(config, a.device) if a.side == "official_pytorch" else make_jax_step(config)
-        return run_side(a, make[1 if a.infer else 0])
-    official = make_official_step(config, a.device)[1 if a.infer else 0]
-    ours = make_jax_step(config)[1 if a.infer else 0]
+        official = a.side == "official_pytorch"
+        return run_side(a, make_official_step(config, a.device)[a.infer] if official else make_jax_step(config, a.infer))
+    official = make_official_step(config, a.device)[a.infer]
+    ours = make_jax_step(config, a.infer)
     times = {"official_pytorch": [], "ours_jax": []}
     for fn in (official, ours):  # warm-up (and compile)
         fn()
