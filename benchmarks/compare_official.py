@@ -3,6 +3,7 @@
   python -m benchmarks.compare_official --config=bench_512x256 --rounds=5
   python -m benchmarks.compare_official --config=bench_512x256 --rounds=5 --infer   # G forward only
   python -m benchmarks.compare_official --config=bench_1024x512 --rounds=10 --device=cuda   # on a GPU
+  python -m benchmarks.compare_official --config=bench_1024x512 --rounds=10 --device=cuda --dtype=bfloat16
   python -m benchmarks.compare_official --config=bench_512x256 --rounds=4 --alone   # + peak RSS
 
 The official side is the released code's networks (`pix2pixhd` package: GlobalGenerator,
@@ -167,7 +168,7 @@ def run_alone(a: argparse.Namespace) -> dict:
     rows = {}
     for side in ("official_pytorch", "ours_jax"):
         cmd = [sys.executable, "-m", "benchmarks.compare_official", f"--config={a.config}", f"--rounds={a.rounds}",
-               f"--device={a.device}", f"--side={side}"] + ["--infer"] * a.infer + ["--plain_process"] * a.plain_process
+               f"--device={a.device}", f"--side={side}", f"--dtype={a.dtype}"] + ["--infer"] * a.infer + ["--plain_process"] * a.plain_process
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"{side} failed:\n{out.stderr[-3000:]}")
@@ -208,6 +209,8 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the official PyTorch code runs")
     p.add_argument("--plain_process", action="store_true",
                    help="train step: skip the process set-up our train command does (host_memory.keep_temporaries_resident)")
+    p.add_argument("--dtype", default="", help="our model.compute_dtype, e.g. bfloat16 (the official side stays "
+                   "float32, as it ships)")
     p.add_argument("--alone", action="store_true", help="run each side in its own process; report peak RSS too")
     p.add_argument("--side", choices=("official_pytorch", "ours_jax"), help=argparse.SUPPRESS)  # set by --alone
     a = p.parse_args(argv)
@@ -220,6 +223,8 @@ def main(argv=None) -> dict:
     plain = a.plain_process or a.infer or a.side == "official_pytorch"
     resident = False if plain else host_memory.keep_temporaries_resident()
     config = importlib.import_module(f"configs.{a.config}").get_config()
+    if a.dtype:
+        config.model.compute_dtype = a.dtype
     torch.manual_seed(0)
     if a.side:
         official = a.side == "official_pytorch"
@@ -240,7 +245,7 @@ def main(argv=None) -> dict:
           f"official {med['official_pytorch']:.3f} s, ours {med['ours_jax']:.3f} s, "
           f"speed-up {med['official_pytorch'] / med['ours_jax']:.2f}x (medians of {a.rounds}, torch threads "
           f"{torch.get_num_threads()}, jax on {jax.devices()[0].device_kind}, "
-          f"CPU temporaries kept resident: {resident})")
+          f"ours in {config.model.compute_dtype}, CPU temporaries kept resident: {resident})")
     if a.device == "cuda":
         print(f"official peak CUDA memory allocated: {torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB")
     return med

@@ -94,6 +94,22 @@ def timed(fn: Callable[[], Any], n: int) -> list[float]:
     return times
 
 
+# Dense (no sparsity) tensor-core peaks of NVIDIA's datasheets, FLOP/s, by device-kind substring
+# (first match wins). float32 is compared with the TF32 peak: XLA and cuDNN run float32 matmuls
+# and convolutions as TF32 on these cards by default.
+DATASHEET_PEAK_FLOPS = (
+    ("H100 PCIe", {"bfloat16": 756e12, "float32": 378e12}),
+    ("H100", {"bfloat16": 989e12, "float32": 495e12}),
+    ("H200", {"bfloat16": 989e12, "float32": 495e12}),
+    ("A100", {"bfloat16": 312e12, "float32": 156e12}),
+)
+
+
+def datasheet_peak_flops(device_kind: str, dtype: str) -> float | None:
+    """The datasheet peak for a device kind and compute dtype, or None where we list none (CPUs, TPUs)."""
+    return next((peaks.get(dtype) for key, peaks in DATASHEET_PEAK_FLOPS if key in device_kind), None)
+
+
 def matmul_peak_flops(dtype: str = "float32", repeats: int = 5) -> float:
     """Best FLOP/s of a square matmul in `dtype` on the default device: the MFU denominator.
 

@@ -1,6 +1,7 @@
 """Per-layer-family profile of the train step: our jitted layers vs the official PyTorch layers.
 
   python -m benchmarks.layer_profile --config=bench_512x256 --rounds=5
+  python -m benchmarks.layer_profile --config=bench_1024x512 --baseline=lax   # our conv rewrites vs plain lax
 
 Each row is one unit of the official networks at the shapes the benchmark step runs (e.g. the
 generator's front block is ReflectionPad2d(3) + Conv2d(7x7) + InstanceNorm2d + ReLU), timed as
@@ -135,33 +136,51 @@ def units(config) -> list[tuple[str, str, Callable[[], Any], Callable[[], Any]]]
     return rows
 
 
+def with_conv_impl(config, conv_impl: str):
+    """A copy of config whose layers use conv_impl."""
+    import ml_collections
+
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model.conv_impl = conv_impl
+    return config
+
+
 def main(argv=None) -> list[dict]:
     import torch
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="bench_512x256", help="configs/<name>.py")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--baseline", default="official", choices=("official", "lax"),
+                   help="what our layers are timed against: the official PyTorch layers, or our own layers "
+                        "with plain lax convolutions (ours then forced to the rewrites: which form wins here)")
     a = p.parse_args(argv)
     resident = host_memory.keep_temporaries_resident()
     config = importlib.import_module(f"configs.{a.config}").get_config()
-    rows = units(config)
+    if a.baseline == "lax":
+        rewrites, plain = units(with_conv_impl(config, "rewrite")), units(with_conv_impl(config, "lax"))
+        rows = [(name, count, ours, base[2]) for (name, count, ours, _), base in zip(rewrites, plain)]
+    else:
+        rows = units(config)
     times = {name: ([], []) for name, *_ in rows}
-    for _, _, ours, official in rows:  # warm-up (and compile)
-        ours(), official()
+    for _, _, ours, baseline in rows:  # warm-up (and compile)
+        ours(), baseline()
     for _ in range(a.rounds):
-        for name, _, ours, official in rows:
-            for fn, out in ((official, times[name][0]), (ours, times[name][1])):
+        for name, _, ours, baseline in rows:
+            for fn, out in ((baseline, times[name][0]), (ours, times[name][1])):
                 t = time.perf_counter()
                 fn()
                 out.append(time.perf_counter() - t)
-    print(f"| {a.config}, fwd+bwd, min of {a.rounds} (torch threads {torch.get_num_threads()}, "
-          f"temporaries resident: {resident}) | per step | official ms | ours ms | speed-up |")
+    ours_label = "ours (rewrites) ms" if a.baseline == "lax" else "ours ms"
+    print(f"| {a.config}, fwd+bwd, min of {a.rounds} on {jax.devices()[0].device_kind} (torch threads "
+          f"{torch.get_num_threads()}, temporaries resident: {resident}) | per step | {a.baseline} ms | "
+          f"{ours_label} | speed-up |")
     print("|---|---|---|---|---|")
     results = []
     for name, count, *_ in rows:
-        off, ours = min(times[name][0]) * 1e3, min(times[name][1]) * 1e3
-        results.append({"unit": name, "per_step": count, "official_ms": off, "ours_ms": ours})
-        print(f"| {name} | {count} | {off:.1f} | {ours:.1f} | {off / ours:.2f}x |")
+        base, ours = min(times[name][0]) * 1e3, min(times[name][1]) * 1e3
+        results.append({"unit": name, "per_step": count, "baseline": a.baseline, "baseline_ms": base, "ours_ms": ours})
+        print(f"| {name} | {count} | {base:.1f} | {ours:.1f} | {base / ours:.2f}x |")
     return results
 
 

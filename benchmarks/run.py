@@ -3,14 +3,15 @@
   python -m benchmarks.run --suite=train --quick          # smoke run (toy config, seconds)
   python -m benchmarks.run --suite=train                  # 512x256, 1024x512, 2048x1024; fp32/bf16; remat
   python -m benchmarks.run --suite=train --configs=bench_512x256 --dtypes=float32 --remat=0
+  python -m benchmarks.run --suite=train --configs=bench_1024x512 --conv_impls=rewrite,lax   # conv forms
   python -m benchmarks.run --suite=infer
   python -m benchmarks.run --suite=data
 
-Each (config, dtype, remat) variant runs in a fresh subprocess so its peak RSS is its own
+Each (config, dtype, remat, conv_impl) variant runs in a fresh subprocess so its peak RSS is its own
 (--no_isolate runs them in this process). Per variant: compile time, median step time after
 warm-up (block_until_ready), images/s, peak memory (device stats on GPU/TPU, peak RSS on CPU),
 FLOPs per step from XLA's cost analysis and MFU against a matmul peak measured in the same
-process in the variant's dtype. Results go to <out>/<suite>.json and <out>/<suite>.md and the
+process in the variant's dtype (and against the card's datasheet peak where harness lists it). Results go to <out>/<suite>.json and <out>/<suite>.md and the
 table is printed.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pix2pixhd_jax import host_memory  # noqa: E402
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -38,22 +40,30 @@ def load_config(name: str):
     return importlib.import_module(f"configs.{name}").get_config()
 
 
-def run_variant(suite: str, name: str, dtype: str, remat: bool, steps: int) -> dict[str, Any]:
+def run_variant(suite: str, name: str, dtype: str, remat: bool, steps: int, conv_impl: str = "") -> dict[str, Any]:
     """Measure one variant in this process; returns one result row."""
+    import jax
+
     from benchmarks import harness
 
     host_memory.keep_temporaries_resident()  # as the train command does (the first call counts)
     config = harness.variant_config(load_config(name), dtype=dtype, remat=remat)
+    if conv_impl:
+        config.model.conv_impl = conv_impl
     if steps:
         config.bench.steps = config.bench.infer_steps = steps
     row: dict[str, Any] = {"suite": suite, "config": name, "size": f"{config.bench.width}x{config.bench.height}",
                            "netG": config.model.netG, "num_D": config.model.num_D,
-                           "batch": config.data.batch_size, "dtype": dtype, "remat": remat}
+                           "batch": config.data.batch_size, "dtype": dtype, "remat": remat,
+                           "conv_impl": config.model.conv_impl}
     result = harness.bench_train(config) if suite == "train" else harness.bench_infer(config)
     row.update(result)
     row["matmul_peak_flops"] = harness.matmul_peak_flops(dtype)
     seconds = row.get("step_s", row.get("latency_s"))
     row["mfu"] = row["flops"] / seconds / row["matmul_peak_flops"] if row["flops"] else 0.0
+    sheet = harness.datasheet_peak_flops(jax.devices()[0].device_kind, dtype)
+    if sheet and row["flops"]:
+        row["datasheet_peak_flops"], row["mfu_datasheet"] = sheet, row["flops"] / seconds / sheet
     row.update(harness.peak_memory_bytes())
     row["env"] = harness.environment()
     return row
@@ -96,17 +106,19 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines = ["| benchmark | size | items/s |", "|---|---|---|"]
         lines += [f"| {r['config']} | {r['size']} | {r['items_per_s']:.2f} |" for r in rows]
         return "\n".join(lines)
-    lines = ["| config | size | G | num_D | dtype | remat | compile s | time s | images/s | GFLOP | MFU | "
-             "program GB | peak RSS GB | peak device GB |", "|" + "---|" * 14]
+    lines = ["| config | size | G | num_D | dtype | remat | convs | compile s | time s | images/s | GFLOP | MFU | "
+             "MFU (datasheet) | program GB | peak RSS GB | peak device GB |", "|" + "---|" * 16]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r.get('config')} | | | | {r.get('dtype')} | {r.get('remat')} | error: "
-                         f"{' '.join(r['error'])[:80]} |" + " |" * 8)
+            lines.append(f"| {r.get('config')} | | | | {r.get('dtype')} | {r.get('remat')} | {r.get('conv_impl', '')} "
+                         f"| error: {' '.join(r['error'])[:80]} |" + " |" * 8)
             continue
         seconds = r.get("step_s", r.get("latency_s"))
+        sheet = f"{100 * r['mfu_datasheet']:.1f}%" if "mfu_datasheet" in r else "-"
         lines.append(f"| {r['config']} | {r['size']} | {r['netG']} | {r['num_D']} | {r['dtype']} | {r['remat']} | "
-                     f"{r['compile_s']:.1f} | {seconds:.3f} | {r['images_per_s']:.3f} | {r['flops'] / 1e9:.1f} | "
-                     f"{100 * r['mfu']:.1f}% | {_gb(r.get('program_bytes'))} | {_gb(r.get('peak_rss_bytes'))} | {_gb(r.get('peak_device_bytes'))} |")
+                     f"{r.get('conv_impl', 'auto')} | {r['compile_s']:.1f} | {seconds:.3f} | {r['images_per_s']:.3f} | "
+                     f"{r['flops'] / 1e9:.1f} | {100 * r['mfu']:.1f}% | {sheet} | {_gb(r.get('program_bytes'))} | "
+                     f"{_gb(r.get('peak_rss_bytes'))} | {_gb(r.get('peak_device_bytes'))} |")
     return "\n".join(lines)
 
 
@@ -117,18 +129,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--configs", default="", help="comma-separated configs/bench_*.py names (default: per suite)")
     p.add_argument("--dtypes", default="", help="comma-separated compute dtypes (default: the config's)")
     p.add_argument("--remat", default="", help="comma-separated 0/1 (default: the config's)")
+    p.add_argument("--conv_impls", default="", help="comma-separated model.conv_impl values, e.g. rewrite,lax "
+                   "(default: the config's)")
     p.add_argument("--steps", type=int, default=0, help="timed steps per variant (default: the config's)")
     p.add_argument("--out", default="benchmarks/results", help="folder for <suite>.json and <suite>.md")
     p.add_argument("--no_isolate", action="store_true", help="run variants in this process (peak RSS is cumulative)")
-    p.add_argument("--_variant", default="", help=argparse.SUPPRESS)  # internal: name,dtype,remat
+    p.add_argument("--_variant", default="", help=argparse.SUPPRESS)  # internal: name,dtype,remat,conv_impl
     return p.parse_args(argv)
 
 
 def main(argv=None) -> list[dict[str, Any]]:
     a = parse_args(argv)
     if a._variant:
-        name, dtype, remat = a._variant.split(",")
-        print(json.dumps(run_variant(a.suite, name, dtype, remat == "1", a.steps)))
+        name, dtype, remat, conv_impl = a._variant.split(",")
+        print(json.dumps(run_variant(a.suite, name, dtype, remat == "1", a.steps, conv_impl)))
         return []
     if a.suite == "data":
         rows = run_data(a.quick)
@@ -141,21 +155,23 @@ def main(argv=None) -> list[dict[str, Any]]:
             remats = [r == "1" for r in a.remat.split(",")] if a.remat else list(bench.remat)
             if a.suite == "infer":
                 remats = remats[:1]  # remat only changes the backward pass
-            for dtype in dtypes:
-                for remat in remats:
-                    if a.no_isolate or a.quick:
-                        try:
-                            row = run_variant(a.suite, name, dtype, remat, a.steps)
-                        except Exception:  # keep the other variants; the table shows the error
-                            row = {"error": traceback.format_exc().strip().splitlines()[-1:]}
-                    else:
-                        extra = [f"--steps={a.steps}"] if a.steps else []
-                        row = run_isolated([f"--suite={a.suite}", f"--_variant={name},{dtype},{int(remat)}", *extra])
-                    row.setdefault("config", name)
-                    row.setdefault("dtype", dtype)
-                    row.setdefault("remat", remat)
-                    rows.append(row)
-                    print(markdown_table([row]).splitlines()[-1], flush=True)
+            conv_impls = a.conv_impls.split(",") if a.conv_impls else [""]
+            for dtype, remat, conv_impl in itertools.product(dtypes, remats, conv_impls):
+                if a.no_isolate or a.quick:
+                    try:
+                        row = run_variant(a.suite, name, dtype, remat, a.steps, conv_impl)
+                    except Exception:  # keep the other variants; the table shows the error
+                        row = {"error": traceback.format_exc().strip().splitlines()[-1:]}
+                else:
+                    extra = [f"--steps={a.steps}"] if a.steps else []
+                    row = run_isolated([f"--suite={a.suite}", f"--_variant={name},{dtype},{int(remat)},{conv_impl}",
+                                        *extra])
+                row.setdefault("config", name)
+                row.setdefault("dtype", dtype)
+                row.setdefault("remat", remat)
+                row.setdefault("conv_impl", conv_impl or "auto")
+                rows.append(row)
+                print(markdown_table([row]).splitlines()[-1], flush=True)
     os.makedirs(a.out, exist_ok=True)
     table = markdown_table(rows)
     with open(os.path.join(a.out, f"{a.suite}{'_quick' if a.quick else ''}.json"), "w") as f:

@@ -10,15 +10,31 @@ from pix2pixhd_jax.evaluation import evaluate
 
 
 def test_train_suite_quick_writes_json_and_table(tmp_path, capsys):
-    rows = run.main(["--suite=train", "--quick", f"--out={tmp_path}"])
-    assert len(rows) == 1 and "error" not in rows[0], rows
-    row = rows[0]
-    assert row["step_s"] > 0 and row["compile_s"] > 0 and row["flops"] > 0 and row["peak_rss_bytes"] > 0
-    assert 0 < row["mfu"] < 1.5
+    rows = run.main(["--suite=train", "--quick", "--conv_impls=rewrite,lax", f"--out={tmp_path}"])
+    assert len(rows) == 2 and not any("error" in r for r in rows), rows
+    assert [r["conv_impl"] for r in rows] == ["rewrite", "lax"]
+    for row in rows:
+        assert row["step_s"] > 0 and row["compile_s"] > 0 and row["flops"] > 0 and row["peak_rss_bytes"] > 0
+        assert 0 < row["mfu"] < 1.5 and "mfu_datasheet" not in row  # no datasheet peak for CPUs
+    # The forms compute the same function: same FLOP count up to the rewrites' reshapes.
+    assert rows[0]["flops"] == pytest.approx(rows[1]["flops"], rel=0.25)
     saved = json.loads((tmp_path / "train_quick.json").read_text())
     assert saved[0]["config"] == "bench_quick"
     table = (tmp_path / "train_quick.md").read_text()
-    assert "| bench_quick | 64x32 |" in table and "MFU" in capsys.readouterr().out
+    assert "| bench_quick | 64x32 |" in table and "| False | lax |" in table and "MFU" in capsys.readouterr().out
+
+
+def test_datasheet_peaks_by_device_kind():
+    from benchmarks import harness
+
+    assert harness.datasheet_peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
+    assert harness.datasheet_peak_flops("NVIDIA H100 PCIe", "bfloat16") == 756e12
+    assert harness.datasheet_peak_flops("NVIDIA H200", "float32") == 495e12
+    assert harness.datasheet_peak_flops("cpu", "float32") is None
+    row = {"config": "bench_x", "size": "8x8", "netG": "global", "num_D": 2, "dtype": "bfloat16", "remat": False,
+           "conv_impl": "auto", "compile_s": 1.0, "step_s": 0.5, "images_per_s": 2.0, "flops": 4e12, "mfu": 0.4,
+           "mfu_datasheet": 0.25}
+    assert "| 40.0% | 25.0% |" in run.markdown_table([row])
 
 
 def test_markdown_table_reports_a_failed_variant():
@@ -45,8 +61,17 @@ def test_layer_profile_times_every_official_unit_against_ours(capsys):
     units = [r["unit"] for r in results]
     # bench_quick: front, 2 down, residual, 2 up, output, D at 2 scales.
     assert len(units) == 9 and units[0].startswith("G front") and units[-1].startswith("D at 1/2")
-    assert all(r["official_ms"] > 0 and r["ours_ms"] > 0 for r in results)
+    assert all(r["baseline"] == "official" and r["baseline_ms"] > 0 and r["ours_ms"] > 0 for r in results)
     assert "| G output: pad, 7x7 conv 8->3, tanh @64x32 |" in capsys.readouterr().out
+
+
+def test_layer_profile_times_the_conv_rewrites_against_plain_lax(capsys):
+    pytest.importorskip("torch")
+    from benchmarks import layer_profile
+
+    results = layer_profile.main(["--config=bench_quick", "--rounds=1", "--baseline=lax"])
+    assert len(results) == 9 and all(r["baseline"] == "lax" and r["baseline_ms"] > 0 for r in results)
+    assert "| lax ms | ours (rewrites) ms |" in capsys.readouterr().out
 
 
 def test_compare_official_alone_times_each_side_in_its_own_process(capsys):

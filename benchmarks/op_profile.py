@@ -1,0 +1,164 @@
+"""Where a train step's device time goes: its top XLA ops from a profiler trace (GPU, TPU or CPU).
+
+  python -m benchmarks.op_profile --config=bench_1024x512 --dtype=bfloat16 --steps=3 --top=10
+
+Builds the config's train step as `benchmarks.run` does (random VGG19 weights, synthetic batch),
+compiles it, runs warm-up steps, then traces --steps steps with `jax.profiler.trace` and sums
+the duration of every traced event that XLA tagged with an HLO op of the step's module
+(`args.hlo_op`: kernels on a GPU's streams, thunks on XLA:CPU's threads). Each op is named by
+the JAX source op it came from (the HLO's `op_name` metadata) and given a family: G, D, E, VGG,
+optimizer or other. Ops that overlap (streams, XLA:CPU's thread pools) each count in full, and
+on CPU part of the asynchronously run convolution thunks is untraced, so the traced total is
+printed beside the step's wall time rather than assumed equal to it.
+"""
+from __future__ import annotations
+
+from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX starts)
+from pix2pixhd_jax import host_memory  # noqa: E402
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import glob  # noqa: E402
+import gzip  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import jax  # noqa: E402
+
+# Scopes Flax and optax leave in op_name metadata, first match wins.
+FAMILIES = (("VGG", "VGG"), ("Discriminator", "D"), ("Encoder", "E"), ("Generator", "G"), ("LocalEnhancer", "G"),
+            ("adam", "optimizer"), ("optax", "optimizer"))
+_HLO_LINE = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name="([^"]*)"')
+
+
+def op_names(hlo_text: str) -> dict[str, str]:
+    """HLO instruction name -> the JAX op_name in its metadata, from a compiled module's text."""
+    out = {}
+    for line in hlo_text.splitlines():
+        m = _HLO_LINE.match(line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def family(op_name: str) -> str:
+    return next((name for key, name in FAMILIES if key in op_name), "other")
+
+
+def traced_op_times(trace_dir: str, module: str) -> dict[str, float]:
+    """Microseconds per HLO op of `module` summed over a jax.profiler trace written to trace_dir.
+
+    Events tagged with `args.hlo_op` count under that op; a trace without such tags counts every
+    event of a device process ('/device:...') under its own name (XLA names its kernels after
+    the HLO fusion they run; library kernels keep their own names).
+    """
+    paths = glob.glob(os.path.join(trace_dir, "**", "*perfetto_trace.json.gz"), recursive=True)
+    if not paths:
+        raise FileNotFoundError(f"no perfetto trace under {trace_dir}")
+    with gzip.open(paths[0]) as f:
+        trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    spans = [e for e in events if e.get("ph") == "X"]
+    tagged: dict[str, float] = collections.defaultdict(float)
+    for e in spans:
+        args = e.get("args") or {}
+        if "hlo_op" in args and module in str(args.get("hlo_module", "")):
+            tagged[args["hlo_op"]] += float(e.get("dur", 0.0))
+    if tagged:
+        return dict(tagged)
+    devices = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+               and str((e.get("args") or {}).get("name", "")).startswith("/device:")}
+    by_name: dict[str, float] = collections.defaultdict(float)
+    for e in spans:
+        if e.get("pid") in devices:
+            by_name[e["name"]] += float(e.get("dur", 0.0))
+    return dict(by_name)
+
+
+def profile_step(config, steps: int, warmup: int = 2) -> dict[str, Any]:
+    """Trace `steps` train steps of config; per-op milliseconds per step, the step time, op names."""
+    from benchmarks import harness
+    from pix2pixhd_jax.train_step import build_program
+
+    b = config.bench
+    vgg, vgg_vars = (None, None) if config.loss.no_vgg_loss else harness.random_vgg(config)
+    program = build_program(config, vgg, height=b.height, width=b.width, steps_per_epoch=1000)
+    state = jax.jit(program.init)(jax.random.PRNGKey(0))
+    batch = harness.synthetic_batch(config)
+    compiled = jax.jit(program.step, donate_argnums=(0,)).lower(state, batch, vgg_vars).compile()
+    host_memory.release_freed()
+    names = op_names(compiled.as_text())
+    module = re.search(r"HloModule (\S+?)[,\s]", compiled.as_text()).group(1)
+    for _ in range(warmup):
+        state, metrics = compiled(state, batch, vgg_vars)
+    jax.block_until_ready(metrics)
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            t = time.perf_counter()
+            for _ in range(steps):
+                state, metrics = compiled(state, batch, vgg_vars)
+            jax.block_until_ready(metrics)
+            step_s = (time.perf_counter() - t) / steps
+        totals = traced_op_times(trace_dir, module)
+    per_step_ms = {op: us / 1e3 / steps for op, us in totals.items()}
+    return {"step_ms": step_s * 1e3, "op_ms": per_step_ms, "op_names": names, "module": module}
+
+
+def summarize(result: dict[str, Any], top: int) -> dict[str, Any]:
+    """Top ops and per-family totals, each with its share of the traced op time."""
+    op_ms, names = result["op_ms"], result["op_names"]
+    traced = sum(op_ms.values())
+    ranked = sorted(op_ms.items(), key=lambda kv: -kv[1])
+    rows = [{"hlo_op": op, "op_name": names.get(op, ""), "family": family(names.get(op, "")), "ms": ms,
+             "share": ms / traced if traced else 0.0} for op, ms in ranked[:top]]
+    families: dict[str, float] = collections.defaultdict(float)
+    for op, ms in op_ms.items():
+        families[family(names.get(op, ""))] += ms
+    return {"step_ms": result["step_ms"], "traced_ms": traced, "top": rows,
+            "families": dict(sorted(families.items(), key=lambda kv: -kv[1]))}
+
+
+def markdown(summary: dict[str, Any], title: str) -> str:
+    s = summary
+    lines = [f"{title}: step {s['step_ms']:.1f} ms, traced op time {s['traced_ms']:.1f} ms per step",
+             "", "| # | HLO op | source op | family | ms/step | share of traced |", "|---|---|---|---|---|---|"]
+    for i, r in enumerate(s["top"], 1):
+        source = r["op_name"] if len(r["op_name"]) <= 90 else "..." + r["op_name"][-87:]
+        lines.append(f"| {i} | {r['hlo_op']} | {source} | {r['family']} | {r['ms']:.2f} | {100 * r['share']:.1f}% |")
+    lines += ["", "| family | ms/step | share of traced |", "|---|---|---|"]
+    for name, ms in s["families"].items():
+        lines.append(f"| {name} | {ms:.2f} | {100 * ms / max(s['traced_ms'], 1e-9):.1f}% |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict[str, Any]:
+    from benchmarks import harness
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="bench_512x256", help="configs/<name>.py")
+    p.add_argument("--dtype", default="float32", help="model.compute_dtype")
+    p.add_argument("--remat", action="store_true", help="model.remat_blocks")
+    p.add_argument("--steps", type=int, default=3, help="traced steps (after 2 warm-up steps)")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--out", default="", help="write the summary as JSON here")
+    a = p.parse_args(argv)
+    host_memory.keep_temporaries_resident()  # as the train command does
+    config = harness.variant_config(importlib.import_module(f"configs.{a.config}").get_config(), dtype=a.dtype,
+                                    remat=a.remat)
+    summary = summarize(profile_step(config, a.steps), a.top)
+    device = jax.devices()[0].device_kind
+    print(markdown(summary, f"{a.config} {a.dtype}{' remat' if a.remat else ''} train step on {device}"))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({**summary, "config": a.config, "dtype": a.dtype, "remat": a.remat, "device": device}, f,
+                      indent=1)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
