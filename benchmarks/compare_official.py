@@ -168,7 +168,8 @@ def run_alone(a: argparse.Namespace) -> dict:
     rows = {}
     for side in ("official_pytorch", "ours_jax"):
         cmd = [sys.executable, "-m", "benchmarks.compare_official", f"--config={a.config}", f"--rounds={a.rounds}",
-               f"--device={a.device}", f"--side={side}", f"--dtype={a.dtype}"] + ["--infer"] * a.infer + ["--plain_process"] * a.plain_process
+               f"--device={a.device}", f"--side={side}", f"--dtype={a.dtype}"]
+        cmd += ["--infer"] * a.infer + ["--plain_process"] * a.plain_process
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"{side} failed:\n{out.stderr[-3000:]}")
@@ -217,9 +218,8 @@ def main(argv=None) -> dict:
     if a.alone:
         return run_alone(a)
     # The process set-up of the command that runs the measured work: `train` keeps XLA's temporaries
-    # resident, the inference commands do not. It changes malloc for the whole process, so the
-    # official side gets it too.
-    # Alone, the official side runs as its own train.py does: a plain process.
+    # resident, the inference commands do not. It changes malloc for the whole process, so
+    # interleaved the official side gets it too; alone it runs as its own train.py does, plainly.
     plain = a.plain_process or a.infer or a.side == "official_pytorch"
     resident = False if plain else host_memory.keep_temporaries_resident()
     config = importlib.import_module(f"configs.{a.config}").get_config()

@@ -7,12 +7,12 @@
   python -m benchmarks.run --suite=infer
   python -m benchmarks.run --suite=data
 
-Each (config, dtype, remat, conv_impl) variant runs in a fresh subprocess so its peak RSS is its own
-(--no_isolate runs them in this process). Per variant: compile time, median step time after
+Each (config, dtype, remat, conv_impl) variant runs in a fresh subprocess so its peak RSS is its
+own (--no_isolate runs them in this process). Per variant: compile time, median step time after
 warm-up (block_until_ready), images/s, peak memory (device stats on GPU/TPU, peak RSS on CPU),
 FLOPs per step from XLA's cost analysis and MFU against a matmul peak measured in the same
-process in the variant's dtype (and against the card's datasheet peak where harness lists it). Results go to <out>/<suite>.json and <out>/<suite>.md and the
-table is printed.
+process in the variant's dtype (and against the card's datasheet peak where harness lists one).
+Results go to <out>/<suite>.json and <out>/<suite>.md and the table is printed.
 """
 from __future__ import annotations
 

@@ -100,10 +100,17 @@ def _tensorboard_tags(folder):
     return tags
 
 
-def test_checkpoint_from_4_devices_restores_on_8(tmp_path):
+def test_checkpoint_from_4_devices_restores_on_8(tmp_path, monkeypatch):
+    from pix2pixhd_jax import host_memory
+
+    released = []
+    release = host_memory.release_freed
+    monkeypatch.setattr(host_memory, "release_freed", lambda: released.append(release()))
     train.run(_config(num_devices=4, data__batch_size=8, train__max_steps=1), str(tmp_path / "w"))
     out = train.run(_config(num_devices=8, data__batch_size=8, train__max_steps=2), str(tmp_path / "w"))
     assert out["step"] == 2
+    # Both the fresh and the resumed run hand back what set-up freed: after the state, before the loop.
+    assert len(released) == 4, released
     assert len(jax.tree_util.tree_leaves(out["state"].g_params)[0].sharding.device_set) == 8
 
 
