@@ -132,11 +132,9 @@ def make_jax_step(config, infer: bool = False):
     from benchmarks import harness
     from pix2pixhd_jax.models import factory
     from pix2pixhd_jax.state import split_generator_variables
-    from pix2pixhd_jax.train_step import build_program
 
-    b = config.bench
-    batch = harness.synthetic_batch(config)
     if infer:
+        b, batch = config.bench, harness.synthetic_batch(config)
         nets = factory.build(config)
         init = lambda rng: split_generator_variables(
             factory.init_generator_variables(nets, config.model, rng, rng, height=b.height, width=b.width))
@@ -147,20 +145,8 @@ def make_jax_step(config, infer: bool = False):
         host_memory.release_freed()
         return lambda: jax.block_until_ready(sample(g["g_params"], g["g_collections"], batch))
 
-    vgg, vgg_vars = harness.random_vgg(config)
-    program = build_program(config, vgg, height=b.height, width=b.width, steps_per_epoch=1000)
-    # The train command's phases: state, release, compile, release (see host_memory).
-    state = jax.jit(program.init)(jax.random.PRNGKey(0))
-    host_memory.release_freed()
-    train = jax.jit(program.step, donate_argnums=(0,)).lower(state, batch, vgg_vars).compile()
-    host_memory.release_freed()
-    holder = {"state": state}
-
-    def step():
-        holder["state"], metrics = train(holder["state"], batch, vgg_vars)
-        return jax.block_until_ready(metrics)
-
-    return step
+    train = harness.compile_train_step(config)
+    return lambda: jax.block_until_ready(train.advance())
 
 
 def run_alone(a: argparse.Namespace) -> dict:

@@ -4,6 +4,7 @@ Everything returns plain dicts of numbers so the runner can write JSON and a Mar
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import statistics
@@ -124,32 +125,49 @@ def matmul_peak_flops(dtype: str = "float32", repeats: int = 5) -> float:
     return 2.0 * n ** 3 / min(timed(lambda: mm(a, b), repeats))
 
 
-def bench_train(config: ml_collections.ConfigDict) -> dict[str, float]:
-    """Compile time, median step time, images/s and FLOPs of one train step of the config."""
+@dataclasses.dataclass
+class TrainStep:
+    """A config's train step built and compiled as the train command does, on a synthetic batch."""
+
+    jitted: Any  # jit(program.step), state donated: for cost analysis before the first call
+    compiled: Any
+    state: Any  # the current state; each call of advance() replaces it
+    batch: dict
+    vgg_vars: Any
+    compile_s: float
+
+    def advance(self) -> dict:
+        """Run one step from the current state (donating it); returns the step's metrics."""
+        self.state, metrics = self.compiled(self.state, self.batch, self.vgg_vars)
+        return metrics
+
+
+def compile_train_step(config: ml_collections.ConfigDict) -> TrainStep:
+    """Random VGG19 weights, fresh state, compiled step; freed set-up memory released as `train` does."""
     vgg, vgg_vars = (None, None) if config.loss.no_vgg_loss else random_vgg(config)
     program = build_program(config, vgg, height=config.bench.height, width=config.bench.width, steps_per_epoch=1000)
     state = jax.jit(program.init)(jax.random.PRNGKey(0))
-    host_memory.release_freed()  # as the train command does after each one-off phase
-    batch = synthetic_batch(config)
-    step = jax.jit(program.step, donate_argnums=(0,))
-    t = time.perf_counter()
-    compiled = step.lower(state, batch, vgg_vars).compile()
-    compile_s = time.perf_counter() - t
-    flops = model_flops(step, state, batch, vgg_vars)  # before the first call donates `state`
-    rss_after_compile = peak_memory_bytes()["peak_rss_bytes"]
     host_memory.release_freed()
-    holder = {"state": state}
+    batch = synthetic_batch(config)
+    jitted = jax.jit(program.step, donate_argnums=(0,))
+    t = time.perf_counter()
+    compiled = jitted.lower(state, batch, vgg_vars).compile()
+    compile_s = time.perf_counter() - t
+    host_memory.release_freed()
+    return TrainStep(jitted, compiled, state, batch, vgg_vars, compile_s)
 
-    def one_step():
-        holder["state"], metrics = compiled(holder["state"], batch, vgg_vars)
-        return metrics
 
-    timed(one_step, config.bench.warmup)
-    times = timed(one_step, config.bench.steps)
+def bench_train(config: ml_collections.ConfigDict) -> dict[str, float]:
+    """Compile time, median step time, images/s and FLOPs of one train step of the config."""
+    train = compile_train_step(config)
+    flops = model_flops(train.jitted, train.state, train.batch, train.vgg_vars)  # before the first call donates
+    rss_after_compile = peak_memory_bytes()["peak_rss_bytes"]
+    timed(train.advance, config.bench.warmup)
+    times = timed(train.advance, config.bench.steps)
     step_s = statistics.median(times)
-    return {"compile_s": compile_s, "step_s": step_s, "step_min_s": min(times),
+    return {"compile_s": train.compile_s, "step_s": step_s, "step_min_s": min(times),
             "images_per_s": config.data.batch_size / step_s, "flops": flops,
-            "program_bytes": program_memory_bytes(compiled), "peak_rss_through_compile_bytes": rss_after_compile}
+            "program_bytes": program_memory_bytes(train.compiled), "peak_rss_through_compile_bytes": rss_after_compile}
 
 
 def bench_infer(config: ml_collections.ConfigDict) -> dict[str, float]:

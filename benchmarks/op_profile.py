@@ -83,25 +83,19 @@ def traced_op_times(trace_dir: str, module: str) -> dict[str, float]:
 def profile_step(config, steps: int, warmup: int = 2) -> dict[str, Any]:
     """Trace `steps` train steps of config; per-op milliseconds per step, the step time, op names."""
     from benchmarks import harness
-    from pix2pixhd_jax.train_step import build_program
 
-    b = config.bench
-    vgg, vgg_vars = (None, None) if config.loss.no_vgg_loss else harness.random_vgg(config)
-    program = build_program(config, vgg, height=b.height, width=b.width, steps_per_epoch=1000)
-    state = jax.jit(program.init)(jax.random.PRNGKey(0))
-    batch = harness.synthetic_batch(config)
-    compiled = jax.jit(program.step, donate_argnums=(0,)).lower(state, batch, vgg_vars).compile()
-    host_memory.release_freed()
-    names = op_names(compiled.as_text())
-    module = re.search(r"HloModule (\S+?)[,\s]", compiled.as_text()).group(1)
+    train = harness.compile_train_step(config)
+    hlo_text = train.compiled.as_text()
+    names = op_names(hlo_text)
+    module = re.search(r"HloModule (\S+?)[,\s]", hlo_text).group(1)
     for _ in range(warmup):
-        state, metrics = compiled(state, batch, vgg_vars)
-    jax.block_until_ready(metrics)
+        train.advance()
+    jax.block_until_ready(train.state)
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             t = time.perf_counter()
             for _ in range(steps):
-                state, metrics = compiled(state, batch, vgg_vars)
+                metrics = train.advance()
             jax.block_until_ready(metrics)
             step_s = (time.perf_counter() - t) / steps
         totals = traced_op_times(trace_dir, module)
