@@ -105,6 +105,8 @@ def get_config() -> ml_collections.ConfigDict:
     t.keep_checkpoints = 3  # newest checkpoints kept, >= 1 (0 is refused: it would discard the trained model)
     t.num_samples = 4  # held-out examples in each sample grid
     t.init_from = ""  # workdir of a stage-1 (global G) run to initialise the local enhancer from
+    t.storage_timeout_s = 300.0  # longest wait on one storage operation (save, metrics, samples) before the run stops
+    t.lease_stale_s = 300.0  # a gs:// workdir lease without a heartbeat for this long belongs to a dead run
 
     f = config.features = ml_collections.ConfigDict()
     f.n_clusters = 10  # k-means centres per class, fewer if a class has fewer instances (official --n_clusters)

@@ -168,6 +168,11 @@ class Synthesizer:
         if squeeze:
             label = label[None]
         if m.label_nc:
+            if label.ndim == 3 and label.shape[-1] in (3, 4):
+                # No label map is 3 or 4 pixels wide: this is a colour-coded label image (H, W, RGB[A]).
+                raise ValueError(f"label has shape {label.shape}, a colour image: label maps are class ids "
+                                 f"(H, W) or (B, H, W) in [0, {m.label_nc}), not colours. Convert the colours to "
+                                 "ids first (for Cityscapes, the *_labelIds.png files hold the ids)")
             if label.ndim != 3:
                 raise ValueError(f"label must be (H, W) or (B, H, W) integer ids, got shape {label.shape}")
             if not np.issubdtype(label.dtype, np.integer):

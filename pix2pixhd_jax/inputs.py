@@ -12,7 +12,7 @@ from typing import Any, Optional
 import ml_collections
 import numpy as np
 
-from pix2pixhd_jax.data import sources, transforms
+from pix2pixhd_jax.data import pipeline, sources, transforms
 from pix2pixhd_jax.data.folders import DataError, describe_example
 from pix2pixhd_jax.models import factory
 
@@ -56,8 +56,11 @@ def heldout_source(config: ml_collections.ConfigDict, split: str, num: int, load
     return make_source(config, split, 0, 0, load_image=load_image)
 
 
-def _readable(source: Any, skip_bad: bool) -> Any:
-    """(index, example) for the examples of `source` in order; with skip_bad, unreadable ones are logged and skipped."""
+def _readable(source: Any, skip_bad: bool, skipped: Optional[list[str]] = None) -> Any:
+    """(index, example) for the examples of `source` in order; with skip_bad, unreadable ones are logged and skipped.
+
+    The reason for each skipped example is appended to `skipped` when given.
+    """
     for i in range(len(source)):
         try:
             yield i, source[i]
@@ -65,15 +68,19 @@ def _readable(source: Any, skip_bad: bool) -> Any:
             if not skip_bad:
                 raise
             log.warning("skipping example %d: %s", i, e)
+            if skipped is not None:
+                skipped.append(str(e))
 
 
 def example_size(source: Any, tcfg: transforms.TransformConfig, skip_bad: bool = False) -> tuple[int, int]:
     """(height, width) of transformed examples, from the first (readable, with skip_bad) example's native size."""
-    for _, example in _readable(source, skip_bad):
+    skipped: list[str] = []
+    for _, example in _readable(source, skip_bad, skipped):
         h, w = example["label"].shape[:2]
         out_w, out_h = transforms.output_size(w, h, tcfg)
         return out_h, out_w
-    raise DataError(f"no readable example in {source!r} ({len(source)} examples, all skipped)")
+    first = f"; the first: {skipped[0]}" if skipped else ""
+    raise DataError(f"no readable example in {source!r} ({len(source)} examples, all skipped as unreadable){first}")
 
 
 def examples_of(source: Any, tcfg: transforms.TransformConfig, num: int, skip_bad: bool = False) -> list[Example]:
@@ -103,6 +110,15 @@ def stack(examples: list[Example]) -> dict[str, np.ndarray]:
         raise DataError(f"examples of different sizes cannot form one batch: {sizes} (height, width) after "
                         "the transforms; make the images one size or pick a data.resize_or_crop mode that does")
     return {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "meta"}
+
+
+def train_dataset(config: ml_collections.ConfigDict, source: Any, *, local_batch: int,
+                  image_size: tuple[int, int]) -> Any:
+    """The grain dataset of this process's training batches (shuffled, augmented, repeating)."""
+    d = config.data
+    return pipeline.build_dataset(source, batch_size=local_batch, transform=transform_config(config), seed=config.seed,
+                                  shuffle=not d.serial_batches, worker_count=d.worker_count,
+                                  skip_bad_examples=d.skip_bad_examples, image_size=image_size)
 
 
 def load_examples(config: ml_collections.ConfigDict, split: str, num: int) -> list[Example]:

@@ -140,6 +140,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
         _require(t[key] >= 1, f"train.{key}", t[key], "must be >= 1")
     _require(t.num_samples >= 1, "train.num_samples", t.num_samples, "must be >= 1")
+    for key in ("storage_timeout_s", "lease_stale_s"):
+        _require(t[key] > 0, f"train.{key}", t[key], "must be > 0 (seconds)")
     for key in ("lr_G", "lr_D"):
         _require(o[key] > 0, f"optim.{key}", o[key], "must be > 0")
     for key in ("beta1_G", "beta1_D", "beta2_G", "beta2_D"):

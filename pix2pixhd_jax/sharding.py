@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -58,3 +59,20 @@ def jit_train_step(step: Callable, abstract_state: Any, mesh: Mesh) -> Callable:
     state_sh = state_shardings(abstract_state, mesh)
     return jax.jit(step, in_shardings=(state_sh, batch_sharding(mesh), replicated(mesh)),
                    out_shardings=(state_sh, replicated(mesh)), donate_argnums=(0,))
+
+
+def make_process_max(mesh: Mesh) -> Callable[[int], jax.Array]:
+    """value -> the max of each process's `value`, replicated (dispatched, not waited for).
+
+    One entry per device, so every process contributes; the reduction is an all-reduce that XLA
+    runs after the work already queued.
+    """
+    spread = NamedSharding(mesh, P(tuple(mesh.axis_names)))
+    reduce_max = jax.jit(jnp.max, out_shardings=replicated(mesh))
+    local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+
+    def process_max(value: int) -> jax.Array:
+        local = np.full((local_devices,), value, np.int32)
+        return reduce_max(jax.make_array_from_process_local_data(spread, local, (mesh.size,)))
+
+    return process_max

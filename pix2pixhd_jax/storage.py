@@ -21,11 +21,13 @@ import os
 import posixpath
 import re
 import shutil
-from typing import IO, Any, Iterator, Optional, Union
+import threading
+from typing import IO, Any, Callable, Iterator, Optional, TypeVar, Union
 
 from etils import epath
 
 PathLike = Union[str, os.PathLike]
+T = TypeVar("T")
 
 # Every client's own setting for a custom GCS endpoint (the emulator in tests): gcsfs and
 # google-cloud-storage (epath, tensorboardX) read STORAGE_EMULATOR_HOST, TensorStore (Orbax's array
@@ -38,6 +40,10 @@ _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 class StorageError(RuntimeError):
     """A path whose storage cannot be used: the message says what to install or set."""
+
+
+class StorageUnavailable(StorageError):
+    """A storage operation failed or did not answer in time; the message names the operation and the path."""
 
 
 def _configure_fsspec() -> None:
@@ -293,6 +299,65 @@ def check_backend(*paths: Optional[PathLike], probe: bool = True, timeout_s: flo
         _check_installed(s)
         if _emulator_url(s) is None:
             _check_credentials(s)
+        else:
+            # An emulator needs no credentials; without a token TensorStore (Orbax's array writes)
+            # logs an error line about the missing gcloud credentials file on every command.
+            os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
         if probe and bucket(s) not in checked:
             _check_bucket(s, timeout_s)
             checked.add(bucket(s))
+
+
+# Modules whose exceptions mean "the storage did not answer" (HTTP clients of gcsfs, google-cloud-storage).
+_IO_ERROR_MODULES = ("aiohttp", "google.", "requests", "urllib3", "gcsfs", "fsspec")
+# TensorStore (Orbax's array writes) reports transport failures as ValueErrors carrying a status code.
+_IO_STATUS = re.compile(r"\b(UNAVAILABLE|DEADLINE_EXCEEDED|ABORTED|INTERNAL|UNKNOWN|RESOURCE_EXHAUSTED)\b")
+
+
+def is_io_error(error: BaseException) -> bool:
+    """True when `error`, or an exception it was raised from, is a failure of storage I/O."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (OSError, TimeoutError, StorageError)):
+            return True
+        if type(error).__module__.startswith(_IO_ERROR_MODULES):
+            return True
+        if isinstance(error, ValueError) and _IO_STATUS.search(str(error)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def bounded(what: str, timeout_s: Optional[float], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """fn(*args, **kwargs), given at most `timeout_s` seconds (None: no bound).
+
+    `what` names the operation and its path ("saving checkpoint 50 to gs://b/run/checkpoints/50").
+    A storage failure, or no answer in time, becomes one StorageUnavailable naming `what`; any other
+    exception passes through unchanged. The call runs in a daemon thread, so a request that never
+    returns is abandoned instead of blocking the caller or the interpreter's exit.
+    """
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001  (handed to the caller's thread)
+            outcome["error"] = e
+
+    worker = threading.Thread(target=call, name=f"storage: {what}"[:60], daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise StorageUnavailable(f"{what}: no answer from storage within {timeout_s:.0f} s")
+    error = outcome.get("error")
+    if error is None:
+        return outcome.get("value")
+    if isinstance(error, StorageError) or not is_io_error(error):
+        raise error
+    raise StorageUnavailable(f"{what} failed ({type(error).__name__}: {_first_line(error)})") from error

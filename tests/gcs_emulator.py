@@ -65,10 +65,15 @@ def _request(url: str, data: Optional[bytes] = None, timeout: float = 5.0) -> by
 
 
 class FakeGcsServer:
-    """One fake-gcs-server process: `start()`, `create_bucket(name)`, `stop()`; `url` is its endpoint."""
+    """One fake-gcs-server process: `start()`, `create_bucket(name)`, `stop()`; `url` is its endpoint.
 
-    def __init__(self, binary: str):
+    With `filesystem_root` the objects live in that folder and survive `stop()`: a second `start()`
+    serves them again on the same port (an outage and its end).
+    """
+
+    def __init__(self, binary: str, filesystem_root: Optional[str] = None):
         self.binary = binary
+        self.filesystem_root = filesystem_root
         self.port = 0
         self.process: Optional[subprocess.Popen] = None
         self._logdir = tempfile.mkdtemp(prefix="fake_gcs_server_")
@@ -88,11 +93,15 @@ class FakeGcsServer:
     def start(self, timeout_s: float = 20.0, attempts: int = 3) -> None:
         """Start on a free port (retrying if another process takes it first) and wait until it answers."""
         error = ""
+        restart = bool(self.port)
+        backend = (["-backend", "filesystem", "-filesystem-root", self.filesystem_root] if self.filesystem_root
+                   else ["-backend", "memory"])
         for _ in range(attempts):
-            self.port = _free_port()
-            with open(self.log_path, "w") as log:
+            if not restart:
+                self.port = _free_port()
+            with open(self.log_path, "a") as log:
                 self.process = subprocess.Popen(
-                    [self.binary, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+                    [self.binary, "-scheme", "http", *backend, "-host", "127.0.0.1",
                      "-port", str(self.port), "-external-url", self.url, "-log-level", "warn"],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + timeout_s

@@ -30,7 +30,7 @@ for steps in (1, 2):
     config.train.max_steps = steps
     result = train.run(config, workdir)
     if pid == 0:
-        state = result["state"]
+        state = result.state
         leaves = jax.tree_util.tree_leaves(state.g_params) + jax.tree_util.tree_leaves(state.d_params)
         np.savez(f"{out}.step{steps}.npz", *[np.asarray(leaf.addressable_data(0)) for leaf in leaves])
 print(f"process {pid}/{jax.process_count()} with {jax.local_device_count()} of {jax.device_count()} devices: done")

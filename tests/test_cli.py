@@ -33,11 +33,14 @@ def test_help_exits_zero_and_says_where_the_config_keys_live(capsys):
     ([f"--config={TINY}", "--config.train.log_every=0"], "error: train.log_every=0: must be >= 1"),
     ([f"--config={TINY}", "--config.model.conv_impl=fast"], "error: model.conv_impl='fast': must be"),
     ([f"--config={TINY}", "--workdr=x"], "error: Unknown command line flag 'workdr'. Did you mean: workdir ?"),
+    ([f"--config={TINY}", "--config.model.norm=foo"], "error: model.norm='foo': must be"),
+    ([f"--config={TINY}", "--config.train.max_steps=-5"], "error: train.max_steps=-5: must be >= 0"),
 ])
 def test_mistakes_give_one_line_and_create_nothing(capsys, tmp_path, args, message):
+    """Usage and config mistakes alike exit with status 2 (they used to differ: 2 for a flag, 1 for a value)."""
     workdir = tmp_path / "w"
     status, out, err = _run(capsys, *args, f"--workdir={workdir}")
-    assert status != 0
+    assert status == process.USAGE == 2
     assert err.startswith(message), err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
     assert not workdir.exists()

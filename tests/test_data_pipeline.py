@@ -232,6 +232,17 @@ def test_skip_bad_examples_covers_the_size_probe_and_the_sample_grid(tmp_path):
         inputs.example_size(source, inputs.transform_config(config))
 
 
+def test_every_example_unreadable_names_the_first_file_and_why(tmp_path):
+    """skip_bad_examples with nothing readable used to name neither a file nor a reason."""
+    _write_folder(tmp_path, "train", [(32, 16)] * 2)
+    for i in range(2):
+        (tmp_path / "train_label" / f"{i:02d}.png").write_bytes(b"not a png")
+    config = tiny_test.get_config()
+    config.data.source, config.data.dataroot, config.data.skip_bad_examples = "folder", str(tmp_path), True
+    with pytest.raises(DataError, match=r"2 examples, all skipped as unreadable.*the first: .*train_label/00.png"):
+        inputs.example_size(inputs.train_source(config), inputs.transform_config(config), skip_bad=True)
+
+
 def test_rgb_input_label_nc_0_is_normalised():
     src = [{"label": np.full((8, 8, 3), 255, np.uint8), "image": np.zeros((8, 8, 3), np.uint8)}] * 2
     cfg = TransformConfig(resize_or_crop="none", size_divisor=4, label_nc=0)

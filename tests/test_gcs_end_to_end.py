@@ -65,7 +65,7 @@ def gcs_run(gcs_emulator, tmp_path_factory):  # noqa: F811
 
 def test_training_on_gcs_checkpoints_resumes_and_writes_samples_and_metrics(gcs_run, empty_cwd):
     workdir, first = gcs_run
-    assert first["step"] == 2
+    assert first.step == 2
     ckpts = checkpointing.checkpoint_directory(workdir)
     assert ckpts == f"{workdir}/checkpoints"
     assert {"1", "2"} <= set(storage.listdir(ckpts))
@@ -84,13 +84,13 @@ def test_training_on_gcs_checkpoints_resumes_and_writes_samples_and_metrics(gcs_
     assert storage.read_bytes(storage.join(workdir, "tensorboard", events))
 
     resumed = train.run(_config(3), workdir)
-    assert resumed["step"] == 3 and not resumed.get("already_done")
+    assert resumed.step == 3 and not resumed.already_done
     assert [l["step"] for l in _metric_lines(workdir) if "loss_G" in l] == [1, 2, 3]  # appended, not replaced
     assert "3" in storage.listdir(ckpts)
 
     before = len(_metric_lines(workdir))
     again = train.run(_config(3), workdir)
-    assert again["already_done"] and again["step"] == 3
+    assert again.already_done and again.step == 3
     assert len(_metric_lines(workdir)) == before
 
 
@@ -117,7 +117,7 @@ def test_training_from_tfds_array_record_data_in_the_bucket(gcs_emulator, empty_
     storage.copytree(local, data_dir)
     workdir = _url("run_tfds")
     result = train.run(_config(1, source="tfds", tfds_name="synthetic_streets/tiny", tfds_data_dir=data_dir), workdir)
-    assert result["step"] == 1
+    assert result.step == 1
     assert "1" in storage.listdir(checkpointing.checkpoint_directory(workdir))
     assert json.loads(storage.read_text(storage.join(workdir, "config.json")))["data"]["tfds_data_dir"] == data_dir
 

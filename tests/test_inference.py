@@ -76,6 +76,10 @@ def test_clear_errors_and_padding(synth, tmp_path):
         synth.synthesize(label[:30], inst[:30])
     padded = np.asarray(synth.synthesize(label[:30, :62], inst[:30, :62], pad=True))
     assert padded.shape == (30, 62, 3)
+    # A colour-coded label image is refused, not rendered as a batch of H maps of W x 3 pixels (issue 26).
+    colours = np.stack([label, label, label], axis=-1).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"shape \(32, 64, 3\), a colour image: label maps are class ids"):
+        synth.synthesize(colours, inst, pad=True)
     with pytest.raises(KeyError, match=r"region id\(s\) \[99999\] not in the map"):
         synth.synthesize(label, inst, {99999: 0})
     car = _largest_car(inst)
@@ -161,7 +165,7 @@ def test_synthesize_cli_writes_pngs_and_html(synth, tmp_path):
     assert "<th>label</th><th>output 0</th><th>output 1</th><th>real</th>" in page
 
 
-def test_label_feat_and_featureless_models(tmp_path):
+def test_label_feat_and_featureless_models(tmp_path, capsys):
     label, inst, image = fh.scene(0)
     config = fh.feature_config()
     config.model.instance_feat, config.model.label_feat = False, True
@@ -178,6 +182,12 @@ def test_label_feat_and_featureless_models(tmp_path):
     assert plain.synthesize(label, inst).shape == (32, 64, 3)
     with pytest.raises(ValueError, match="trained without model.instance_feat"):
         plain.synthesize(label, inst, {26000: 0})
+    # --num_samples asks for feature draws this model cannot make: one output per input, and a note why.
+    out = tmp_path / "plain_out"
+    assert synthesize_cli.main(["prog", f"--workdir={plain.workdir}", f"--out={out}", "--num_inputs=1",
+                                "--num_samples=3"]) == 0
+    assert "note: --num_samples=3 ignored: this model was trained without instance features" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir() if "_out" in p.name) == ["0000_out0.png"]
     with pytest.raises(ValueError, match="no encoder to build a feature bank"):
         fh.encode_bank(plain.workdir)
 

@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -17,6 +15,7 @@ import pytest
 from flax import traverse_util
 
 import fault_helpers as faults
+from train_process import TrainProcess, checkpoint_steps
 from configs import tiny_test
 from pix2pixhd_jax import checkpointing, staging, train
 from pix2pixhd_jax.optim import mask_frozen_trunk, official_lr
@@ -57,9 +56,9 @@ def test_resume_equals_uninterrupted_and_writes_outputs(stage1, tmp_path):
     workdir, straight = stage1
     train.run(_config(train__max_steps=3), str(tmp_path / "resumed"))
     resumed = train.run(_config(train__max_steps=6), str(tmp_path / "resumed"))
-    assert straight["step"] == resumed["step"] == 6
+    assert straight.step == resumed.step == 6
     for side in ("g_params", "d_params", "g_opt_state", "d_opt_state"):
-        _assert_trees_equal(getattr(straight["state"], side), getattr(resumed["state"], side), atol=1e-6)
+        _assert_trees_equal(getattr(straight.state, side), getattr(resumed.state, side), atol=1e-6)
     # Same batches after the restart: the logged losses of steps 4..6 agree.
     def losses(path):
         return {line["step"]: line["loss_G"] for line in _metric_lines(path) if "loss_G" in line}
@@ -76,9 +75,9 @@ def test_a_finished_run_returns_at_once_without_new_metrics(stage1):
     before = len(_metric_lines(workdir))
     t0 = time.time()
     again = train.run(_config(train__max_steps=6), workdir)
-    assert again["already_done"] and again["step"] == 6 and time.time() - t0 < 10
+    assert again.already_done and again.step == 6 and time.time() - t0 < 10
     assert len(_metric_lines(workdir)) == before
-    _assert_trees_equal(again["state"].g_params, straight["state"].g_params)
+    _assert_trees_equal(again.state.g_params, straight.state.g_params)
 
 
 def _tensorboard_tags(folder):
@@ -108,10 +107,10 @@ def test_checkpoint_from_4_devices_restores_on_8(tmp_path, monkeypatch):
     monkeypatch.setattr(host_memory, "release_freed", lambda: released.append(release()))
     train.run(_config(num_devices=4, data__batch_size=8, train__max_steps=1), str(tmp_path / "w"))
     out = train.run(_config(num_devices=8, data__batch_size=8, train__max_steps=2), str(tmp_path / "w"))
-    assert out["step"] == 2
+    assert out.step == 2
     # Both the fresh and the resumed run hand back what set-up freed: after the state, before the loop.
     assert len(released) == 4, released
-    assert len(jax.tree_util.tree_leaves(out["state"].g_params)[0].sharding.device_set) == 8
+    assert len(jax.tree_util.tree_leaves(out.state.g_params)[0].sharding.device_set) == 8
 
 
 def test_checkpoint_of_another_config_names_the_mismatched_arrays(stage1):
@@ -139,7 +138,7 @@ def test_a_corrupt_or_read_only_checkpoint_fails_at_once_naming_it(stage1, tmp_p
         with pytest.raises(checkpointing.CheckpointError, match="cannot write checkpoints to .* not writable"):
             train.run(_config(train__max_steps=8), workdir)
         assert time.time() - t0 < 30  # was a ~5 minute stall in the first async save
-        assert train.run(_config(train__max_steps=6), workdir)["already_done"]  # reading needs no write access
+        assert train.run(_config(train__max_steps=6), workdir).already_done  # reading needs no write access
     step_dir = os.path.join(workdir, "checkpoints", "6")
     faults.truncate_array_data(step_dir)
     with pytest.raises(checkpointing.CheckpointError, match=rf"(?s)checkpoint step 6 at {step_dir} cannot be used: "
@@ -169,9 +168,9 @@ def _init_state(config, height, width):
 
 def test_stage_transfer_maps_g1_into_the_trunk_and_d_scales_by_name(stage1):
     _, result = stage1
-    g1 = traverse_util.flatten_dict(jax.device_get(result["state"].g_params["generator"]))
+    g1 = traverse_util.flatten_dict(jax.device_get(result.state.g_params["generator"]))
     local = _init_state(_config(**LOCAL), 64, 128)
-    new, copied, fresh = staging.transfer_from_stage1(local, result["state"])
+    new, copied, fresh = staging.transfer_from_stage1(local, result.state)
     g2 = traverse_util.flatten_dict(jax.device_get(new.g_params["generator"]))
     trunk = {k[1:]: v for k, v in g2.items() if k[0] == "global_trunk"}
     assert set(trunk) == {k for k in g1 if k[0] != "out"}  # G1's output conv has no partner
@@ -180,7 +179,7 @@ def test_stage_transfer_maps_g1_into_the_trunk_and_d_scales_by_name(stage1):
     assert any(p.startswith("generator/enh1") for p in fresh)
     # Official naming puts scale{i} at the same absolute resolution: scales 0, 1 copied, 2 fresh.
     assert any(p.startswith("scale0/") for p in copied) and any(p.startswith("scale2/") for p in fresh)
-    d1 = set(traverse_util.flatten_dict(jax.device_get(result["state"].d_params)))
+    d1 = set(traverse_util.flatten_dict(jax.device_get(result.state.d_params)))
     assert d1 <= set(traverse_util.flatten_dict(jax.device_get(new.d_params)))
 
 
@@ -198,17 +197,17 @@ def test_fixed_trunk_gets_no_update_while_fixed():
 def test_init_from_trains_the_enhancer_around_a_fixed_trunk_then_everything(stage1, tmp_path):
     """End to end: stage 2 from stage 1's workdir; 8 examples / batch 2 = 4 steps fixed, then joint."""
     workdir, result = stage1
-    g1 = traverse_util.flatten_dict(jax.device_get(result["state"].g_params["generator"]))
+    g1 = traverse_util.flatten_dict(jax.device_get(result.state.g_params["generator"]))
     local = dict(LOCAL, train__init_from=workdir)
     fixed = train.run(_config(train__max_steps=4, **local), str(tmp_path / "local"))
-    g2 = traverse_util.flatten_dict(jax.device_get(fixed["state"].g_params["generator"]))
+    g2 = traverse_util.flatten_dict(jax.device_get(fixed.state.g_params["generator"]))
     trunk = {k[1:]: v for k, v in g2.items() if k[0] == "global_trunk"}
     assert trunk and all(np.array_equal(v, g1[k]) for k, v in trunk.items())
-    start = staging.transfer_from_stage1(_init_state(_config(**local), 64, 128), result["state"])[0]
+    start = staging.transfer_from_stage1(_init_state(_config(**local), 64, 128), result.state)[0]
     g_start = traverse_util.flatten_dict(jax.device_get(start.g_params["generator"]))
     assert any(not np.array_equal(g2[k], g_start[k]) for k in g2 if k[0].startswith("enh1"))  # the enhancer trains
     joint = train.run(_config(train__max_steps=5, **local), str(tmp_path / "local"))
-    g3 = traverse_util.flatten_dict(jax.device_get(joint["state"].g_params["generator"]))
+    g3 = traverse_util.flatten_dict(jax.device_get(joint.state.g_params["generator"]))
     assert any(not np.array_equal(g3[("global_trunk",) + k], g1[k]) for k in trunk)
     with pytest.raises(ValueError, match="shares no generator array"):
         train.run(_config(train__max_steps=1, **{**local, "model__ngf": 4}), str(tmp_path / "bad"))
@@ -224,23 +223,16 @@ def test_official_lr_schedule_at_epoch_boundaries():
 
 @pytest.mark.slow
 def test_cli_from_another_directory_saves_on_sigterm_and_exits(tmp_path):
-    """The README command with an absolute config path, run elsewhere; TPU preemption (SIGTERM) saves and stops."""
+    """The README command with an absolute config path, run elsewhere; TPU preemption (SIGTERM) saves and
+    exits with 143 and a line a supervisor's log makes sense of (it used to exit 0 with a 'done' line)."""
     workdir = tmp_path / "w"
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.values["jax_compilation_cache_dir"] or "",
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pix2pixhd_jax.main", f"--config={REPO}/configs/tiny_test.py",
-                             f"--workdir={workdir}", "--config.train.max_steps=100000", "--config.num_devices=1"],
-                            cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = workdir / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 4):
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out[-3000:]
-    steps = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
+    run = TrainProcess(workdir, "--config.train.max_steps=100000", cwd=str(tmp_path))
+    run.wait_for_steps(4)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish() == 143, run.output[-3000:]
+    steps = checkpoint_steps(workdir)
     assert steps and 3 <= steps[-1] < 100000
-    assert "SIGTERM" in out
+    assert run.last_line().startswith(f"preempted at step {steps[-1]}, checkpoint {steps[-1]} saved; rerun to resume")
 
 
 def test_trains_from_official_folder_layout(tmp_path):
@@ -249,7 +241,7 @@ def test_trains_from_official_folder_layout(tmp_path):
     write_dataset(str(tmp_path / "data"), 4, width=64, height=32, seed=3)
     out = train.run(_config(data__source="folder", data__dataroot=str(tmp_path / "data"), train__max_steps=1),
                     str(tmp_path / "w"))
-    assert out["step"] == 1 and np.isfinite(out["holdout_L1_end"])
+    assert out.step == 1 and np.isfinite(out.holdout_l1[-1][1])
     # A label id the config cannot hold is refused with the value and the file, before the workdir is made.
     with pytest.raises(ValueError, match=r"label \d+ in .*train_label.* >= label_nc=20"):
         train.run(_config(data__source="folder", data__dataroot=str(tmp_path / "data"), model__label_nc=20,

@@ -29,6 +29,7 @@ add_xla_flags(CPU_CONV_FLAG)
 import difflib  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from typing import Callable, Optional, Sequence  # noqa: E402
 
 import jax  # noqa: E402
@@ -38,12 +39,16 @@ from ml_collections import config_flags  # noqa: E402
 
 from configs import default as configs_default  # noqa: E402  (installed with the package)
 
-from pix2pixhd_jax import run_config, storage  # noqa: E402
+from pix2pixhd_jax import run_config, storage, workdir_lease  # noqa: E402
 
 # Errors a user can fix from the message alone: printed as one line (set this variable for a traceback).
 TRACEBACK_ENV = "PIX2PIXHD_TRACEBACK"
 USER_ERRORS = (run_config.ConfigError, ValueError, FileNotFoundError, KeyError, FloatingPointError, IsADirectoryError,
-               storage.StorageError)
+               storage.StorageError, workdir_lease.WorkdirBusy)
+# Exit statuses, one per kind of outcome (README, "Exit statuses"); 130/143 come from `stopping`.
+FAILED, USAGE, WORKDIR_BUSY, INTERRUPTED = 1, 2, 3, 130
+# How long interpreter exit may wait for background threads (a storage client retrying a dead endpoint).
+EXIT_GRACE_S = 15.0
 CONFIG_HELP = ("Config keys and their defaults, one commented line each: configs/default.py. Override any key "
                "as --config.<section>.<key>=value, e.g. --config.model.ngf=32; --print_config shows the result.")
 
@@ -53,10 +58,31 @@ class UsageError(Exception):
 
 
 class _DropLibraryChatter(logging.Filter):
-    """Orbax logs every checkpoint step at INFO through absl; keep its warnings only."""
+    """Orbax logs every checkpoint step at INFO through absl; keep its warnings only.
+
+    Libraries' tracebacks are dropped too (their one-line message stays): a storage client that
+    retries a dead endpoint logs one per attempt from its own threads, and the error that ends the
+    command says what failed in one line. PIX2PIXHD_TRACEBACK=1 keeps them.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("pix2pixhd_jax") and not os.environ.get(TRACEBACK_ENV):
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
         return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def _ignore_callbacks_on_closed_loops(unraisable: "sys.UnraisableHookArgs") -> None:
+    """sys.unraisablehook that drops one known straggler and passes everything else on.
+
+    Orbax reads a checkpoint with TensorStore futures on a private asyncio loop and closes the loop
+    when the first read fails (a truncated array); the other reads' completion callbacks then find
+    the loop closed, and Python would print that traceback after the command's one-line error. The
+    failure itself has already been raised and reported.
+    """
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def setup_logging(verbose: bool) -> None:
@@ -77,6 +103,11 @@ def initialize_distributed(mode: str, coordinator: Optional[str], num_processes:
     auto = any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID", "MEGASCALE_COORDINATOR_ADDRESS"))
     if mode == "off" or (mode == "auto" and not (explicit or auto)):
         return
+    # JAX warns that proxy variables may hang the coordinator; NO_PROXY (which only exempts hosts,
+    # e.g. a local storage emulator) cannot, so only real proxy settings keep the warning.
+    proxies = [k for k in os.environ if "_proxy" in k.lower() and k.lower() != "no_proxy"]
+    if not proxies:
+        jax.config.update("jax_check_proxy_envs", False)
     if explicit:
         jax.distributed.initialize(coordinator, num_processes, process_id)
     else:
@@ -178,20 +209,37 @@ def run_command(define: Callable[[flags.FlagValues, Sequence[str]], None], body:
             print(loaded_config(fv).to_json_best_effort(indent=2) if "config" in fv else "")
             return 0
         setup_logging(verbose_logs)
+        sys.unraisablehook = _ignore_callbacks_on_closed_loops
         return int(body(fv) or 0)
-    except UsageError as e:
+    except (UsageError, run_config.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return USAGE
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C) before anything was trained", file=sys.stderr)
+        return INTERRUPTED
     except USER_ERRORS as e:
         if os.environ.get(TRACEBACK_ENV):
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {message}\n(set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
-        return 1
+        # One line: a supervisor's log shows the last line of a failed job.
+        print(f"error: {message} ({TRACEBACK_ENV}=1 shows the traceback)", file=sys.stderr)
+        return WORKDIR_BUSY if isinstance(e, workdir_lease.WorkdirBusy) else FAILED
 
 
 def exit_with(status: int) -> None:
-    """sys.exit for `python -m` entry points, flushing tqdm/logging first."""
+    """sys.exit for `python -m` entry points, flushing tqdm/logging first; the exit itself is bounded.
+
+    Interpreter exit joins every background thread; a storage client retrying an endpoint that is
+    gone (an async checkpoint save, an upload) would hold the process for minutes or for ever, and a
+    supervisor never restarts a job that does not exit. After EXIT_GRACE_S the process ends anyway,
+    with the same status.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
+    if not os.environ.get(TRACEBACK_ENV):  # the command's last line stays its last line
+        logging.disable(logging.CRITICAL)
+        threading.excepthook = lambda args: None
+    watchdog = threading.Timer(EXIT_GRACE_S, os._exit, args=(status,))
+    watchdog.daemon = True
+    watchdog.start()
     sys.exit(status)

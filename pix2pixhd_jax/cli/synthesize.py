@@ -62,6 +62,11 @@ def body(fv: flags.FlagValues) -> int:
                                   num=fv.num_inputs)
     storage.makedirs(fv.out)
     label_nc = synth.config.model.label_nc
+    if fv.num_samples > 1 and not (fv.features == "sample" and synth.uses_features):
+        why = ("this model was trained without instance features (model.instance_feat / label_feat), so its "
+               "output is one image per input" if not synth.uses_features else "--features=encode takes the "
+               "features from the photo, so there is one output per input")
+        print(f"note: --num_samples={fv.num_samples} ignored: {why}", file=sys.stderr)
     rows = []
     for i, ex in enumerate(examples):
         row = {"label": f"{i:04d}_label.png", "outputs": []}

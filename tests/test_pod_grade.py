@@ -1,0 +1,190 @@
+"""Pod-grade runs against a real GCS server that can go away: a storage outage ends the run in bounded
+time with one line, kill -9 loses no checkpointed metric, one run per gs:// workdir, and preemption
+(SIGTERM) that every process of a multi-host run agrees on.
+
+The server (fake-gcs-server) keeps its objects on disk, so stopping it is an outage and starting it
+again on the same port is its end. Runs are the train command as child processes
+(tests/train_process.py) with every GCS client pointed at the server.
+"""
+import os
+import signal
+import socket
+import tempfile
+import time
+import uuid
+
+import pytest
+
+from gcs_emulator import FakeGcsServer, _NO_PROXY, _unavailable, find_binary
+from pix2pixhd_jax import storage
+from train_process import TrainProcess
+
+BUCKET = "pod-grade"
+STORAGE_TIMEOUT_S = 8
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A fake-gcs-server on disk (restartable), every client in this process and its children pointed at it."""
+    binary = find_binary()
+    if binary is None:
+        _unavailable("no fake-gcs-server binary")
+    root = tempfile.mkdtemp(prefix="pod_grade_gcs_")
+    server = FakeGcsServer(binary, filesystem_root=root)
+    try:
+        server.start()
+        server.create_bucket(BUCKET)
+    except (RuntimeError, OSError) as e:
+        server.close()
+        _unavailable(str(e))
+    env = {**storage.emulator_env(server.url), "NO_PROXY": _NO_PROXY, "no_proxy": _NO_PROXY}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        server.env = env
+        yield server
+    server.close()
+
+
+def _workdir(name: str) -> str:
+    return f"gs://{BUCKET}/{name}-{uuid.uuid4().hex[:6]}"
+
+
+def _logged_steps(workdir: str) -> list[int]:
+    import json
+
+    path = storage.join(workdir, "metrics.jsonl")
+    if not storage.exists(path):
+        return []
+    return [json.loads(line)["step"] for line in storage.read_text(path).splitlines() if "loss_G" in line]
+
+
+def _committed(workdir: str, step: int) -> bool:
+    return storage.exists(storage.join(workdir, "checkpoints", str(step), "commit_success.txt"))
+
+
+def _newest_committed(workdir: str) -> int:
+    steps = [int(n) for n in storage.listdir(storage.join(workdir, "checkpoints")) if n.isdigit()]
+    return max(s for s in steps if _committed(workdir, s))
+
+
+def _train(server, workdir, *args, extra_env=None):
+    return TrainProcess(workdir, f"--config.train.storage_timeout_s={STORAGE_TIMEOUT_S}", *args,
+                        cwd=tempfile.mkdtemp(), extra_env={**server.env, **(extra_env or {})})
+
+
+@pytest.mark.slow
+def test_an_outage_ends_the_run_in_bounded_time_with_one_line_and_the_rerun_resumes(server):
+    """It used to hang for ever (an outage during a save) or exit after 103 s with an unrelated
+    'handle is closed' as its last line (an outage between saves)."""
+    workdir = _workdir("outage")
+    run = _train(server, workdir, "--config.train.max_steps=100000", "--config.train.checkpoint_every=3")
+    run.wait_for(lambda: _committed(workdir, 3), "checkpoint 3")
+    server.stop()
+    t0 = time.monotonic()
+    status = run.finish(timeout=300)
+    elapsed = time.monotonic() - t0
+    server.start()
+    assert status == 1, run.output[-3000:]
+    # The bound: the storage timeout, the clean-up's 10 s and the exit's 15 s grace, plus a step or two.
+    assert elapsed < STORAGE_TIMEOUT_S + 10 + 15 + 30, (elapsed, run.output[-3000:])
+    last = run.last_line()
+    assert last.startswith("error: ") and "storage" in last, run.output[-3000:]
+    assert f"{workdir}/" in last and "the newest complete checkpoint is step " in last and "rerun to resume" in last
+    newest = int(last.split("the newest complete checkpoint is step ")[1].split(":")[0])
+    assert newest >= 3 and newest % 3 == 0
+
+    rerun = _train(server, workdir, f"--config.train.max_steps={newest + 2}", "--config.train.checkpoint_every=3")
+    assert rerun.finish() == 0, rerun.output[-3000:]
+    assert f"resumed from step {newest}" in rerun.output
+    assert _logged_steps(workdir) == list(range(1, newest + 3))  # no gap and no duplicate across the outage
+    assert "Could not find the credentials file" not in rerun.output  # no credentials noise under an emulator
+
+
+@pytest.mark.slow
+def test_a_second_run_is_refused_and_kill_9_keeps_the_checkpointed_metrics(server):
+    """Two runs on one gs:// workdir used to both train (and delete each other's checkpoints); metrics
+    were uploaded every 30 s only, so kill -9 lost the lines of steps already checkpointed."""
+    workdir = _workdir("kill9")
+    run = _train(server, workdir, "--config.train.max_steps=100000", "--config.train.checkpoint_every=3")
+    run.wait_for(lambda: _committed(workdir, 3), "checkpoint 3")
+    refused = _train(server, workdir, "--config.train.max_steps=100000")
+    assert refused.finish() == 3, refused.output[-3000:]
+    assert "is in use by run " in refused.last_line() and "its last heartbeat was" in refused.last_line()
+    assert "--take_over" in refused.last_line()
+    assert run.proc.poll() is None  # the holder trains on
+
+    run.proc.kill()
+    run.finish()
+    newest = _newest_committed(workdir)
+    assert _logged_steps(workdir)[:newest] == list(range(1, newest + 1))  # stored before the checkpoint started
+    # The killed holder ran on this host: its lease is taken over at once, and the run resumes exactly.
+    rerun = _train(server, workdir, f"--config.train.max_steps={newest + 2}")
+    assert rerun.finish() == 0, rerun.output[-3000:]
+    assert "took over the lease of run" in rerun.output and "is gone" in rerun.output
+    assert f"resumed from step {newest}" in rerun.output
+    assert _logged_steps(workdir) == list(range(1, newest + 3))  # lines after the checkpoint were dropped
+    assert not storage.exists(storage.join(workdir, "lease.json"))  # released at the end
+
+
+def _foreign_lease(workdir: str, age_s: float = 0.0) -> None:
+    """A lease object written by a run on another host."""
+    import json
+
+    storage.write_text(storage.join(workdir, "lease.json"), json.dumps(
+        {"run_id": "elsewhere1", "host": "another-host", "pid": 1, "started": "2026-01-01T00:00:00+00:00"}))
+    time.sleep(age_s)
+
+
+def test_gcs_lease_refuses_a_live_holder_takes_a_stale_one_and_the_loser_notices(server, caplog):
+    from pix2pixhd_jax import workdir_lease
+
+    workdir = _workdir("lease")
+    _foreign_lease(workdir)
+    with pytest.raises(workdir_lease.WorkdirBusy, match=r"in use by run elsewhere1 on host another-host .*"
+                                                        r"last heartbeat was \d+ s ago .*--take_over"):
+        workdir_lease.WorkdirLease(workdir, stale_s=3600).acquire()
+    _foreign_lease(workdir, age_s=1.5)
+    mine = workdir_lease.WorkdirLease(workdir, stale_s=1.0).acquire()  # stale: taken over with a warning
+    assert "took over the lease of run elsewhere1" in caplog.text and "last heartbeat was" in caplog.text
+    # Its heartbeat (every stale_s / 5) keeps it fresh; a forced takeover makes the heartbeat notice the loss.
+    forced = workdir_lease.WorkdirLease(workdir, stale_s=3600, take_over=True).acquire()
+    assert "on request (--take_over)" in caplog.text
+    deadline = time.monotonic() + 30
+    while mine.lost is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert mine.lost and f"taken over by run {forced.run_id}" in mine.lost
+    mine.release()  # the loser must not delete the winner's lease
+    assert storage.exists(storage.join(workdir, "lease.json"))
+    forced.release()
+    assert not storage.exists(storage.join(workdir, "lease.json"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_host_stops_both_processes_after_the_same_step(server):
+    """A preemption notice reaches hosts at different steps; both must save the same checkpoint."""
+    workdir, port = _workdir("preempt2"), _free_port()
+    procs = [_train(server, workdir, "--config.train.max_steps=100000", "--config.num_devices=0",
+                    "--distributed=on", f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                    f"--process_id={i}",
+                    extra_env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+                               "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"})
+             for i in range(2)]
+    procs[0].wait_for(lambda: len(_logged_steps(workdir)) >= 1 or "step/s" in procs[0].output, "training")
+    time.sleep(2)
+    procs[1].proc.send_signal(signal.SIGTERM)  # process 0 gets no signal at all
+    statuses = [p.finish(timeout=300) for p in procs]
+    assert statuses == [143, 143], [p.output[-2000:] for p in procs]
+    last = procs[0].last_line()
+    assert last.startswith("preempted at step ") and "saved; rerun to resume" in last, procs[0].output[-2000:]
+    step = int(last.split("preempted at step ")[1].split(",")[0])
+    assert _committed(workdir, step)
+    assert "SIGTERM (preemption)" in procs[1].output and "SIGTERM" not in procs[0].output
+    assert not any("may cause a hang" in p.output for p in procs)  # NO_PROXY alone is not a proxy
+    assert os.environ.get("STORAGE_EMULATOR_HOST")  # the test really talked to the emulator
