@@ -12,7 +12,7 @@ import feature_helpers as fh
 from configs import tiny_test
 from pix2pixhd_jax import editing
 from pix2pixhd_jax.cli import editor as editor_cli
-from pix2pixhd_jax.editor.app import Limits, make_app
+from pix2pixhd_jax.editing.server.app import Limits, make_app
 from pix2pixhd_jax.inference import Synthesizer
 
 LIMITS = Limits(max_scenes=3, max_upload_bytes=64 << 10)

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 from scipy import ndimage
 
-from pix2pixhd_jax.editing_ops import numpy_edges
+from pix2pixhd_jax.editing.ops import numpy_edges
 
 
 def check_px(value: Any, name: str) -> int:

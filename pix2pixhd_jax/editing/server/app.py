@@ -64,7 +64,7 @@ from starlette.staticfiles import StaticFiles
 from pix2pixhd_jax import inputs
 from pix2pixhd_jax.data import cityscapes as cs, transforms
 from pix2pixhd_jax.editing import Editor, Scene, feature_colour
-from pix2pixhd_jax.editor import codec
+from pix2pixhd_jax.editing.server import codec
 
 log = logging.getLogger(__name__)
 
