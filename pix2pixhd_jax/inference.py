@@ -98,7 +98,8 @@ class Synthesizer:
         """Whether feature channels 0..2 were trained to be a region's mean colour (loss.lambda_feature_colour > 0)."""
         return bool(self.uses_features and (self.config.get("loss") or {}).get("lambda_feature_colour", 0) > 0)
 
-    def _require_bank(self) -> features_lib.FeatureBank:
+    def require_bank(self) -> features_lib.FeatureBank:
+        """The feature bank, or a ValueError saying how to build it."""
         if self.bank is None:
             where = f" for {self.workdir} step {self.step}" if self.workdir else ""
             raise ValueError(f"no feature bank{where}: build it with `python -m pix2pixhd_jax.cli.encode_features "
@@ -125,9 +126,9 @@ class Synthesizer:
         for rid, cls in zip(ids.tolist(), classes.tolist()):
             spec = chosen.get(rid)
             if spec is None:
-                out[rid] = self._require_bank().draw(cls, np.random.default_rng([int(seed), int(rid)]))
+                out[rid] = self.require_bank().draw(cls, np.random.default_rng([int(seed), int(rid)]))
             elif isinstance(spec, (int, np.integer)):
-                out[rid] = (int(spec), self._require_bank().center(cls, int(spec)))
+                out[rid] = (int(spec), self.require_bank().center(cls, int(spec)))
             else:
                 vec = np.asarray(spec, np.float32).reshape(-1)
                 if vec.shape != (feat_num,):

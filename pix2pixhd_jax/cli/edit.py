@@ -9,7 +9,7 @@ edits (or {"seed": s, "edits": [...]}), e.g.
    {"op": "copy_feature", "src": 26000, "dst": 26002},
    {"op": "move", "instance": 26002, "by": [0, 12]},
    {"op": "undo"}]
-The vocabulary (also move, delete, resize, flip, redo, reset) is editing.OPS; the interactive
+The vocabulary (also move, delete, resize, flip, redo, reset) is editing.vocabulary.OPS; the interactive
 editor's "download edit script" writes such a file.
 Each step shows the raw generator output unless --local (or the script's top-level "local": true;
 an explicit --local / --nolocal wins): then each render is composited into the previous image

@@ -27,7 +27,6 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from pix2pixhd_jax.data import cityscapes as cs
 from pix2pixhd_jax.editing import ops
 
 
@@ -85,7 +84,7 @@ def new_instance_id(inst: np.ndarray, class_id: int, thing_classes: Sequence[int
     return class_id
 
 
-def _check_class(class_id: Any, label_nc: Optional[int]) -> int:
+def check_class(class_id: Any, label_nc: Optional[int]) -> int:
     class_id = ops.as_int(class_id, "class")
     if class_id < 0 or (label_nc and class_id >= label_nc):
         raise ValueError(f"class {class_id} is outside [0, label_nc={label_nc})")
@@ -150,7 +149,7 @@ def _prune(scene: Scene) -> Scene:
 def relabel_instance(scene: Scene, inst_id: int, new_class: int, *, thing_classes: Sequence[int],
                      label_nc: Optional[int] = None) -> tuple[Scene, int]:
     """Turn instance `inst_id` into class `new_class` -> (scene, new instance id); the feature is copied."""
-    new_class = _check_class(new_class, label_nc)
+    new_class = check_class(new_class, label_nc)
     mask = ops.region_mask(scene.inst, inst_id)
     new_id = new_instance_id(scene.inst, new_class, thing_classes)
     label, inst = scene.label.copy(), scene.inst.copy()
@@ -164,7 +163,7 @@ def relabel_instance(scene: Scene, inst_id: int, new_class: int, *, thing_classe
 def paint_region(scene: Scene, mask: np.ndarray, new_class: int, *, thing_classes: Sequence[int],
                  label_nc: Optional[int] = None) -> tuple[Scene, int]:
     """Paint `mask` with `new_class` -> (scene, the region id the pixels now belong to)."""
-    new_class = _check_class(new_class, label_nc)
+    new_class = check_class(new_class, label_nc)
     mask = _check_mask(scene, mask)
     new_id = new_instance_id(scene.inst, new_class, thing_classes)
     label, inst = scene.label.copy(), scene.inst.copy()
@@ -175,7 +174,7 @@ def paint_region(scene: Scene, mask: np.ndarray, new_class: int, *, thing_classe
 def add_object(scene: Scene, mask: np.ndarray, new_class: int, *, label_nc: Optional[int] = None,
                feature: Optional[np.ndarray] = None, cluster: Optional[int] = None) -> tuple[Scene, int]:
     """Paste a new object of `new_class` under `mask` (always a new instance id) -> (scene, its id)."""
-    new_class = _check_class(new_class, label_nc)
+    new_class = check_class(new_class, label_nc)
     mask = _check_mask(scene, mask)
     new_id = ops.next_object_id(scene.inst, new_class)
     label, inst = scene.label.copy(), scene.inst.copy()

@@ -12,7 +12,7 @@ API (every error is a 4xx with {"error": "..."}; the page uses nothing else):
                                          or a multipart form with `label` (+ `inst`) PNG files (and
                                          optional `seed`, `local` fields) -> scene
   GET  /api/scenes/{id}                  the current state of a scene
-  POST /api/scenes/{id}/edits            one edit of the script vocabulary (editing.OPS) -> scene
+  POST /api/scenes/{id}/edits            one edit of the script vocabulary (vocabulary.OPS) -> scene
   POST /api/scenes/{id}/undo | /redo     -> scene
   POST /api/scenes/{id}/local            {"local": b}: local edits on / off for the edits that
                                          follow (the page's "Local edits" checkbox) -> scene
@@ -26,7 +26,7 @@ this request; 0 for undo / redo, which reuse the image rendered before), server_
 can_redo, num_edits, source, local; edits add `region` (the id the edit created or touched, or
 null). `colour` (colour-anchored models only) is the 8-bit RGB an instance's feature asks for.
 
-Local edits (editing.Editor(local=True)) are on for new scenes unless `make_app(local=False)` or
+Local edits (Editor(local=True)) are on for new scenes unless `make_app(local=False)` or
 the create request says "local": false: each edit's render is composited into the current image
 around what it changed (config.editing margin and feather), so the rest of the image keeps its
 pixels. /api/info reports the default as "local".
@@ -63,7 +63,8 @@ from starlette.staticfiles import StaticFiles
 
 from pix2pixhd_jax import inputs
 from pix2pixhd_jax.data import cityscapes as cs, transforms
-from pix2pixhd_jax.editing import Editor, Scene, feature_colour
+from pix2pixhd_jax.editing.scene import Scene, feature_colour
+from pix2pixhd_jax.editing.vocabulary import Editor
 from pix2pixhd_jax.editing.server import codec
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,9 @@ class Limits:
 
 
 @dataclasses.dataclass
-class Session:
+class OpenScene:
+    """A scene the server holds for one browser tab: its editor, where it came from, encoding caches."""
+
     editor: Editor
     source: dict[str, Any]
     encoded: "OrderedDict[tuple[int, str], tuple[np.ndarray, str]]" = dataclasses.field(default_factory=OrderedDict)
@@ -154,7 +157,7 @@ class EditorService:
         self.synth, self.limits = synthesizer, limits or Limits()
         self.local = bool(local)  # local edits for scenes created without a "local" field
         self._load_scene, self._num_scenes = load_scene, num_scenes
-        self.scenes: "OrderedDict[str, Session]" = OrderedDict()
+        self.scenes: "OrderedDict[str, OpenScene]" = OrderedDict()
         self.lock = threading.Lock()
         self._loader_lock = threading.Lock()
 
@@ -226,41 +229,39 @@ class EditorService:
             except (ValueError, KeyError, IndexError) as e:
                 raise ApiError(400, f"cannot edit this scene: {e.args[0] if e.args else e}") from None
             scene_id = secrets.token_urlsafe(12)
-            session = Session(editor, source)
-            self.scenes[scene_id] = session
+            opened = OpenScene(editor, source)
+            self.scenes[scene_id] = opened
             while len(self.scenes) > self.limits.max_scenes:
                 self.scenes.popitem(last=False)
-            return self.payload(scene_id, session, start)
+            return self.payload(scene_id, opened, start, editor.initial_render_seconds)
 
-    def session(self, scene_id: str) -> Session:
-        session = self.scenes.get(scene_id)
-        if session is None:
+    def scene(self, scene_id: str) -> OpenScene:
+        opened = self.scenes.get(scene_id)
+        if opened is None:
             raise ApiError(404, f"unknown scene id {scene_id!r} (never created, or evicted after "
                                 f"{self.limits.max_scenes} newer scenes); load a scene again")
         self.scenes.move_to_end(scene_id)
-        return session
+        return opened
 
     def state(self, scene_id: str) -> dict[str, Any]:
         start = time.perf_counter()
         with self.lock:
-            session = self.session(scene_id)
-            session.editor.render_seconds = 0.0
-            return self.payload(scene_id, session, start)
+            return self.payload(scene_id, self.scene(scene_id), start, render_seconds=0.0)
 
     def edit(self, scene_id: str, edit: Any) -> dict[str, Any]:
         start = time.perf_counter()
         with self.lock:
-            session = self.session(scene_id)
+            opened = self.scene(scene_id)
             try:
-                result = session.editor.apply_edit(edit)
+                result = opened.editor.apply_edit(edit)
             except ValueError as e:
                 raise ApiError(400, str(e)) from None
-            return {**self.payload(scene_id, session, start), "region": result.region}
+            return {**self.payload(scene_id, opened, start, result.render_seconds), "region": result.region}
 
     def script(self, scene_id: str) -> dict[str, Any]:
         with self.lock:
-            session = self.session(scene_id)
-            return {**session.editor.script(), "scene": session.source}
+            opened = self.scene(scene_id)
+            return {**opened.editor.script(), "scene": opened.source}
 
     def swatches(self, scene_id: str, instance: Any) -> dict[str, Any]:
         """The instance rendered with each cluster of its class: crops of a window around it (cached per scene)."""
@@ -272,68 +273,42 @@ class EditorService:
             raise ApiError(400, f"instance must be an integer id, got {instance!r}") from None
         start = time.perf_counter()
         with self.lock:
-            session = self.session(scene_id)
-            editor = session.editor
-            scene = editor.scene
-            cached = session.swatches
+            opened = self.scene(scene_id)
+            scene = opened.editor.scene
+            cached = opened.swatches
             if cached is not None and cached[0] is scene and cached[1] == inst_id:
                 return cached[2]
-            mask = scene.inst == inst_id
-            if not mask.any():
-                raise ApiError(400, f"instance {inst_id} is not in the scene")
-            cls = int(scene.label[mask][0])
-            ys, xs = np.nonzero(mask)
-            h, w = scene.label.shape
-            wy0, wy1 = _window(int(ys.min()), int(ys.max()) + 1, h, self.synth.divisor)
-            wx0, wx1 = _window(int(xs.min()), int(xs.max()) + 1, w, self.synth.divisor)
-            # A window around the object, not the whole map: the object's look is decided locally.
-            local = scene.replace(label=scene.label[wy0:wy1, wx0:wx1], inst=scene.inst[wy0:wy1, wx0:wx1])
-            bbox = [int(ys.min()) - wy0, int(xs.min()) - wx0, int(ys.max()) + 1 - wy0, int(xs.max()) + 1 - wx0]
-            items = []
-            for k in range(self.synth.bank.num_clusters(cls)):
-                features = {**scene.features, inst_id: self.synth.bank.center(cls, k)}
-                image = editor.render(local.replace(features=features))
-                crop = np.ascontiguousarray(codec.crop_around(image, bbox))
-                items.append({"cluster": k, "png": codec.png_base64(crop)})
-            out = {"instance": inst_id, "class": cls, "current": scene.clusters.get(inst_id), "swatches": items,
+            try:
+                panel = opened.editor.swatches(inst_id)
+            except ValueError as e:
+                raise ApiError(400, str(e)) from None
+            items = [{"cluster": k, "png": codec.png_base64(crop)} for k, crop in enumerate(panel.crops)]
+            out = {"instance": inst_id, "class": panel.class_id, "current": panel.current, "swatches": items,
                    "render_ms": round((time.perf_counter() - start) * 1e3, 1)}
-            session.swatches = (scene, inst_id, out)
+            opened.swatches = (scene, inst_id, out)
             return out
 
-    def payload(self, scene_id: str, session: Session, start: float) -> dict[str, Any]:
-        editor = session.editor
+    def payload(self, scene_id: str, opened: OpenScene, start: float, render_seconds: float) -> dict[str, Any]:
+        """The scene response; render_seconds is the generator time this request spent (0: none)."""
+        editor = opened.editor
         scene = editor.scene
         h, w = scene.label.shape
-        instances = session.instances(scene)
+        instances = opened.instances(scene)
         if self.synth.colour_features:  # what the page's colour input starts from
             instances = [{**row, "colour": feature_colour(scene.features[row["id"]])} for row in instances]
         out = {
             "scene_id": scene_id, "height": h, "width": w,
             "instances": instances,
-            "image_png": session.encode(editor.image, codec.image_png),
-            "label_png": session.encode(scene.label, codec.label_png),
-            "inst_png": session.encode(scene.inst, codec.inst_png),
-            "inst_raw": session.encode(scene.inst, codec.raw_base64),
-            "render_ms": round(editor.render_seconds * 1e3, 1),
+            "image_png": opened.encode(editor.image, codec.image_png),
+            "label_png": opened.encode(scene.label, codec.label_png),
+            "inst_png": opened.encode(scene.inst, codec.inst_png),
+            "inst_raw": opened.encode(scene.inst, codec.raw_base64),
+            "render_ms": round(render_seconds * 1e3, 1),
             "can_undo": bool(editor.history), "can_redo": bool(editor.future), "num_edits": len(editor.log),
-            "source": session.source, "local": editor.local,
+            "source": opened.source, "local": editor.local,
         }
         out["server_ms"] = round((time.perf_counter() - start) * 1e3, 1)
         return out
-
-
-def _window(lo: int, hi: int, size: int, divisor: int) -> tuple[int, int]:
-    """[start, end) of a window around [lo, hi) along an axis of `size` pixels, for swatch renders.
-
-    Power-of-two lengths (at least 32, a multiple of G's divisor) keep the number of shapes the
-    generator compiles for swatches small; the map's own length caps it.
-    """
-    length = max(32, divisor)
-    while length < (hi - lo) * 1.5 + 8 and length < size:
-        length *= 2
-    length = min(length, size)
-    start = min(max(0, (lo + hi - length) // 2), size - length)
-    return start, start + length
 
 
 # ----------------------------------------------------------------------------- HTTP
