@@ -405,3 +405,13 @@ def test_set_colour_refuses_bad_requests(colour_synth, edit, message):
         ed.apply_edit(edit)
     np.testing.assert_array_equal(ed.scene.features[26002], ed._initial.features[26002])
     assert not ed.history and not ed.log
+
+
+def test_cli_refuses_a_deeply_nested_script_in_one_line(synth, tmp_path, capsys):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)  # used to end in a RecursionError traceback
+    out = tmp_path / "out"
+    assert edit_cli.main(["prog", f"--workdir={synth.workdir}", f"--script={path}", f"--out={out}"]) == 1
+    err = capsys.readouterr().err
+    assert "nests arrays or objects too deeply" in err and str(path) in err and "Traceback" not in err
+    assert not out.exists()  # refused before anything is written

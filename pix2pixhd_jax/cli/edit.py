@@ -32,7 +32,8 @@ from absl import flags  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pix2pixhd_jax import inputs, storage, visualize  # noqa: E402
-from pix2pixhd_jax.editing import Editor  # noqa: E402
+from pix2pixhd_jax.editing import vocabulary  # noqa: E402
+from pix2pixhd_jax.editing.vocabulary import Editor  # noqa: E402
 from pix2pixhd_jax.inference import Synthesizer  # noqa: E402
 
 
@@ -51,6 +52,7 @@ def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 
 
 def body(fv: flags.FlagValues) -> int:
+    script = vocabulary.parse_json(storage.read_text(fv.script), f"the edit script {fv.script}")
     synth = Synthesizer.from_workdir(fv.workdir, step=fv.step, defaults=process.default_config())
     if fv.label:
         label = np.asarray(Image.open(storage.open(fv.label))).astype(np.int32)
@@ -58,7 +60,6 @@ def body(fv: flags.FlagValues) -> int:
     else:
         ex = inputs.load_inputs(synth.config, num=fv.index + 1)[fv.index]
         label, inst = ex["label"], ex.get("inst")
-    script = json.loads(storage.read_text(fv.script))
     seed = script.get("seed") if isinstance(script, dict) else None
     if fv["local"].present:  # the flag given on the command line wins over the script's setting
         script = {**script, "local": fv.local} if isinstance(script, dict) else {"local": fv.local, "edits": script}

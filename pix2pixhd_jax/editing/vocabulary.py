@@ -46,20 +46,37 @@ OPS: dict[str, tuple[str, ...]] = {  # op -> keys it accepts (one of the region 
 HISTORY_OPS = ("undo", "redo", "reset")
 MaskLoader = Callable[[str], np.ndarray]
 Script = Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]
-# Edits nest at most a few levels (a brush's points): far deeper JSON is refused before it is parsed
-# into Python objects, whose recursive handling would overflow the interpreter's stack.
+# Edits nest a few levels (a script's brush: {"edits": [{"brush": {"points": [[y, x]]}}]} is 5 deep);
+# far deeper JSON is refused when parsed, before code that walks it recursively can overflow the stack.
 MAX_JSON_DEPTH = 32
 
 
 def parse_json(text: Union[str, bytes], what: str = "the edit script") -> Any:
-    """JSON text -> Python objects; malformed or absurdly nested text raises one ValueError naming `what`."""
+    """JSON text -> Python values; malformed or too deeply nested text raises one ValueError naming `what`."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except RecursionError:
-        raise ValueError(f"{what} nests arrays or objects too deeply to parse (edits nest at most "
-                         f"{MAX_JSON_DEPTH} levels)") from None
+        raise ValueError(_too_deep(what)) from None
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{what} must be JSON ({e})") from None
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(_too_deep(what))
+    return value
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and dicts nest in `value` (0 for a scalar); iterative, so any depth is safe."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, tuple, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _too_deep(what: str) -> str:
+    return f"{what} nests arrays or objects too deeply (an edit script nests at most {MAX_JSON_DEPTH} levels)"
 
 
 class Editor(EditSession):
@@ -120,10 +137,10 @@ class Editor(EditSession):
             if not isinstance(edit, Mapping):
                 raise ValueError(f"an edit is a JSON object with an 'op', got {_short(edit)}")
             return self._run(edit, mask_loader)
-        except (KeyError, ValueError, IndexError, TypeError, ArithmeticError, RecursionError) as e:
+        except RecursionError:  # a Python caller's value nested deeper than any JSON parse_json accepts
+            raise ValueError(f"{where}: {_too_deep('the edit')}") from None
+        except (KeyError, ValueError, IndexError, TypeError, ArithmeticError) as e:
             message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            if isinstance(e, RecursionError):
-                message = f"the edit nests arrays or objects too deeply (edits nest at most {MAX_JSON_DEPTH} levels)"
             raise ValueError(f"{where} ({_short(edit)}): {message}") from e
 
     def script(self) -> dict[str, Any]:

@@ -39,7 +39,6 @@ under one lock: the generator already uses every core, and a scene is never edit
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import secrets
@@ -64,6 +63,7 @@ from starlette.staticfiles import StaticFiles
 from pix2pixhd_jax import inputs
 from pix2pixhd_jax.data import cityscapes as cs, transforms
 from pix2pixhd_jax.editing.scene import Scene, feature_colour
+from pix2pixhd_jax.editing import vocabulary
 from pix2pixhd_jax.editing.vocabulary import Editor
 from pix2pixhd_jax.editing.server import codec
 
@@ -331,9 +331,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
 async def _json_body(request: Request, limit: int) -> Any:
     body = await _read_body(request, limit)
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"the body must be JSON ({e})") from None
+        return vocabulary.parse_json(body, "the body")
+    except ValueError as e:
+        raise ApiError(400, str(e)) from None
 
 
 async def _form(request: Request, body: bytes) -> dict[str, Any]:
@@ -358,8 +358,9 @@ def make_app(synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scene
 
     local: whether new scenes start with local edits (a scene's create request may say otherwise).
 
-    allowed_hosts: Host headers accepted (the CLI passes the loopback names when it binds
-    127.0.0.1, so pages of other sites cannot reach the editor through DNS rebinding).
+    allowed_hosts: Host header names accepted, any port (the CLI passes the loopback names when it
+    binds a loopback address, so pages of other sites cannot reach the editor through DNS
+    rebinding); IPv6 literals may be given bare ("::1"): they are matched bracketed ("[::1]:8000").
     """
     service = EditorService(synthesizer, load_scene=load_scene, num_scenes=num_scenes, limits=limits, local=local)
     lim = service.limits
@@ -446,11 +447,17 @@ def make_app(synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scene
         Route("/api/scenes/{scene_id}/swatches", swatches),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    middleware = ([Middleware(TrustedHostMiddleware, allowed_hosts=[host_pattern(h) for h in allowed_hosts])]
+                  if allowed_hosts else [])
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error})
     app.state.service = service
     return app
+
+
+def host_pattern(host: str) -> str:
+    """An allowed Host header name: IPv6 literals bracketed ("::1" -> "[::1]"), as clients send them."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _int_field(value: Any, what: str) -> int:
