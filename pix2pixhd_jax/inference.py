@@ -137,16 +137,8 @@ class Synthesizer:
         return out
 
     def feature_map(self, label: np.ndarray, pool_ids: np.ndarray, vectors: Mapping[int, Any]) -> np.ndarray:
-        """(H, W) region ids + {id: (cluster, vector) or vector} -> (H, W, feat_num) float32."""
-        ids, inverse = np.unique(pool_ids, return_inverse=True)
-        table = np.stack([np.asarray(v[1] if isinstance(v, tuple) else v, np.float32) for v in
-                          (vectors[int(i)] for i in ids)])
-        bad = [int(i) for i, row in zip(ids, table) if not np.isfinite(row).all()]
-        if bad:
-            raise ValueError(f"the feature vector of region id(s) {bad[:20]} holds NaN or inf "
-                             f"(e.g. {table[list(ids).index(bad[0])].tolist()}); one such vector turns the whole "
-                             "image black. Give finite values, or rebuild the feature bank")
-        return table[inverse.reshape(pool_ids.shape)]
+        """(H, W) region ids + {id: (cluster, vector) or vector} -> (H, W, feat_num) float32 (features.feature_map)."""
+        return features_lib.feature_map(pool_ids, vectors)
 
     @staticmethod
     def _check_finite_features(feats: Any, pool: Optional[np.ndarray], where: str) -> None:

@@ -18,7 +18,6 @@ Writes step_000.png (before) and one PNG per edit, the final label/instance maps
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 import posixpath
@@ -80,11 +79,9 @@ def body(fv: flags.FlagValues) -> int:
     storage.write_image(storage.join(fv.out, "final_label.png"), Image.fromarray(editor.scene.label.astype(np.uint8)))
     # 16-bit PNG (ids < 65536), readable by the folder loaders.
     storage.write_image(storage.join(fv.out, "final_inst.png"), Image.fromarray(editor.scene.inst.astype(np.uint16)))
-    items = [f"<h3>{'before' if i == 0 else html.escape(json.dumps(edits[i - 1]))}</h3><img src=\"{n}\">"
-             for i, n in enumerate(names)]
-    storage.write_text(storage.join(fv.out, "index.html"),
-                       "<!doctype html><html><body>" + "\n".join(items) + "</body></html>\n")
-    print(f"applied {len(results)} edits -> {storage.join(fv.out, 'index.html')}")
+    page = visualize.write_image_page(fv.out, "pix2pixhd-jax edits", [[n] for n in names],
+                                      captions=["before"] + [json.dumps(e) for e in edits])
+    print(f"applied {len(results)} edits -> {page}")
 
 
     return 0

@@ -56,20 +56,6 @@ class Scene:
         return dataclasses.replace(self, **kw)
 
 
-def feature_map(inst: np.ndarray, features: Mapping[int, np.ndarray]) -> np.ndarray:
-    """(H, W) region ids + {id: vector} -> (H, W, F) float32 (Synthesizer.feature_map by a lookup table)."""
-    ids = ops.region_ids(inst)
-    missing = [i for i in ids.tolist() if i not in features]
-    if missing:
-        raise KeyError(f"no feature for region(s) {missing[:20]}")
-    vectors = np.stack([np.asarray(features[i], np.float32) for i in ids.tolist()])
-    if ids[0] >= 0 and ids[-1] < 1 << 20:
-        table = np.zeros((int(ids[-1]) + 1, vectors.shape[1]), np.float32)
-        table[ids] = vectors
-        return table[inst]
-    return vectors[np.searchsorted(ids, inst)]
-
-
 def class_of(scene: Scene, inst_id: int) -> int:
     return int(scene.label[ops.region_mask(scene.inst, inst_id)][0])
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from pix2pixhd_jax.data import cityscapes as cs
 from pix2pixhd_jax.editing import compositing, ops
-from pix2pixhd_jax.editing.scene import Scene, check_vector, feature_map
+from pix2pixhd_jax.editing.scene import Scene, check_vector
+from pix2pixhd_jax.features import feature_map
 
 # Swatch windows: power-of-two sides of at least this many pixels (and G's divisor) keep the
 # number of shapes the generator compiles for swatches small.

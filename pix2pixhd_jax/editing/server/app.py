@@ -177,27 +177,26 @@ class EditorService:
 
     def _scene_count(self) -> Optional[int]:
         try:
-            self._loader()
+            return self._test_split()[1]
         except (OSError, ValueError) as e:
             log.warning("the run's test split cannot be read: %s", e)
             return None
-        return self._num_scenes
 
-    def _loader(self) -> SceneLoader:
+    def _test_split(self) -> tuple[SceneLoader, Optional[int]]:
+        """(index -> maps, number of scenes): the loader given to make_app, else the run's test split (read once)."""
         with self._loader_lock:
             if self._load_scene is None:
                 self._load_scene, self._num_scenes = split_loader(self.synth.config, self.limits.test_scenes)
-            return self._load_scene
+            return self._load_scene, self._num_scenes
 
     # ------------------------------------------------------------------------------ scenes
     def create_from_index(self, index: Any, seed: Any = None, local: Any = None) -> dict[str, Any]:
         if isinstance(index, bool) or not isinstance(index, int):
             raise ApiError(400, f"index must be an integer, got {index!r}")
         try:
-            loader = self._loader()
+            loader, n = self._test_split()
         except (OSError, ValueError) as e:
             raise ApiError(400, f"the run's test split cannot be read ({e}); upload label/inst PNGs instead") from None
-        n = self._num_scenes
         if index < 0 or (n is not None and index >= n):
             raise ApiError(400, f"index {index} is outside the test split (0..{(n or 1) - 1})")
         try:
