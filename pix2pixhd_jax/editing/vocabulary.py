@@ -21,7 +21,7 @@ import numpy as np
 
 from pix2pixhd_jax.data import cityscapes as cs
 from pix2pixhd_jax.editing import ops
-from pix2pixhd_jax.editing.scene import (Scene, check_class, add_object, check_rgb, class_of, colour_feature,
+from pix2pixhd_jax.editing.scene import (Scene, add_object, check_class, check_rgb, class_of, colour_feature,
                                          copy_feature, delete_instance, flip_instance, move_instance, paint_region,
                                          relabel_instance, resize_instance, set_feature)
 from pix2pixhd_jax.editing.session import EditResult, EditSession
@@ -66,12 +66,15 @@ def parse_json(text: Union[str, bytes], what: str = "the edit script") -> Any:
 
 def json_depth(value: Any) -> int:
     """How deeply lists and dicts nest in `value` (0 for a scalar); iterative, so any depth is safe."""
-    deepest, stack = 0, [(value, 1)]
+    containers = (list, tuple, dict)
+    if not isinstance(value, containers):
+        return 0
+    deepest, stack = 1, [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, (list, tuple, dict)):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, containers))
     return deepest
 
 
