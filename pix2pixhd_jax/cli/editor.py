@@ -7,7 +7,7 @@ replays). Models trained without instance features get everything but the appear
 Edits are local by default (the page's "Local edits" checkbox, per tab): each new render is
 composited into the current image around what the edit changed, so the rest keeps its pixels
 (config.editing sets the margin and feather); --nolocal starts new tabs with raw renders.
-The HTTP API the page uses is described in pix2pixhd_jax/editing/server/app.py and the README.
+The HTTP API the page uses is described in the README ("Interactive editor"); its routes in editing/server/app.py.
 """
 from __future__ import annotations
 

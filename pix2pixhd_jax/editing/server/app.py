@@ -2,29 +2,9 @@
 
     app = make_app(Synthesizer.from_workdir("runs/feat"))   # serve with any ASGI server
 
-API (every error is a 4xx with {"error": "..."}; the page uses nothing else):
-
-  GET  /                                 the page
-  GET  /api/info                         classes (id, name, colour, thing), clusters per class,
-                                         whether the model takes features, whether they are colours
-                                         (colour_features: the set_colour op), test scenes, limits
-  POST /api/scenes                       {"index": i[, "seed": s][, "local": b]} (the run's test split)
-                                         or a multipart form with `label` (+ `inst`) PNG files (and
-                                         optional `seed`, `local` fields) -> scene
-  GET  /api/scenes/{id}                  the current state of a scene
-  POST /api/scenes/{id}/edits            one edit of the script vocabulary (vocabulary.OPS) -> scene
-  POST /api/scenes/{id}/undo | /redo     -> scene
-  POST /api/scenes/{id}/local            {"local": b}: local edits on / off for the edits that
-                                         follow (the page's "Local edits" checkbox) -> scene
-  GET  /api/scenes/{id}/script           {"seed", "edits", "scene"}: replays with the edit CLI
-  GET  /api/scenes/{id}/swatches?instance=N   what each cluster of N's class renders (crops)
-
-A scene response: scene_id, height, width, instances [{id, class, class_name, bbox [y0, x0, y1,
-x1], area, cluster[, colour]}], image_png, label_png (8-bit ids), inst_png (16-bit ids), inst_raw
-(the instance ids as base64 little-endian uint16, for the page), render_ms (the generator call of
-this request; 0 for undo / redo, which reuse the image rendered before), server_ms, can_undo,
-can_redo, num_edits, source, local; edits add `region` (the id the edit created or touched, or
-null). `colour` (colour-anchored models only) is the 8-bit RGB an instance's feature asks for.
+The API (routes below in make_app; every error is a 4xx with {"error": "..."}; the page uses
+nothing else) is documented once, for its users: README.md, "Interactive editor", "HTTP API".
+The scene payload is EditorService.payload.
 
 Local edits (Editor(local=True)) are on for new scenes unless `make_app(local=False)` or
 the create request says "local": false: each edit's render is composited into the current image
