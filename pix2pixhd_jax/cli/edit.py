@@ -82,8 +82,6 @@ def body(fv: flags.FlagValues) -> int:
     page = visualize.write_image_page(fv.out, "pix2pixhd-jax edits", [[n] for n in names],
                                       captions=["before"] + [json.dumps(e) for e in edits])
     print(f"applied {len(results)} edits -> {page}")
-
-
     return 0
 
 
