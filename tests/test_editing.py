@@ -415,3 +415,13 @@ def test_cli_refuses_a_deeply_nested_script_in_one_line(synth, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "nests arrays or objects too deeply" in err and str(path) in err and "Traceback" not in err
     assert not out.exists()  # refused before anything is written
+
+
+def test_deeply_nested_python_edit_is_a_value_error(synth):
+    deep = []
+    for _ in range(100_000):  # built iteratively: no JSON text involved
+        deep = [deep]
+    ed = editing.Editor(synth, *_maps(), seed=0)
+    with pytest.raises(ValueError, match="edit 3: the edit nests arrays or objects too deeply"):
+        ed.apply_edit({"op": "move", "instance": 26002, "by": deep}, index=3)
+    assert not ed.history and not ed.log
