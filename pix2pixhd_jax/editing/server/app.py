@@ -42,10 +42,10 @@ from starlette.staticfiles import StaticFiles
 
 from pix2pixhd_jax import inputs
 from pix2pixhd_jax.data import cityscapes as cs, transforms
-from pix2pixhd_jax.editing.scene import Scene, feature_colour
 from pix2pixhd_jax.editing import vocabulary
-from pix2pixhd_jax.editing.vocabulary import Editor
+from pix2pixhd_jax.editing.scene import Scene, feature_colour
 from pix2pixhd_jax.editing.server import codec
+from pix2pixhd_jax.editing.vocabulary import Editor
 
 log = logging.getLogger(__name__)
 
