@@ -93,7 +93,8 @@ def main() -> None:
     args = p.parse_args()
 
     from configs import default
-    from pix2pixhd_jax import compositing, features, inputs, train
+    from pix2pixhd_jax import features, inputs, train
+    from pix2pixhd_jax.editing import compositing
     from pix2pixhd_jax.inference import Synthesizer, encode_feature_bank
 
     t0 = time.time()

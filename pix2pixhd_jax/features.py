@@ -91,6 +91,33 @@ def encode_source(encode_fn: Callable, source, *, model_cfg: ml_collections.Conf
     return EncodedRegions.concat(parts)
 
 
+def feature_map(pool_ids: np.ndarray, vectors: Mapping[int, Any]) -> np.ndarray:
+    """(H, W) region ids + {id: vector or (cluster, vector)} -> (H, W, F) float32: each pixel its region's vector.
+
+    The one assembly of G's feature input from per-region vectors (synthesis and editing). Raises
+    KeyError naming regions without a vector, ValueError naming regions whose vector is not finite.
+    """
+    pool_ids = np.asarray(pool_ids)
+    flat = pool_ids.reshape(-1)
+    small = bool(flat.size) and flat.min() >= 0 and flat.max() < 1 << 20  # a lookup table by id fits
+    ids = np.flatnonzero(np.bincount(flat)) if small else np.unique(flat)
+    missing = [i for i in ids.tolist() if i not in vectors]
+    if missing:
+        raise KeyError(f"no feature for region id(s) {missing[:20]}")
+    rows = np.stack([np.asarray(v[1] if isinstance(v, tuple) else v, np.float32)
+                     for v in (vectors[i] for i in ids.tolist())])
+    bad = [int(i) for i, row in zip(ids, rows) if not np.isfinite(row).all()]
+    if bad:
+        raise ValueError(f"the feature vector of region id(s) {bad[:20]} holds NaN or inf "
+                         f"(e.g. {rows[list(ids).index(bad[0])].tolist()}); one such vector turns the whole "
+                         "image black. Give finite values, or rebuild the feature bank")
+    if small:
+        table = np.zeros((int(ids[-1]) + 1, rows.shape[1]), np.float32)
+        table[ids] = rows
+        return table[pool_ids]
+    return rows[np.searchsorted(ids, pool_ids)]
+
+
 # ----------------------------------------------------------------------------- k-means
 
 

@@ -98,7 +98,8 @@ class Synthesizer:
         """Whether feature channels 0..2 were trained to be a region's mean colour (loss.lambda_feature_colour > 0)."""
         return bool(self.uses_features and (self.config.get("loss") or {}).get("lambda_feature_colour", 0) > 0)
 
-    def _require_bank(self) -> features_lib.FeatureBank:
+    def require_bank(self) -> features_lib.FeatureBank:
+        """The feature bank, or a ValueError saying how to build it."""
         if self.bank is None:
             where = f" for {self.workdir} step {self.step}" if self.workdir else ""
             raise ValueError(f"no feature bank{where}: build it with `python -m pix2pixhd_jax.cli.encode_features "
@@ -125,9 +126,9 @@ class Synthesizer:
         for rid, cls in zip(ids.tolist(), classes.tolist()):
             spec = chosen.get(rid)
             if spec is None:
-                out[rid] = self._require_bank().draw(cls, np.random.default_rng([int(seed), int(rid)]))
+                out[rid] = self.require_bank().draw(cls, np.random.default_rng([int(seed), int(rid)]))
             elif isinstance(spec, (int, np.integer)):
-                out[rid] = (int(spec), self._require_bank().center(cls, int(spec)))
+                out[rid] = (int(spec), self.require_bank().center(cls, int(spec)))
             else:
                 vec = np.asarray(spec, np.float32).reshape(-1)
                 if vec.shape != (feat_num,):
@@ -136,16 +137,8 @@ class Synthesizer:
         return out
 
     def feature_map(self, label: np.ndarray, pool_ids: np.ndarray, vectors: Mapping[int, Any]) -> np.ndarray:
-        """(H, W) region ids + {id: (cluster, vector) or vector} -> (H, W, feat_num) float32."""
-        ids, inverse = np.unique(pool_ids, return_inverse=True)
-        table = np.stack([np.asarray(v[1] if isinstance(v, tuple) else v, np.float32) for v in
-                          (vectors[int(i)] for i in ids)])
-        bad = [int(i) for i, row in zip(ids, table) if not np.isfinite(row).all()]
-        if bad:
-            raise ValueError(f"the feature vector of region id(s) {bad[:20]} holds NaN or inf "
-                             f"(e.g. {table[list(ids).index(bad[0])].tolist()}); one such vector turns the whole "
-                             "image black. Give finite values, or rebuild the feature bank")
-        return table[inverse.reshape(pool_ids.shape)]
+        """(H, W) region ids + {id: (cluster, vector) or vector} -> (H, W, feat_num) float32 (features.feature_map)."""
+        return features_lib.feature_map(pool_ids, vectors)
 
     @staticmethod
     def _check_finite_features(feats: Any, pool: Optional[np.ndarray], where: str) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import re
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -43,9 +44,32 @@ def write_sample_grid(workdir: str, step: int, samples: dict[str, np.ndarray], f
 
 
 def write_index(folder: str) -> None:
+    """samples/index.html: every step_*.png of `folder`, newest first."""
     names = sorted((n for n in storage.listdir(folder) if re.fullmatch(r"step_\d+\.png", n)), reverse=True)
-    items = "\n".join(f"<h3>step {int(n[5:13])}</h3><img src=\"{html.escape(n)}\" style=\"max-width:100%\">"
-                      for n in names)
-    storage.write_text(storage.join(folder, "index.html"),
-                       "<!doctype html><html><head><meta charset=\"utf-8\"><title>pix2pixhd-jax samples</title></head>"
-                       f"<body><p>Each row: label | synthesized | real.</p>\n{items}\n</body></html>\n")
+    write_image_page(folder, "pix2pixhd-jax samples", [[n] for n in names],
+                     captions=[f"step {int(n[5:13])}" for n in names], note="Each row: label | synthesized | real.")
+
+
+def write_image_page(folder: str, title: str, rows: Sequence[Sequence[Optional[str]]], *,
+                     columns: Sequence[str] = (), captions: Sequence[str] = (), note: str = "") -> str:
+    """Write folder/index.html, a table of images people can open -> its path (local or gs://).
+
+    rows: per row, image file names relative to `folder` (None leaves a cell empty); columns: the
+    header cells; captions: a heading above each row; note: a line above the table. Text is escaped.
+    """
+    width = max([len(columns)] + [len(r) for r in rows])
+    lines = [f"<p>{html.escape(note)}</p>"] if note else []
+    lines.append("<table>")
+    if columns:
+        lines.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
+    for i, row in enumerate(rows):
+        if i < len(captions):
+            lines.append(f'<tr><td colspan="{width}"><h3>{html.escape(captions[i])}</h3></td></tr>')
+        cells = [f'<td><img src="{html.escape(n)}"></td>' if n else "<td></td>" for n in row]
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    lines.append("</table>")
+    path = storage.join(folder, "index.html")
+    storage.write_text(path, f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+                       "<style>img{max-width:100%}td{vertical-align:top}</style></head><body>\n"
+                       + "\n".join(lines) + "\n</body></html>\n")
+    return path

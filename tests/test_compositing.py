@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from pix2pixhd_jax import compositing, run_config
+from pix2pixhd_jax import run_config
+from pix2pixhd_jax.editing import compositing
 
 
 def _images(h=40, w=60):

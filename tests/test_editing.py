@@ -149,7 +149,7 @@ def test_editor_geometric_edits_undo_and_redo_restore_exact_maps(synth):
     for step in steps:
         r = ed.apply_edit(step)
         snapshots.append((r.scene.label.copy(), r.scene.inst.copy(), r.image.copy()))
-        assert ed.render_seconds > 0
+        assert r.render_seconds > 0
     np.testing.assert_array_equal(ed.scene.features[26002], feature)  # moved, resized, flipped: same look
     hole, car = ed.scene.label[5:25, 55:60], ed.scene.inst[5:25, 55:60] == 26002  # the grown car reaches it
     assert 24000 not in ed.scene.instances() and (hole[~car] == 7).all() and car.any()
@@ -158,7 +158,7 @@ def test_editor_geometric_edits_undo_and_redo_restore_exact_maps(synth):
         np.testing.assert_array_equal(r.scene.label, label_i)
         np.testing.assert_array_equal(r.scene.inst, inst_i)
         np.testing.assert_array_equal(r.image, image_i)
-        assert ed.render_seconds == 0.0  # undo reuses the stored image
+        assert r.render_seconds == 0.0  # undo reuses the stored image
     for label_i, inst_i, image_i in snapshots[1:]:
         r = ed.redo()
         np.testing.assert_array_equal(r.scene.inst, inst_i)
@@ -252,7 +252,7 @@ def test_local_switches_at_runtime_and_scripts_replay_it(synth):
     ed.set_feature(26002, vector=[1.0, -1.0, 1.0])
     ed.local = False
     raw = ed.set_feature(26000, vector=[0.5, 0.5, -1.0]).image
-    np.testing.assert_array_equal(raw, ed.render(ed.scene))  # off: exactly the generator output
+    np.testing.assert_array_equal(raw, ed.render(ed.scene).image)  # off: exactly the generator output
     ed.apply_edit({"op": "local", "on": True})
     ed.move(26000, 1, 0)
     script = ed.script()
@@ -404,4 +404,24 @@ def test_set_colour_refuses_bad_requests(colour_synth, edit, message):
     with pytest.raises(ValueError, match=message):
         ed.apply_edit(edit)
     np.testing.assert_array_equal(ed.scene.features[26002], ed._initial.features[26002])
+    assert not ed.history and not ed.log
+
+
+def test_cli_refuses_a_deeply_nested_script_in_one_line(synth, tmp_path, capsys):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)  # used to end in a RecursionError traceback
+    out = tmp_path / "out"
+    assert edit_cli.main(["prog", f"--workdir={synth.workdir}", f"--script={path}", f"--out={out}"]) == 1
+    err = capsys.readouterr().err
+    assert "nests arrays or objects too deeply" in err and str(path) in err and "Traceback" not in err
+    assert not out.exists()  # refused before anything is written
+
+
+def test_deeply_nested_python_edit_is_a_value_error(synth):
+    deep = []
+    for _ in range(100_000):  # built iteratively: no JSON text involved
+        deep = [deep]
+    ed = editing.Editor(synth, *_maps(), seed=0)
+    with pytest.raises(ValueError, match="edit 3: the edit nests arrays or objects too deeply"):
+        ed.apply_edit({"op": "move", "instance": 26002, "by": deep}, index=3)
     assert not ed.history and not ed.log

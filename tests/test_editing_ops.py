@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from pix2pixhd_jax import editing, editing_ops as ops
+from pix2pixhd_jax import editing
+from pix2pixhd_jax.editing import ops
 from pix2pixhd_jax.semantics import instance_edges
 
 ROAD, SIDEWALK, PERSON, CAR = 7, 8, 24, 26

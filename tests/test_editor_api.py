@@ -12,7 +12,7 @@ import feature_helpers as fh
 from configs import tiny_test
 from pix2pixhd_jax import editing
 from pix2pixhd_jax.cli import editor as editor_cli
-from pix2pixhd_jax.editor.app import Limits, make_app
+from pix2pixhd_jax.editing.server.app import Limits, make_app
 from pix2pixhd_jax.inference import Synthesizer
 
 LIMITS = Limits(max_scenes=3, max_upload_bytes=64 << 10)
@@ -330,3 +330,28 @@ def test_cli_flags_and_errors(tmp_path, capsys):
     assert editor_cli.main(["prog", f"--workdir={no_bank}"]) == 1
     assert "python -m pix2pixhd_jax.cli.encode_features" in capsys.readouterr().err
     assert editor_cli.main(["prog", f"--workdir={no_bank}", "--max_scenes=0"]) == 2
+
+
+def test_deeply_nested_json_is_a_4xx_not_a_server_error(client):
+    # 200 KB, under the JSON body limit: parsing it used to overflow the stack (HTTP 500 RecursionError).
+    sid = _new_scene(client)["scene_id"]
+    nested = b"[" * 100_000 + b"]" * 100_000
+    parseable = b'{"op": "move", "instance": 7, "by": ' + b"[" * 500 + b"]" * 500 + b"}"  # parses, then recursed
+    for path, body in ((f"/api/scenes/{sid}/edits", nested), ("/api/scenes", nested),
+                       (f"/api/scenes/{sid}/local", nested), (f"/api/scenes/{sid}/edits", parseable)):
+        r = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (path, r.text[:200])
+        assert "nests arrays or objects too deeply" in r.json()["error"]
+    assert not client.get(f"/api/scenes/{sid}").json()["can_undo"]
+
+
+def test_loopback_host_headers_pass_the_host_check_and_others_do_not(synth):
+    # What the CLI allows when it binds a loopback --host. IPv6 literals arrive bracketed, with an
+    # optional port: --host=::1 used to answer every request 400 "Invalid host header".
+    app = make_app(synth, limits=LIMITS, allowed_hosts=list(editor_cli.LOOPBACK))
+    for header, status in (("[::1]:8000", 200), ("[::1]", 200), ("127.0.0.1:8000", 200), ("localhost", 200),
+                           ("LOCALHOST:80", 200), ("evil.example:8000", 400), ("[::2]:8000", 400),
+                           ("::1", 400), ("[::1", 400)):
+        with TestClient(app, base_url="http://127.0.0.1") as c:
+            r = c.get("/api/info", headers={"host": header})
+        assert r.status_code == status, (header, r.text[:80])

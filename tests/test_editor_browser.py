@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 import feature_helpers as fh
-from pix2pixhd_jax.editor.app import make_app
+from pix2pixhd_jax.editing.server.app import make_app
 from pix2pixhd_jax.inference import Synthesizer
 
 pytestmark = pytest.mark.slow

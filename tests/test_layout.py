@@ -100,3 +100,19 @@ def test_process_setup_in_one_file_and_no_sys_path_edits():
 def test_modules_stay_small():
     long = {n: len(p.read_text().splitlines()) for n, p in _modules().items()}
     assert not {n: k for n, k in long.items() if k > MAX_LINES}, long
+
+
+def test_editing_package_reads_bottom_up():
+    # ops, scene and compositing are pure numpy on maps (no JAX, no model): the editing session and
+    # the vocabulary sit on them, the server on those, and only the editor command uses the server.
+    graph, modules = _graph(), _modules()
+    pure = {f"pix2pixhd_jax.editing.{m}" for m in ("ops", "scene", "compositing")}
+    for name in pure:
+        deps = graph[name] - {"pix2pixhd_jax.editing"}
+        assert deps <= pure | {"pix2pixhd_jax.data", "pix2pixhd_jax.data.cityscapes"}, (name, deps)
+        assert "jax" not in {line.split()[1].split(".")[0] for line in modules[name].read_text().splitlines()
+                             if line.startswith(("import ", "from "))}, f"{name} imports JAX"
+    for name, deps in graph.items():
+        server_deps = {d for d in deps if d.startswith("pix2pixhd_jax.editing.server")}
+        if server_deps and not name.startswith("pix2pixhd_jax.editing.server"):
+            assert name == "pix2pixhd_jax.cli.editor", f"{name} imports the editor server {server_deps}"

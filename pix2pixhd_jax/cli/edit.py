@@ -9,7 +9,7 @@ edits (or {"seed": s, "edits": [...]}), e.g.
    {"op": "copy_feature", "src": 26000, "dst": 26002},
    {"op": "move", "instance": 26002, "by": [0, 12]},
    {"op": "undo"}]
-The vocabulary (also move, delete, resize, flip, redo, reset) is editing.OPS; the interactive
+The vocabulary (also move, delete, resize, flip, redo, reset) is editing.vocabulary.OPS; the interactive
 editor's "download edit script" writes such a file.
 Each step shows the raw generator output unless --local (or the script's top-level "local": true;
 an explicit --local / --nolocal wins): then each render is composited into the previous image
@@ -18,7 +18,6 @@ Writes step_000.png (before) and one PNG per edit, the final label/instance maps
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 import posixpath
@@ -32,7 +31,8 @@ from absl import flags  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pix2pixhd_jax import inputs, storage, visualize  # noqa: E402
-from pix2pixhd_jax.editing import Editor  # noqa: E402
+from pix2pixhd_jax.editing import vocabulary  # noqa: E402
+from pix2pixhd_jax.editing.vocabulary import Editor  # noqa: E402
 from pix2pixhd_jax.inference import Synthesizer  # noqa: E402
 
 
@@ -51,6 +51,7 @@ def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 
 
 def body(fv: flags.FlagValues) -> int:
+    script = vocabulary.parse_json(storage.read_text(fv.script), f"the edit script {fv.script}")
     synth = Synthesizer.from_workdir(fv.workdir, step=fv.step, defaults=process.default_config())
     if fv.label:
         label = np.asarray(Image.open(storage.open(fv.label))).astype(np.int32)
@@ -58,7 +59,6 @@ def body(fv: flags.FlagValues) -> int:
     else:
         ex = inputs.load_inputs(synth.config, num=fv.index + 1)[fv.index]
         label, inst = ex["label"], ex.get("inst")
-    script = json.loads(storage.read_text(fv.script))
     seed = script.get("seed") if isinstance(script, dict) else None
     if fv["local"].present:  # the flag given on the command line wins over the script's setting
         script = {**script, "local": fv.local} if isinstance(script, dict) else {"local": fv.local, "edits": script}
@@ -79,13 +79,9 @@ def body(fv: flags.FlagValues) -> int:
     storage.write_image(storage.join(fv.out, "final_label.png"), Image.fromarray(editor.scene.label.astype(np.uint8)))
     # 16-bit PNG (ids < 65536), readable by the folder loaders.
     storage.write_image(storage.join(fv.out, "final_inst.png"), Image.fromarray(editor.scene.inst.astype(np.uint16)))
-    items = [f"<h3>{'before' if i == 0 else html.escape(json.dumps(edits[i - 1]))}</h3><img src=\"{n}\">"
-             for i, n in enumerate(names)]
-    storage.write_text(storage.join(fv.out, "index.html"),
-                       "<!doctype html><html><body>" + "\n".join(items) + "</body></html>\n")
-    print(f"applied {len(results)} edits -> {storage.join(fv.out, 'index.html')}")
-
-
+    page = visualize.write_image_page(fv.out, "pix2pixhd-jax edits", [[n] for n in names],
+                                      captions=["before"] + [json.dumps(e) for e in edits])
+    print(f"applied {len(results)} edits -> {page}")
     return 0
 
 

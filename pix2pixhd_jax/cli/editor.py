@@ -7,7 +7,7 @@ replays). Models trained without instance features get everything but the appear
 Edits are local by default (the page's "Local edits" checkbox, per tab): each new render is
 composited into the current image around what the edit changed, so the rest keeps its pixels
 (config.editing sets the margin and feather); --nolocal starts new tabs with raw renders.
-The HTTP API the page uses is described in pix2pixhd_jax/editor/app.py and the README.
+The HTTP API the page uses is described in the README ("Interactive editor"); its routes in editing/server/app.py.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pix2pixhd_jax.cli import process
 import uvicorn  # noqa: E402
 from absl import flags  # noqa: E402
 
-from pix2pixhd_jax.editor.app import ApiError, Limits, make_app  # noqa: E402
+from pix2pixhd_jax.editing.server.app import ApiError, Limits, host_pattern, make_app  # noqa: E402
 from pix2pixhd_jax.inference import Synthesizer  # noqa: E402
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -65,7 +65,8 @@ def body(fv: flags.FlagValues) -> int:
             except ApiError as e:
                 print(f"warm-up skipped: {e.message}")
             service.scenes.clear()
-    print(f"pix2pixhd-jax editor for {synth.workdir} (step {synth.step}): http://{fv.host}:{fv.port}", flush=True)
+    url = f"http://{host_pattern(fv.host)}:{fv.port}"  # an IPv6 literal is bracketed in a URL
+    print(f"pix2pixhd-jax editor for {synth.workdir} (step {synth.step}): {url}", flush=True)
     uvicorn.run(app, host=fv.host, port=fv.port, log_level="warning")
     return 0
 

@@ -7,7 +7,6 @@ label, K outputs (K feature draws: seeds seed..seed+K-1; or E on the real photo 
 """
 from __future__ import annotations
 
-import html
 import sys
 from typing import Optional, Sequence
 
@@ -41,18 +40,10 @@ def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
 
 
 def write_page(out: str, rows: list[dict], num_samples: int) -> str:
-    head = "<th>label</th>" + "".join(f"<th>output {k}</th>" for k in range(num_samples)) + "<th>real</th>"
-    body = []
-    for r in rows:
-        cells = [f'<td><img src="{html.escape(r["label"])}"></td>']
-        cells += [f'<td><img src="{html.escape(p)}"></td>' for p in r["outputs"]]
-        cells.append(f'<td><img src="{html.escape(r["real"])}"></td>' if r.get("real") else "<td></td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    path = storage.join(out, "index.html")
-    storage.write_text(path, "<!doctype html><html><head><meta charset=\"utf-8\"><title>pix2pixhd-jax synthesis</title>"
-                       "<style>img{max-width:100%}td{vertical-align:top}</style></head><body>"
-                       f"<table><tr>{head}</tr>\n" + "\n".join(body) + "</table></body></html>\n")
-    return path
+    """out/index.html: per input, label | outputs | real."""
+    columns = ["label"] + [f"output {k}" for k in range(num_samples)] + ["real"]
+    cells = [[r["label"], *r["outputs"], *[None] * (num_samples - len(r["outputs"])), r.get("real")] for r in rows]
+    return visualize.write_image_page(out, "pix2pixhd-jax synthesis", cells, columns=columns)
 
 
 def body(fv: flags.FlagValues) -> int:

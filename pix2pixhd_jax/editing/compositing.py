@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 from scipy import ndimage
 
-from pix2pixhd_jax.editing_ops import numpy_edges
+from pix2pixhd_jax.editing.ops import numpy_edges
 
 
 def check_px(value: Any, name: str) -> int:
@@ -54,7 +54,7 @@ def changed_region(old_label: np.ndarray, old_inst: np.ndarray, new_label: np.nd
     return changed
 
 
-def _window(changed: np.ndarray, reach: int) -> tuple[slice, slice]:
+def _grown_box(changed: np.ndarray, reach: int) -> tuple[slice, slice]:
     """The changed pixels' box grown by `reach`: every pixel with a weight > 0 lies inside it."""
     ys, xs = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
     h, w = changed.shape
@@ -70,7 +70,7 @@ def blend_weights(changed: np.ndarray, margin_px: int, feather_px: int) -> np.nd
     if not changed.any():
         return weights
     # Only the box around the change can get a weight: the distance transform runs there alone.
-    window = _window(changed, margin_px + feather_px + 1)
+    window = _grown_box(changed, margin_px + feather_px + 1)
     distance = ndimage.distance_transform_edt(~changed[window])  # to the nearest changed pixel
     beyond = distance - margin_px
     if feather_px == 0:
@@ -97,7 +97,7 @@ def composite(previous_image: np.ndarray, new_image: np.ndarray, changed: np.nda
     out = previous_image.copy()
     if not weights.any():
         return out
-    window = _window(weights > 0, 0)
+    window = _grown_box(weights > 0, 0)
     w = weights[window][..., None]
     blended = new_image[window].astype(np.float32) * w + previous_image[window].astype(np.float32) * (1.0 - w)
     out[window] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)

@@ -144,11 +144,3 @@ def instance_geometry(label: np.ndarray, inst: np.ndarray) -> list[dict[str, Any
         rows.append({"id": rid, "class": int(classes[i]), "class_name": class_name(classes[i]),
                      "bbox": [int(y0[i]), int(x0[i]), int(y1[i]), int(x1[i])], "area": int(area[i])})
     return rows
-
-
-def crop_around(image: np.ndarray, bbox: list[int], margin: float = 0.25) -> np.ndarray:
-    """The part of `image` inside bbox grown by `margin` of its size on every side (at least 2 px)."""
-    y0, x0, y1, x1 = bbox
-    my, mx = max(2, int((y1 - y0) * margin)), max(2, int((x1 - x0) * margin))
-    h, w = image.shape[:2]
-    return image[max(0, y0 - my):min(h, y1 + my), max(0, x0 - mx):min(w, x1 + mx)]

@@ -1,6 +1,6 @@
 // The editor page: draws the label map from the instance ids the API returns, turns mouse
 // gestures into edits of the script vocabulary, and shows what the server renders.
-// Everything goes through the HTTP API (see pix2pixhd_jax/editor/app.py); requests run one at a time.
+// Everything goes through the HTTP API (see pix2pixhd_jax/editing/server/app.py); requests run one at a time.
 "use strict";
 
 const $ = (id) => document.getElementById(id);

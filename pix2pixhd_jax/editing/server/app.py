@@ -2,31 +2,11 @@
 
     app = make_app(Synthesizer.from_workdir("runs/feat"))   # serve with any ASGI server
 
-API (every error is a 4xx with {"error": "..."}; the page uses nothing else):
+The API (routes below in make_app; every error is a 4xx with {"error": "..."}; the page uses
+nothing else) is documented once, for its users: README.md, "Interactive editor", "HTTP API".
+The scene payload is EditorService.payload.
 
-  GET  /                                 the page
-  GET  /api/info                         classes (id, name, colour, thing), clusters per class,
-                                         whether the model takes features, whether they are colours
-                                         (colour_features: the set_colour op), test scenes, limits
-  POST /api/scenes                       {"index": i[, "seed": s][, "local": b]} (the run's test split)
-                                         or a multipart form with `label` (+ `inst`) PNG files (and
-                                         optional `seed`, `local` fields) -> scene
-  GET  /api/scenes/{id}                  the current state of a scene
-  POST /api/scenes/{id}/edits            one edit of the script vocabulary (editing.OPS) -> scene
-  POST /api/scenes/{id}/undo | /redo     -> scene
-  POST /api/scenes/{id}/local            {"local": b}: local edits on / off for the edits that
-                                         follow (the page's "Local edits" checkbox) -> scene
-  GET  /api/scenes/{id}/script           {"seed", "edits", "scene"}: replays with the edit CLI
-  GET  /api/scenes/{id}/swatches?instance=N   what each cluster of N's class renders (crops)
-
-A scene response: scene_id, height, width, instances [{id, class, class_name, bbox [y0, x0, y1,
-x1], area, cluster[, colour]}], image_png, label_png (8-bit ids), inst_png (16-bit ids), inst_raw
-(the instance ids as base64 little-endian uint16, for the page), render_ms (the generator call of
-this request; 0 for undo / redo, which reuse the image rendered before), server_ms, can_undo,
-can_redo, num_edits, source, local; edits add `region` (the id the edit created or touched, or
-null). `colour` (colour-anchored models only) is the 8-bit RGB an instance's feature asks for.
-
-Local edits (editing.Editor(local=True)) are on for new scenes unless `make_app(local=False)` or
+Local edits (Editor(local=True)) are on for new scenes unless `make_app(local=False)` or
 the create request says "local": false: each edit's render is composited into the current image
 around what it changed (config.editing margin and feather), so the rest of the image keeps its
 pixels. /api/info reports the default as "local".
@@ -39,7 +19,6 @@ under one lock: the generator already uses every core, and a scene is never edit
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import secrets
@@ -63,8 +42,10 @@ from starlette.staticfiles import StaticFiles
 
 from pix2pixhd_jax import inputs
 from pix2pixhd_jax.data import cityscapes as cs, transforms
-from pix2pixhd_jax.editing import Editor, Scene, feature_colour
-from pix2pixhd_jax.editor import codec
+from pix2pixhd_jax.editing import vocabulary
+from pix2pixhd_jax.editing.scene import Scene, feature_colour
+from pix2pixhd_jax.editing.server import codec
+from pix2pixhd_jax.editing.vocabulary import Editor
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +72,9 @@ class Limits:
 
 
 @dataclasses.dataclass
-class Session:
+class OpenScene:
+    """A scene the server holds for one browser tab: its editor, where it came from, encoding caches."""
+
     editor: Editor
     source: dict[str, Any]
     encoded: "OrderedDict[tuple[int, str], tuple[np.ndarray, str]]" = dataclasses.field(default_factory=OrderedDict)
@@ -154,7 +137,7 @@ class EditorService:
         self.synth, self.limits = synthesizer, limits or Limits()
         self.local = bool(local)  # local edits for scenes created without a "local" field
         self._load_scene, self._num_scenes = load_scene, num_scenes
-        self.scenes: "OrderedDict[str, Session]" = OrderedDict()
+        self.scenes: "OrderedDict[str, OpenScene]" = OrderedDict()
         self.lock = threading.Lock()
         self._loader_lock = threading.Lock()
 
@@ -174,27 +157,26 @@ class EditorService:
 
     def _scene_count(self) -> Optional[int]:
         try:
-            self._loader()
+            return self._test_split()[1]
         except (OSError, ValueError) as e:
             log.warning("the run's test split cannot be read: %s", e)
             return None
-        return self._num_scenes
 
-    def _loader(self) -> SceneLoader:
+    def _test_split(self) -> tuple[SceneLoader, Optional[int]]:
+        """(index -> maps, number of scenes): the loader given to make_app, else the run's test split (read once)."""
         with self._loader_lock:
             if self._load_scene is None:
                 self._load_scene, self._num_scenes = split_loader(self.synth.config, self.limits.test_scenes)
-            return self._load_scene
+            return self._load_scene, self._num_scenes
 
     # ------------------------------------------------------------------------------ scenes
     def create_from_index(self, index: Any, seed: Any = None, local: Any = None) -> dict[str, Any]:
         if isinstance(index, bool) or not isinstance(index, int):
             raise ApiError(400, f"index must be an integer, got {index!r}")
         try:
-            loader = self._loader()
+            loader, n = self._test_split()
         except (OSError, ValueError) as e:
             raise ApiError(400, f"the run's test split cannot be read ({e}); upload label/inst PNGs instead") from None
-        n = self._num_scenes
         if index < 0 or (n is not None and index >= n):
             raise ApiError(400, f"index {index} is outside the test split (0..{(n or 1) - 1})")
         try:
@@ -226,41 +208,39 @@ class EditorService:
             except (ValueError, KeyError, IndexError) as e:
                 raise ApiError(400, f"cannot edit this scene: {e.args[0] if e.args else e}") from None
             scene_id = secrets.token_urlsafe(12)
-            session = Session(editor, source)
-            self.scenes[scene_id] = session
+            opened = OpenScene(editor, source)
+            self.scenes[scene_id] = opened
             while len(self.scenes) > self.limits.max_scenes:
                 self.scenes.popitem(last=False)
-            return self.payload(scene_id, session, start)
+            return self.payload(scene_id, opened, start, editor.initial_render_seconds)
 
-    def session(self, scene_id: str) -> Session:
-        session = self.scenes.get(scene_id)
-        if session is None:
+    def scene(self, scene_id: str) -> OpenScene:
+        opened = self.scenes.get(scene_id)
+        if opened is None:
             raise ApiError(404, f"unknown scene id {scene_id!r} (never created, or evicted after "
                                 f"{self.limits.max_scenes} newer scenes); load a scene again")
         self.scenes.move_to_end(scene_id)
-        return session
+        return opened
 
     def state(self, scene_id: str) -> dict[str, Any]:
         start = time.perf_counter()
         with self.lock:
-            session = self.session(scene_id)
-            session.editor.render_seconds = 0.0
-            return self.payload(scene_id, session, start)
+            return self.payload(scene_id, self.scene(scene_id), start, render_seconds=0.0)
 
     def edit(self, scene_id: str, edit: Any) -> dict[str, Any]:
         start = time.perf_counter()
         with self.lock:
-            session = self.session(scene_id)
+            opened = self.scene(scene_id)
             try:
-                result = session.editor.apply_edit(edit)
+                result = opened.editor.apply_edit(edit)
             except ValueError as e:
                 raise ApiError(400, str(e)) from None
-            return {**self.payload(scene_id, session, start), "region": result.region}
+            return {**self.payload(scene_id, opened, start, result.render_seconds), "region": result.region}
 
     def script(self, scene_id: str) -> dict[str, Any]:
         with self.lock:
-            session = self.session(scene_id)
-            return {**session.editor.script(), "scene": session.source}
+            opened = self.scene(scene_id)
+            return {**opened.editor.script(), "scene": opened.source}
 
     def swatches(self, scene_id: str, instance: Any) -> dict[str, Any]:
         """The instance rendered with each cluster of its class: crops of a window around it (cached per scene)."""
@@ -272,68 +252,42 @@ class EditorService:
             raise ApiError(400, f"instance must be an integer id, got {instance!r}") from None
         start = time.perf_counter()
         with self.lock:
-            session = self.session(scene_id)
-            editor = session.editor
-            scene = editor.scene
-            cached = session.swatches
+            opened = self.scene(scene_id)
+            scene = opened.editor.scene
+            cached = opened.swatches
             if cached is not None and cached[0] is scene and cached[1] == inst_id:
                 return cached[2]
-            mask = scene.inst == inst_id
-            if not mask.any():
-                raise ApiError(400, f"instance {inst_id} is not in the scene")
-            cls = int(scene.label[mask][0])
-            ys, xs = np.nonzero(mask)
-            h, w = scene.label.shape
-            wy0, wy1 = _window(int(ys.min()), int(ys.max()) + 1, h, self.synth.divisor)
-            wx0, wx1 = _window(int(xs.min()), int(xs.max()) + 1, w, self.synth.divisor)
-            # A window around the object, not the whole map: the object's look is decided locally.
-            local = scene.replace(label=scene.label[wy0:wy1, wx0:wx1], inst=scene.inst[wy0:wy1, wx0:wx1])
-            bbox = [int(ys.min()) - wy0, int(xs.min()) - wx0, int(ys.max()) + 1 - wy0, int(xs.max()) + 1 - wx0]
-            items = []
-            for k in range(self.synth.bank.num_clusters(cls)):
-                features = {**scene.features, inst_id: self.synth.bank.center(cls, k)}
-                image = editor.render(local.replace(features=features))
-                crop = np.ascontiguousarray(codec.crop_around(image, bbox))
-                items.append({"cluster": k, "png": codec.png_base64(crop)})
-            out = {"instance": inst_id, "class": cls, "current": scene.clusters.get(inst_id), "swatches": items,
+            try:
+                panel = opened.editor.swatches(inst_id)
+            except ValueError as e:
+                raise ApiError(400, str(e)) from None
+            items = [{"cluster": k, "png": codec.png_base64(crop)} for k, crop in enumerate(panel.crops)]
+            out = {"instance": inst_id, "class": panel.class_id, "current": panel.current, "swatches": items,
                    "render_ms": round((time.perf_counter() - start) * 1e3, 1)}
-            session.swatches = (scene, inst_id, out)
+            opened.swatches = (scene, inst_id, out)
             return out
 
-    def payload(self, scene_id: str, session: Session, start: float) -> dict[str, Any]:
-        editor = session.editor
+    def payload(self, scene_id: str, opened: OpenScene, start: float, render_seconds: float) -> dict[str, Any]:
+        """The scene response; render_seconds is the generator time this request spent (0: none)."""
+        editor = opened.editor
         scene = editor.scene
         h, w = scene.label.shape
-        instances = session.instances(scene)
+        instances = opened.instances(scene)
         if self.synth.colour_features:  # what the page's colour input starts from
             instances = [{**row, "colour": feature_colour(scene.features[row["id"]])} for row in instances]
         out = {
             "scene_id": scene_id, "height": h, "width": w,
             "instances": instances,
-            "image_png": session.encode(editor.image, codec.image_png),
-            "label_png": session.encode(scene.label, codec.label_png),
-            "inst_png": session.encode(scene.inst, codec.inst_png),
-            "inst_raw": session.encode(scene.inst, codec.raw_base64),
-            "render_ms": round(editor.render_seconds * 1e3, 1),
+            "image_png": opened.encode(editor.image, codec.image_png),
+            "label_png": opened.encode(scene.label, codec.label_png),
+            "inst_png": opened.encode(scene.inst, codec.inst_png),
+            "inst_raw": opened.encode(scene.inst, codec.raw_base64),
+            "render_ms": round(render_seconds * 1e3, 1),
             "can_undo": bool(editor.history), "can_redo": bool(editor.future), "num_edits": len(editor.log),
-            "source": session.source, "local": editor.local,
+            "source": opened.source, "local": editor.local,
         }
         out["server_ms"] = round((time.perf_counter() - start) * 1e3, 1)
         return out
-
-
-def _window(lo: int, hi: int, size: int, divisor: int) -> tuple[int, int]:
-    """[start, end) of a window around [lo, hi) along an axis of `size` pixels, for swatch renders.
-
-    Power-of-two lengths (at least 32, a multiple of G's divisor) keep the number of shapes the
-    generator compiles for swatches small; the map's own length caps it.
-    """
-    length = max(32, divisor)
-    while length < (hi - lo) * 1.5 + 8 and length < size:
-        length *= 2
-    length = min(length, size)
-    start = min(max(0, (lo + hi - length) // 2), size - length)
-    return start, start + length
 
 
 # ----------------------------------------------------------------------------- HTTP
@@ -356,9 +310,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
 async def _json_body(request: Request, limit: int) -> Any:
     body = await _read_body(request, limit)
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"the body must be JSON ({e})") from None
+        return vocabulary.parse_json(body, "the body")
+    except ValueError as e:
+        raise ApiError(400, str(e)) from None
 
 
 async def _form(request: Request, body: bytes) -> dict[str, Any]:
@@ -383,8 +337,9 @@ def make_app(synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scene
 
     local: whether new scenes start with local edits (a scene's create request may say otherwise).
 
-    allowed_hosts: Host headers accepted (the CLI passes the loopback names when it binds
-    127.0.0.1, so pages of other sites cannot reach the editor through DNS rebinding).
+    allowed_hosts: Host header names accepted, any port (the CLI passes the loopback names when it
+    binds a loopback address, so pages of other sites cannot reach the editor through DNS
+    rebinding); IPv6 literals may be given bare ("::1"): they are matched bracketed ("[::1]:8000").
     """
     service = EditorService(synthesizer, load_scene=load_scene, num_scenes=num_scenes, limits=limits, local=local)
     lim = service.limits
@@ -471,11 +426,17 @@ def make_app(synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scene
         Route("/api/scenes/{scene_id}/swatches", swatches),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    middleware = ([Middleware(TrustedHostMiddleware, allowed_hosts=[host_pattern(h) for h in allowed_hosts])]
+                  if allowed_hosts else [])
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error})
     app.state.service = service
     return app
+
+
+def host_pattern(host: str) -> str:
+    """An allowed Host header name: IPv6 literals bracketed ("::1" -> "[::1]"), as clients send them."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _int_field(value: Any, what: str) -> int:

@@ -1,0 +1,253 @@
+"""The editing session over a Synthesizer: the current scene and image, history, render, composite.
+
+`EditSession` holds what one user is editing. `commit(scene, region, record)` renders a new
+scene (its regions without a feature draw one from the bank with the same (seed, id) rule as
+synthesize), composites it locally when `local` is on, pushes the previous state onto the
+history and logs `record` (the edit as JSON, for script export); `undo` / `redo` / `reset`
+restore stored states without rendering. Every call returns an `EditResult` that carries the
+render time it measured (0 when the image came from the history).
+
+With `local=True` the new render is composited into the current image around what the edit
+changed (`compositing`), so pixels away from the edit keep their exact values; off by default
+(each edit shows the raw generator output). The edit vocabulary on top (typed edits, JSON
+dispatch, script export) is `vocabulary.Editor`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from pix2pixhd_jax.data import cityscapes as cs
+from pix2pixhd_jax.editing import compositing, ops
+from pix2pixhd_jax.editing.scene import Scene, check_vector
+from pix2pixhd_jax.features import feature_map
+
+# Swatch windows: power-of-two sides of at least this many pixels (and G's divisor) keep the
+# number of shapes the generator compiles for swatches small.
+SWATCH_MIN_SIDE = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class EditResult:
+    scene: Scene
+    image: np.ndarray  # (H, W, 3) uint8
+    region: Optional[int] = None  # the region the edit created or touched
+    render_seconds: float = 0.0  # the generator call this result needed (0: the image came from the history)
+
+
+@dataclasses.dataclass(frozen=True)
+class Render:
+    image: np.ndarray  # (H, W, 3) uint8
+    seconds: float  # wall time of the generator call, until the image was on the host
+
+
+@dataclasses.dataclass(frozen=True)
+class Swatches:
+    """An instance rendered with each cluster of its class: crops around it, in cluster order."""
+
+    instance: int
+    class_id: int
+    current: Optional[int]  # the instance's cluster now (None: a vector, not a bank centre)
+    crops: list[np.ndarray]
+
+
+class EditSession:
+    """One scene being edited: current scene and image, history for undo / redo / reset, the edit log.
+
+    History entries keep the image rendered for each scene, so undo and redo need no forward pass.
+    `max_history` bounds the undo depth (oldest steps dropped; None = unbounded).
+
+    `local` (default False: every edit shows the raw generator output) composites each new render
+    into the current image: pixels within `local_margin_px` of what the edit changed take the new
+    render, the next `local_feather_px` blend, the rest keep their bytes. The widths come from the
+    config's `editing` section unless given here. `local` can be switched at any time; it applies
+    to the edits that follow.
+    """
+
+    def __init__(self, synthesizer, label: np.ndarray, inst: Optional[np.ndarray] = None, *, seed: Optional[int] = None,
+                 thing_classes: Optional[Sequence[int]] = None, max_history: Optional[int] = None,
+                 local: bool = False, local_margin_px: Optional[int] = None, local_feather_px: Optional[int] = None):
+        self.synth = synthesizer
+        cfg = synthesizer.config
+        if cfg.model.label_feat:
+            raise ValueError("the editor works per instance (model.instance_feat); this model pools per label region")
+        # Configs saved before the editing section existed have none: local edits then need the
+        # widths given here (or the config completed with today's defaults).
+        section = cfg.get("editing") or {}
+        self.local_margin_px = _px(local_margin_px, section, "local_margin_px")
+        self.local_feather_px = _px(local_feather_px, section, "local_feather_px")
+        self._local = False
+        self.local = local
+        self.label_nc = cfg.model.label_nc
+        self.thing_classes = tuple(thing_classes if thing_classes is not None else
+                                   (cfg.features.thing_classes or sorted(cs.THING_IDS)))
+        self.seed = cfg.features.sample_seed if seed is None else seed
+        self.max_history = max_history
+        label = np.asarray(label, np.int32)
+        inst = label.copy() if inst is None else np.asarray(inst, np.int32)
+        if label.ndim != 2 or inst.shape != label.shape:
+            raise ValueError(f"label {label.shape} and instance {inst.shape} maps must be (H, W) of one size")
+        self._initial = self.fill_features(Scene(label, inst))
+        self.scene = self._initial
+        self.history: list[tuple[Scene, np.ndarray]] = []
+        self.future: list[tuple[Scene, np.ndarray]] = []
+        self.log: list[dict[str, Any]] = []  # every edit as JSON, for script export
+        self.log_local: list[bool] = []  # the local setting each logged edit ran with
+        first = self.render(self.scene)
+        self.image = self._initial_image = first.image
+        self.initial_render_seconds = first.seconds  # what opening the scene cost
+
+    @property
+    def local(self) -> bool:
+        return self._local
+
+    @local.setter
+    def local(self, on: Any) -> None:
+        if not isinstance(on, (bool, np.bool_)):
+            raise ValueError(f"local must be true or false, got {on!r}")
+        if on and (self.local_margin_px is None or self.local_feather_px is None):
+            raise ValueError("local edits need editing.local_margin_px and editing.local_feather_px: this config "
+                             "predates the editing section; load it with Synthesizer.from_workdir(..., "
+                             "defaults=configs.default.get_config()) or pass local_margin_px= / local_feather_px=")
+        self._local = bool(on)
+
+    # ------------------------------------------------------------------------------ features
+    def fill_features(self, scene: Scene) -> Scene:
+        """Regions without a feature draw one from the bank with the same (seed, id) rule as synthesize()."""
+        if not self.synth.uses_features:
+            return scene
+        missing = [i for i in ops.region_ids(scene.inst).tolist() if i not in scene.features]
+        if not missing:
+            return scene
+        drawn = self.synth.region_features(scene.label, scene.inst, seed=self.seed)
+        features, clusters = dict(scene.features), dict(scene.clusters)
+        for i in missing:
+            clusters[i], features[i] = drawn[i]
+        return scene.replace(features=features, clusters=clusters)
+
+    def require_features(self, what: str) -> None:
+        if not self.synth.uses_features:
+            raise ValueError(f"{what} needs a model trained with instance features (model.instance_feat); "
+                             "this one takes no appearance features")
+
+    def feature_of(self, class_id: int, cluster: Any, vector: Any) -> tuple[Optional[int], np.ndarray]:
+        """(cluster, vector) for exactly one of cluster= (a centre of the class in the bank) / vector=."""
+        if vector is not None:
+            return None, check_vector(vector, self.synth.config.model.feat_num)
+        cluster = ops.as_int(cluster, "cluster")
+        return cluster, self.synth.require_bank().center(class_id, cluster)
+
+    # ------------------------------------------------------------------------------ render
+    def render(self, scene: Scene) -> Render:
+        """The image of `scene` (its own features) and the wall time the generator took."""
+        start = time.perf_counter()
+        feats = feature_map(scene.inst, scene.features)[None] if self.synth.uses_features else None
+        image = np.asarray(self.synth.synthesize(scene.label[None], scene.inst[None], feats))[0]
+        return Render(image, time.perf_counter() - start)
+
+    def composite(self, scene: Scene, image: np.ndarray) -> np.ndarray:
+        """`image` (the render of `scene`) blended into the current image around what changed."""
+        feats = ()
+        if self.synth.uses_features:
+            feats = (feature_map(self.scene.inst, self.scene.features), feature_map(scene.inst, scene.features))
+        changed = compositing.changed_region(self.scene.label, self.scene.inst, scene.label, scene.inst, *feats)
+        return compositing.composite(self.image, image, changed, self.local_margin_px, self.local_feather_px)
+
+    def swatches(self, inst_id: int) -> Swatches:
+        """Instance `inst_id` rendered with each cluster of its class, in a window around it (not the
+        whole map: an object's look is decided locally), cropped around the object."""
+        self.require_features("swatches")
+        scene = self.scene
+        mask = scene.inst == int(inst_id)
+        if not mask.any():
+            raise ValueError(f"instance {inst_id} is not in the scene")
+        class_id = int(scene.label[mask][0])
+        bank = self.synth.require_bank()
+        ys, xs = np.nonzero(mask)
+        (h, w), divisor = scene.label.shape, self.synth.divisor
+        wy0, wy1 = _swatch_window(int(ys.min()), int(ys.max()) + 1, h, divisor)
+        wx0, wx1 = _swatch_window(int(xs.min()), int(xs.max()) + 1, w, divisor)
+        window = scene.replace(label=scene.label[wy0:wy1, wx0:wx1], inst=scene.inst[wy0:wy1, wx0:wx1])
+        bbox = [int(ys.min()) - wy0, int(xs.min()) - wx0, int(ys.max()) + 1 - wy0, int(xs.max()) + 1 - wx0]
+        crops = []
+        for k in range(bank.num_clusters(class_id)):
+            render = self.render(window.replace(features={**scene.features, int(inst_id): bank.center(class_id, k)}))
+            crops.append(np.ascontiguousarray(_crop_around(render.image, bbox)))
+        return Swatches(int(inst_id), class_id, scene.clusters.get(int(inst_id)), crops)
+
+    # ------------------------------------------------------------------------------ history
+    def commit(self, scene: Scene, region: Optional[int], record: dict[str, Any]) -> EditResult:
+        """Make `scene` current: render (and composite when local), push history, log `record`."""
+        scene = self.fill_features(scene)
+        render = self.render(scene)
+        image = self.composite(scene, render.image) if self.local else render.image
+        self._push(self.history, (self.scene, self.image))
+        self.future.clear()
+        self.scene, self.image = scene, image
+        self.note(record)
+        return EditResult(self.scene, self.image, region, render.seconds)
+
+    def note(self, record: dict[str, Any]) -> None:
+        """Log an applied edit (or a setting) with the local setting it ran with."""
+        self.log.append(record)
+        self.log_local.append(self.local)
+
+    def undo(self) -> EditResult:
+        return self._travel(self.history, self.future, "undo")
+
+    def redo(self) -> EditResult:
+        return self._travel(self.future, self.history, "redo")
+
+    def reset(self) -> EditResult:
+        self._push(self.history, (self.scene, self.image))
+        self.future.clear()
+        self.scene, self.image = self._initial, self._initial_image
+        self.note({"op": "reset"})
+        return EditResult(self.scene, self.image)
+
+    def _travel(self, source: list, target: list, op: str) -> EditResult:
+        """Undo (history -> future) or redo (future -> history): the stored maps and image, no render."""
+        if not source:
+            raise IndexError(f"nothing to {op}")
+        self._push(target, (self.scene, self.image))
+        self.scene, self.image = source.pop()
+        self.note({"op": op})
+        return EditResult(self.scene, self.image)
+
+    def _push(self, stack: list, entry: tuple[Scene, np.ndarray]) -> None:
+        stack.append(entry)
+        if self.max_history is not None and len(stack) > self.max_history:
+            del stack[0]
+
+
+def _px(given: Optional[int], section: Mapping[str, Any], key: str) -> Optional[int]:
+    """A compositing width: the keyword if given, else the config's editing.<key> (None when absent)."""
+    if given is not None:
+        return compositing.check_px(given, key)
+    value = section.get(key)
+    return None if value is None else compositing.check_px(value, f"editing.{key}")
+
+
+def _swatch_window(lo: int, hi: int, size: int, divisor: int) -> tuple[int, int]:
+    """[start, end) of a swatch render window around [lo, hi) along an axis of `size` pixels.
+
+    Power-of-two lengths (a multiple of G's divisor) keep the number of shapes the generator
+    compiles for swatches small; the map's own length caps it.
+    """
+    length = max(SWATCH_MIN_SIDE, divisor)
+    while length < (hi - lo) * 1.5 + 8 and length < size:
+        length *= 2
+    length = min(length, size)
+    start = min(max(0, (lo + hi - length) // 2), size - length)
+    return start, start + length
+
+
+def _crop_around(image: np.ndarray, bbox: list[int], margin: float = 0.25) -> np.ndarray:
+    """The part of `image` inside bbox grown by `margin` of its size on every side (at least 2 px)."""
+    y0, x0, y1, x1 = bbox
+    my, mx = max(2, int((y1 - y0) * margin)), max(2, int((x1 - x0) * margin))
+    h, w = image.shape[:2]
+    return image[max(0, y0 - my):min(h, y1 + my), max(0, x0 - mx):min(w, x1 + mx)]
