@@ -182,3 +182,24 @@ def test_official_folders_in_the_bucket_are_read_and_prepared_into_gcs_tfds(gcs_
     assert str(builder.data_dir).startswith(data_dir)
     remote = tb.TfdsSource("paired_folders/official", split="train", data_dir=data_dir)
     np.testing.assert_array_equal(remote[0]["label"], examples[0]["label"])
+
+
+def test_tfds_prepare_makes_a_small_synthetic_set_in_the_bucket_and_leaves_no_temporary_folder(
+        gcs_emulator, empty_cwd, tmp_path_factory, monkeypatch, capsys):  # noqa: F811
+    """It used to take 578 s for the full 3500-example set and leave an empty tmp*tfds folder behind."""
+    from pix2pixhd_jax.cli import tfds_prepare
+    from pix2pixhd_jax.data import synthetic, tfds_builders as tb
+
+    scratch = tmp_path_factory.mktemp("tmp")
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    data_dir = _url("tfds_small")
+    assert tfds_prepare.main(["prog", "--dataset=synthetic_streets/512x256", "--num_train=3", "--num_test=2",
+                              f"--data_dir={data_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert "train=3" in out and "test=2" in out and "--config.data.tfds_name=synthetic_streets/512x256_n3_2" in out
+    source = tb.TfdsSource("synthetic_streets/512x256_n3_2", split="train", data_dir=data_dir)
+    assert len(source) == 3
+    np.testing.assert_array_equal(source[2]["label"], synthetic.generate_example(0, 2, 512, 256)["label"])
+    assert os.listdir(scratch) == []  # the staging folder and TFDS's own temporaries are gone
+    with pytest.raises(ValueError, match="make a small synthetic_streets set"):
+        tb.prepare("paired_folders/official", data_dir=data_dir, num_train=3)

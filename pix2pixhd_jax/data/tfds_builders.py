@@ -27,7 +27,7 @@ import io
 import json
 import os
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -185,18 +185,49 @@ class TfdsSource:
         return f"TfdsSource({self.name!r}, split={self.split!r}, n={len(self)})"
 
 
-def prepare(dataset: str, *, data_dir: str | None = None, manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
+def small_synthetic(dataset: str, num_train: int, num_test: int) -> Optional[SyntheticStreetsConfig]:
+    """A synthetic_streets config with fewer examples (named e.g. '512x256_n100_20'), or None for the full set."""
+    if not (num_train or num_test):
+        return None
+    name, _, size = dataset.partition("/")
+    base = next((c for c in SyntheticStreets.BUILDER_CONFIGS if c.name == size), None)
+    if name != "synthetic_streets" or base is None:
+        sizes = ", ".join(c.name for c in SyntheticStreets.BUILDER_CONFIGS)
+        raise ValueError(f"--num_train / --num_test make a small synthetic_streets set (synthetic_streets/<size>, "
+                         f"size one of {sizes}), not {dataset!r}")
+    n_train, n_test = num_train or base.num_train, num_test or base.num_test
+    return SyntheticStreetsConfig(name=f"{size}_n{n_train}_{n_test}", width=base.width, height=base.height,
+                                  num_train=n_train, num_test=n_test, seed=base.seed)
+
+
+def prepare(dataset: str, *, data_dir: str | None = None, manual_dir: str | None = None, num_train: int = 0,
+            num_test: int = 0) -> tfds.core.DatasetBuilder:
     """Prepare `dataset` ('synthetic_streets/512x256', 'paired_folders/cityscapes', ...) as ArrayRecord.
 
-    A gs:// `data_dir` is prepared in a local temporary folder and uploaded file by file; the
-    builder returned reads from `data_dir`.
+    num_train / num_test (synthetic sets) prepare fewer examples under their own config name
+    (`builder.info.full_name` says which). A gs:// `data_dir` is prepared in a local temporary folder
+    (array_record's writer needs a local file) and uploaded file by file; the builder returned
+    reads from `data_dir`. TFDS's own temporary files go inside that folder, so nothing is left behind.
     """
-    if data_dir and storage.is_remote(data_dir):
+    small = small_synthetic(dataset, num_train, num_test)
+    remote = bool(data_dir) and storage.is_remote(data_dir)
+    if remote:
         storage.check_backend(data_dir)
-        with tempfile.TemporaryDirectory(prefix="tfds_prepare_") as local:
-            prepare(dataset, data_dir=local, manual_dir=manual_dir)
-            storage.copytree(local, data_dir)
-        return tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
-    builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    return builder
+    with tempfile.TemporaryDirectory(prefix="tfds_prepare_") as scratch:
+        local_dir = os.path.join(scratch, "data") if remote else data_dir
+        # TFDS makes (and keeps) a temporary folder when it builds a builder for unprepared data: in scratch.
+        previous, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            builder = _builder(dataset, small, local_dir)
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        finally:
+            tempfile.tempdir = previous
+        if remote:
+            storage.copytree(local_dir, data_dir)
+    return _builder(dataset, small, data_dir) if remote else builder
+
+
+def _builder(dataset: str, small: Optional[SyntheticStreetsConfig], data_dir: Optional[str]) -> tfds.core.DatasetBuilder:
+    if small is not None:
+        return SyntheticStreets(config=small, data_dir=data_dir, file_format="array_record")
+    return tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
