@@ -27,6 +27,7 @@ def add_xla_flags(*flags_: str) -> None:
 add_xla_flags(CPU_CONV_FLAG)
 
 import difflib  # noqa: E402
+import importlib.util  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
@@ -148,9 +149,12 @@ def _config_file_keys(argv: Sequence[str]) -> list[str]:
     path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if not path:
         return []
+    file, _, arg = path.partition(":")
     try:
-        module = config_flags.config_flags._LoadConfigModule("config", path.split(":")[0])
-        return _config_keys(module.get_config())
+        spec = importlib.util.spec_from_file_location("_config_file_for_key_hints", file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return _config_keys(module.get_config(arg) if arg else module.get_config())
     except Exception:  # the override error is the message that matters
         return []
 
