@@ -116,3 +116,45 @@ def test_editing_package_reads_bottom_up():
         server_deps = {d for d in deps if d.startswith("pix2pixhd_jax.editing.server")}
         if server_deps and not name.startswith("pix2pixhd_jax.editing.server"):
             assert name == "pix2pixhd_jax.cli.editor", f"{name} imports the editor server {server_deps}"
+
+
+# The layers README's Layout section promises, bottom first. A module may import its own layer and
+# the ones below; a new module must be placed here (the test names it otherwise).
+LAYERS = [
+    ("storage and signals", ["storage", "semantics", "host_memory", "stopping"]),
+    ("data and run records", ["data", "visualize", "run_config", "workdir_lease", "metric_writer"]),
+    ("networks and losses", ["models", "losses", "augment"]),
+    ("inputs, checkpoints, state", ["inputs", "checkpointing", "state", "optim", "sharding", "features", "compat"]),
+    ("step, evaluation, export", ["train_step", "evaluation", "export"]),
+    ("training and inference", ["train", "staging", "inference"]),
+    ("editing", ["editing"]),
+    ("editor server", ["editing.server"]),
+    ("commands", ["cli", "main"]),
+]
+
+
+def _layer_of(module: str) -> int:
+    """Index in LAYERS of the longest prefix naming `module` (pix2pixhd_jax.x.y -> 'x.y', 'x')."""
+    name = module.removeprefix("pix2pixhd_jax.")
+    best, best_len = None, -1
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (name == p or name.startswith(p + ".")) and len(p) > best_len:
+                best, best_len = i, len(p)
+    assert best is not None, f"{module} is in no layer: add it to LAYERS (and README's Layout)"
+    return best
+
+
+def test_imports_follow_the_layer_order():
+    graph = _graph()
+    wrong = []
+    for module, deps in graph.items():
+        if module == "pix2pixhd_jax":
+            continue
+        for dep in deps:
+            if dep == "pix2pixhd_jax" or module.startswith(dep + "."):
+                continue
+            if _layer_of(dep) > _layer_of(module):
+                wrong.append(f"{module} ({LAYERS[_layer_of(module)][0]}) imports {dep} "
+                             f"({LAYERS[_layer_of(dep)][0]})")
+    assert not wrong, "imports pointing up the layers:\n" + "\n".join(sorted(wrong))
