@@ -46,6 +46,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from pix2pixhd_jax import run_config, storage
+from pix2pixhd_jax.run_folder import RunFolder
 
 # What Orbax writes into a step folder on gs:// once the step is complete (no rename there).
 COMMIT_SUCCESS_FILE = "commit_success.txt"
@@ -70,7 +71,7 @@ def make_manager(workdir: str, *, max_to_keep: int, async_save: bool = True) -> 
 
 def checkpoint_directory(workdir: str) -> str:
     """`workdir`/checkpoints: local paths made absolute, gs:// URLs kept as they are."""
-    return storage.join(os.fspath(storage.path(workdir)), "checkpoints")
+    return RunFolder.of(workdir).checkpoints
 
 
 def check_writable(workdir: str) -> None:

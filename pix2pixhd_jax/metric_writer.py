@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import time
 from typing import Optional
 
@@ -18,6 +17,7 @@ import jax
 from tensorboardX import SummaryWriter, record_writer
 
 from pix2pixhd_jax import storage
+from pix2pixhd_jax.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,11 @@ class MetricWriter:
     line and event up to it is stored before the checkpoint is started.
     """
 
-    def __init__(self, workdir: str, *, resume_step: Optional[int], timeout_s: Optional[float] = None,
+    def __init__(self, run: RunFolder, *, resume_step: Optional[int], timeout_s: Optional[float] = None,
                  flush_secs: float = 30.0):
         self.enabled = jax.process_index() == 0
-        self.path = storage.join(workdir, "metrics.jsonl")
-        self.remote = storage.is_remote(workdir)
+        self.path, self.events = run.metrics, run.tensorboard
+        self.remote = run.remote
         self.timeout_s = timeout_s
         self.flush_secs = flush_secs
         self.pending: list[str] = []
@@ -82,7 +82,7 @@ class MetricWriter:
             self.recorded = storage.bounded(f"reading metrics {self.path}", timeout_s, self._continue_from, resume_step)
             # Events after the resumed step were never checkpointed: TensorBoard hides them.
             purge = 0 if resume_step is None else resume_step + 1
-            self.tensorboard = SummaryWriter(storage.join(workdir, "tensorboard"), purge_step=purge)
+            self.tensorboard = SummaryWriter(self.events, purge_step=purge)
 
     def _continue_from(self, resume_step: Optional[int]) -> set[tuple[int, str]]:
         """Keep the lines up to `resume_step` (rewriting the file if others follow); (step, key) pairs at it."""
@@ -131,8 +131,7 @@ class MetricWriter:
         if not self.enabled:
             return
         self._flush_lines()
-        storage.bounded(f"writing TensorBoard events to {storage.join(os.path.dirname(self.path), 'tensorboard')}",
-                        self.timeout_s, self.tensorboard.flush)
+        storage.bounded(f"writing TensorBoard events to {self.events}", self.timeout_s, self.tensorboard.flush)
 
     def close(self) -> None:
         if not self.enabled or self.tensorboard is None:

@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -42,6 +41,7 @@ from pix2pixhd_jax.evaluation import evaluate
 from pix2pixhd_jax.metric_writer import MetricWriter
 from pix2pixhd_jax.models import factory
 from pix2pixhd_jax.models.vgg import load_vgg
+from pix2pixhd_jax.run_folder import RunFolder
 from pix2pixhd_jax.semantics import check_labels
 from pix2pixhd_jax.state import inference_params
 from pix2pixhd_jax.train_step import Program, build_program
@@ -217,13 +217,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, take_over: bool = Fa
     """
     run_config.validate(config)
     storage.check_backend(*remote_paths(config, workdir))  # a missing backend or credentials fail here
-    workdir = os.fspath(storage.path(workdir))
+    run_dir = RunFolder.of(workdir)
+    workdir = run_dir.root
     warn_if_not_shared(workdir)
     timeout_s = config.train.storage_timeout_s
     with stopping.StopRequests() as stop:
         plan = plan_run(config)
-        has_checkpoints = storage.bounded(f"listing {workdir}", timeout_s, storage.isdir,
-                                          checkpointing.checkpoint_directory(workdir))
+        has_checkpoints = storage.bounded(f"listing {workdir}", timeout_s, storage.isdir, run_dir.checkpoints)
         # One reading manager (None for a fresh workdir: nothing is created) serves the resume checks and the restore.
         with reader(workdir) if has_checkpoints else contextlib.nullcontext() as manager:
             latest = manager.latest_step() if manager is not None else None
@@ -233,7 +233,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, take_over: bool = Fa
                     state, _ = checkpointing.restore(manager, plan.target, step=latest)
                     log.info("%s already holds step %d of %d: nothing to train", workdir, latest, plan.total_steps)
                     return RunResult(latest, state, ALREADY_DONE, latest)
-            lease = _hold_lease(config, workdir, take_over)
+            lease = _hold_lease(config, run_dir, take_over)
             try:
                 checkpointing.check_writable(workdir)  # a read-only folder would stall in the first async save
                 data_iter = iter(inputs.train_dataset(config, plan.source, local_batch=plan.local_batch,
@@ -249,15 +249,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, take_over: bool = Fa
             batch = sharding.global_batch(first, plan.mesh)
             step_fn, compile_s = compile_step(plan, state, batch)
             log.info("compiled the train step in %.1fs", compile_s)
-            loop = TrainingLoop(config, workdir, plan, stop, lease, start=start, latest=latest)
+            loop = TrainingLoop(config, run_dir, plan, stop, lease, start=start, latest=latest)
             return loop.run(step_fn, state, batch, data_iter, compile_s)
         finally:
             lease.release()
 
 
-def _hold_lease(config: ml_collections.ConfigDict, workdir: str, take_over: bool) -> Any:
+def _hold_lease(config: ml_collections.ConfigDict, run_dir: RunFolder, take_over: bool) -> Any:
     """Process 0 takes the workdir's lease; every process learns whether it did (all refuse together)."""
-    lease = workdir_lease.WorkdirLease(workdir, stale_s=config.train.lease_stale_s, take_over=take_over,
+    lease = workdir_lease.WorkdirLease(run_dir, stale_s=config.train.lease_stale_s, take_over=take_over,
                                        timeout_s=config.train.storage_timeout_s)
     refused: Optional[workdir_lease.WorkdirBusy] = None
     if jax.process_index() == 0:
@@ -270,7 +270,7 @@ def _hold_lease(config: ml_collections.ConfigDict, workdir: str, take_over: bool
 
         if int(multihost_utils.broadcast_one_to_all(np.int32(refused is not None))) and refused is None:
             lease.release()
-            raise workdir_lease.WorkdirBusy(f"{workdir} is in use by another run (process 0's log names it)")
+            raise workdir_lease.WorkdirBusy(f"{run_dir.root} is in use by another run (process 0's log names it)")
     if refused is not None:
         raise refused
     return lease
@@ -279,9 +279,10 @@ def _hold_lease(config: ml_collections.ConfigDict, workdir: str, take_over: bool
 class TrainingLoop:
     """The steps of one run after compiling: metrics, samples, evaluations, checkpoints, stop requests."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str, plan: Plan, stop: stopping.StopRequests,
+    def __init__(self, config: ml_collections.ConfigDict, run_dir: RunFolder, plan: Plan, stop: stopping.StopRequests,
                  lease: Any, *, start: int, latest: Optional[int]):
-        self.config, self.workdir, self.plan, self.stop, self.lease = config, workdir, plan, stop, lease
+        self.config, self.run_dir, self.plan, self.stop, self.lease = config, run_dir, plan, stop, lease
+        self.workdir = run_dir.root
         self.start = start
         self.timeout_s = config.train.storage_timeout_s
         self.saved = latest  # the newest step whose save was started
@@ -306,7 +307,7 @@ class TrainingLoop:
             self.committed = self.saved
 
     def _step_dir(self, step: int) -> str:
-        return storage.join(checkpointing.checkpoint_directory(self.workdir), str(step))
+        return self.run_dir.checkpoint_step(step)
 
     def save(self, step: int, state: Any, data_iter: Any) -> None:
         """Store metrics and events first, then start the (async) save of `step`."""
@@ -339,8 +340,8 @@ class TrainingLoop:
         fake = np.asarray(generate_now(samples))
         l1 = float(np.abs(fake - samples["image"]).mean())
         if jax.process_index() == 0:
-            self._bounded(f"writing samples to {storage.join(self.workdir, 'samples')}", visualize.write_sample_grid,
-                          self.workdir, step, samples, fake, label_nc=self.config.model.label_nc)
+            self._bounded(f"writing samples to {self.run_dir.samples}", visualize.write_sample_grid,
+                          self.run_dir.samples, step, samples, fake, label_nc=self.config.model.label_nc)
         self.writer.write(step, {"holdout_L1": l1})
         self.holdout_l1.append((step, l1))
         return l1
@@ -364,9 +365,9 @@ class TrainingLoop:
             storage.makedirs(self.workdir)
             self.manager = checkpointing.make_manager(self.workdir, max_to_keep=config.train.keep_checkpoints)
             if jax.process_index() == 0:
-                self._bounded(f"writing {storage.join(self.workdir, 'config.json')}", storage.write_text,
-                              storage.join(self.workdir, "config.json"), config.to_json_best_effort(indent=2))
-            self.writer = MetricWriter(self.workdir, resume_step=self.saved, timeout_s=self.timeout_s)
+                self._bounded(f"writing {self.run_dir.config_json}", storage.write_text, self.run_dir.config_json,
+                              config.to_json_best_effort(indent=2))
+            self.writer = MetricWriter(self.run_dir, resume_step=self.saved, timeout_s=self.timeout_s)
             if self.stop.reason is None:
                 self.sample_and_score(self.start, generate_now, samples)
                 host_memory.release_freed()  # and what compiling the step and the sampler freed

@@ -33,10 +33,9 @@ def sample_grid(samples: dict[str, np.ndarray], fake: np.ndarray, label_nc: int)
     return np.concatenate(rows, axis=0)
 
 
-def write_sample_grid(workdir: str, step: int, samples: dict[str, np.ndarray], fake: np.ndarray, *,
+def write_sample_grid(folder: str, step: int, samples: dict[str, np.ndarray], fake: np.ndarray, *,
                       label_nc: int) -> str:
     """Write samples/step_{step:08d}.png and refresh samples/index.html (newest first); local or gs://."""
-    folder = storage.join(workdir, "samples")
     name = f"step_{step:08d}.png"
     storage.write_image(storage.join(folder, name), Image.fromarray(sample_grid(samples, fake, label_nc)))
     write_index(folder)

@@ -28,9 +28,9 @@ import uuid
 from typing import Any, Optional
 
 from pix2pixhd_jax import storage
+from pix2pixhd_jax.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
-LEASE_FILE = "lease.json"
 _HELD_HERE: set[str] = set()  # run ids of the leases this process holds now
 
 
@@ -70,11 +70,11 @@ def _parse(text: str) -> dict[str, Any]:
 
 
 class WorkdirLease:
-    """Acquire with `acquire()` (raises WorkdirBusy), end with `release()`; `lost` is set if taken over."""
+    """The lease on `run.lease`. Acquire with `acquire()` (raises WorkdirBusy), end with `release()`; `lost` is set if taken over."""
 
-    def __init__(self, workdir: str, *, stale_s: float, take_over: bool = False, timeout_s: Optional[float] = None):
-        self.workdir = workdir
-        self.path = storage.join(workdir, LEASE_FILE)
+    def __init__(self, run: RunFolder, *, stale_s: float, take_over: bool = False, timeout_s: Optional[float] = None):
+        self.workdir = run.root
+        self.path = run.lease
         self.stale_s = float(stale_s)
         self.take_over = take_over
         self.timeout_s = timeout_s
@@ -140,7 +140,7 @@ class WorkdirLease:
         """Remove a workdir this lease created if nothing else was written into it."""
         if self._created_workdir:
             try:
-                if not [n for n in os.listdir(self.workdir) if n != LEASE_FILE]:
+                if not [n for n in os.listdir(self.workdir) if n != os.path.basename(self.path)]:
                     if os.path.exists(self.path):
                         os.remove(self.path)
                     os.rmdir(self.workdir)

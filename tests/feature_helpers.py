@@ -5,7 +5,6 @@ freshly initialised state saved through the trainer's own checkpointing (seconds
 """
 from __future__ import annotations
 
-import os
 
 import jax
 import numpy as np

@@ -1,6 +1,5 @@
 """Benchmark smoke run (not a timing test) and the evaluation entry the trainer/CLI use."""
 import json
-import sys
 
 import numpy as np
 import pytest

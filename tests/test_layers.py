@@ -1,7 +1,6 @@
 """Layer semantics against explicit PyTorch formulas: transposed conv, pyramid pooling, norms.
 
 The conv rewrites against plain lax convs are in test_conv_rewrites.py."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

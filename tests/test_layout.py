@@ -122,7 +122,7 @@ def test_editing_package_reads_bottom_up():
 # the ones below; a new module must be placed here (the test names it otherwise).
 LAYERS = [
     ("storage and signals", ["storage", "semantics", "host_memory", "stopping"]),
-    ("data and run records", ["data", "visualize", "run_config", "workdir_lease", "metric_writer"]),
+    ("data and run records", ["data", "visualize", "run_config", "run_folder", "workdir_lease", "metric_writer"]),
     ("networks and losses", ["models", "losses", "augment"]),
     ("inputs, checkpoints, state", ["inputs", "checkpointing", "state", "optim", "sharding", "features", "compat"]),
     ("step, evaluation, export", ["train_step", "evaluation", "export"]),

@@ -1,5 +1,4 @@
 """Our networks, loaded from official state dicts, reproduce the official PyTorch outputs."""
-import functools
 
 import numpy as np
 import pytest

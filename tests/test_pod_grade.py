@@ -17,6 +17,7 @@ import pytest
 
 from gcs_emulator import FakeGcsServer, _NO_PROXY, _unavailable, find_binary
 from pix2pixhd_jax import storage
+from pix2pixhd_jax.run_folder import RunFolder
 from train_process import TrainProcess
 
 BUCKET = "pod-grade"
@@ -143,12 +144,12 @@ def test_gcs_lease_refuses_a_live_holder_takes_a_stale_one_and_the_loser_notices
     _foreign_lease(workdir)
     with pytest.raises(workdir_lease.WorkdirBusy, match=r"in use by run elsewhere1 on host another-host .*"
                                                         r"last heartbeat was \d+ s ago .*--take_over"):
-        workdir_lease.WorkdirLease(workdir, stale_s=3600).acquire()
+        workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=3600).acquire()
     _foreign_lease(workdir, age_s=1.5)
-    mine = workdir_lease.WorkdirLease(workdir, stale_s=1.0).acquire()  # stale: taken over with a warning
+    mine = workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=1.0).acquire()  # stale: taken over with a warning
     assert "took over the lease of run elsewhere1" in caplog.text and "last heartbeat was" in caplog.text
     # Its heartbeat (every stale_s / 5) keeps it fresh; a forced takeover makes the heartbeat notice the loss.
-    forced = workdir_lease.WorkdirLease(workdir, stale_s=3600, take_over=True).acquire()
+    forced = workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=3600, take_over=True).acquire()
     assert "on request (--take_over)" in caplog.text
     deadline = time.monotonic() + 30
     while mine.lost is None and time.monotonic() < deadline:

@@ -17,6 +17,7 @@ import pytest
 
 from pix2pixhd_jax import storage, workdir_lease
 from pix2pixhd_jax.metric_writer import MetricWriter
+from pix2pixhd_jax.run_folder import RunFolder
 from train_process import TrainProcess, checkpoint_steps, logged_steps, metric_records
 
 
@@ -45,7 +46,7 @@ def test_ctrl_c_saves_a_checkpoint_refuses_a_second_run_and_the_rerun_resumes(tm
     assert first.last_line().startswith(f"interrupted at step {saved[-1]}, checkpoint {saved[-1]} saved; "
                                         "rerun to resume (held-out L1 ")
     assert "Traceback" not in first.output and "KeyboardInterrupt" not in first.output
-    assert not os.path.exists(workdir / workdir_lease.LEASE_FILE)  # released on the way out
+    assert not os.path.exists(RunFolder.of(workdir).lease)  # released on the way out
     _no_duplicates(workdir)
 
     rerun = TrainProcess(workdir, f"--config.train.max_steps={saved[-1] + 2}")
@@ -74,28 +75,29 @@ def test_a_killed_holder_frees_a_local_workdir_at_once(tmp_path, caplog):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from pix2pixhd_jax import workdir_lease
-        workdir_lease.WorkdirLease({workdir!r}, stale_s=300).acquire()
+        from pix2pixhd_jax.run_folder import RunFolder
+        workdir_lease.WorkdirLease(RunFolder({workdir!r}), stale_s=300).acquire()
         print("held", flush=True)
         time.sleep(600)
         """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(workdir_lease.WorkdirBusy, match=rf"in use by run \w+ on host .* \(process {holder.pid}"):
-            workdir_lease.WorkdirLease(workdir, stale_s=300).acquire()
+            workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=300).acquire()
         holder.kill()
         holder.wait()
-        lease = workdir_lease.WorkdirLease(workdir, stale_s=300).acquire()
+        lease = workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=300).acquire()
         assert "taking over the lease of run" in caplog.text and "ended without releasing it" in caplog.text
-        assert json.load(open(os.path.join(workdir, workdir_lease.LEASE_FILE)))["pid"] == os.getpid()
+        assert json.load(open(RunFolder(workdir).lease))["pid"] == os.getpid()
         lease.release()
-        assert not os.path.exists(os.path.join(workdir, workdir_lease.LEASE_FILE))
+        assert not os.path.exists(RunFolder(workdir).lease)
     finally:
         holder.kill()
 
 
 def test_a_refused_lease_leaves_no_workdir_behind(tmp_path):
     workdir = str(tmp_path / "new")
-    lease = workdir_lease.WorkdirLease(workdir, stale_s=300).acquire()
+    lease = workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=300).acquire()
     lease.release()
     assert not os.path.exists(workdir)  # it created the folder and wrote nothing else into it
 
@@ -103,14 +105,14 @@ def test_a_refused_lease_leaves_no_workdir_behind(tmp_path):
 def test_metrics_continue_from_the_resumed_checkpoint(tmp_path):
     """Lines a run wrote after its last checkpoint are dropped on resume; a resumed step is not written twice."""
     workdir = str(tmp_path)
-    writer = MetricWriter(workdir, resume_step=None)
+    writer = MetricWriter(RunFolder(workdir), resume_step=None)
     for step in (0, 1, 2, 3):
         writer.write(step, {"loss_G": float(step)})
     writer.write(2, {"holdout_L1": 0.5})
     writer.close()
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
         f.write('{"step": 4, "loss_G"')  # a crash in the middle of a line
-    resumed = MetricWriter(workdir, resume_step=2)
+    resumed = MetricWriter(RunFolder(workdir), resume_step=2)
     resumed.write(2, {"holdout_L1": 0.5, "eval/x": 1.0})  # the resumed step: only the new key is written
     resumed.write(3, {"loss_G": 30.0})
     resumed.close()
@@ -118,7 +120,7 @@ def test_metrics_continue_from_the_resumed_checkpoint(tmp_path):
     assert [(r["step"], sorted(k for k in r if k != "step")) for r in records] == [
         (0, ["loss_G"]), (1, ["loss_G"]), (2, ["loss_G"]), (2, ["holdout_L1"]), (2, ["eval/x"]), (3, ["loss_G"])]
     assert records[-1]["loss_G"] == 30.0
-    fresh = MetricWriter(workdir, resume_step=None)  # a run that never checkpointed: nothing of it is kept
+    fresh = MetricWriter(RunFolder(workdir), resume_step=None)  # a run that never checkpointed: nothing of it is kept
     fresh.close()
     assert metric_records(workdir) == []
 

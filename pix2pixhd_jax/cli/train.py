@@ -10,7 +10,6 @@ written); 130 stopped by Ctrl-C and 143 preempted by SIGTERM (a checkpoint was s
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -20,6 +19,7 @@ import jax  # noqa: E402  (after process: XLA flags first)
 from absl import flags  # noqa: E402
 
 from pix2pixhd_jax import host_memory, run_config, stopping, storage  # noqa: E402
+from pix2pixhd_jax.run_folder import RunFolder  # noqa: E402
 
 log = logging.getLogger("pix2pixhd_jax.cli.train")
 
@@ -47,7 +47,7 @@ def _l1_story(result) -> str:
 
 def exit_line(result, workdir: str) -> str:
     """The one line a run ends with: where it stopped, what it saved, what it measured."""
-    index = storage.join(os.fspath(storage.path(workdir)), "samples", "index.html")
+    index = storage.join(RunFolder.of(workdir).samples, "index.html")
     if result.already_done:
         return f"done: {workdir} already holds step {result.step}; samples in {index}"
     if result.outcome == "finished":

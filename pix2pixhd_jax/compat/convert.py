@@ -16,7 +16,7 @@ import os
 import orbax.checkpoint as ocp
 
 from pix2pixhd_jax import storage
-from pix2pixhd_jax.compat.official import NETS, build_from_torch, build_module, load_pth
+from pix2pixhd_jax.compat.official import build_from_torch, build_module, load_pth
 
 
 def parse_options(pairs: list[str]) -> dict:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from pix2pixhd_jax.models.attention import AttentionConfig, SelfAttention
