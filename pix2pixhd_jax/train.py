@@ -224,25 +224,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, take_over: bool = Fa
     with stopping.StopRequests() as stop:
         plan = plan_run(config)
         has_checkpoints = storage.bounded(f"listing {workdir}", timeout_s, storage.isdir, run_dir.checkpoints)
-        # One reading manager (None for a fresh workdir: nothing is created) serves the resume checks and the restore.
-        with reader(workdir) if has_checkpoints else contextlib.nullcontext() as manager:
-            latest = manager.latest_step() if manager is not None else None
-            if latest is not None:
-                checkpointing.check_resumable(manager, latest, config, plan.target)
-                if latest >= plan.total_steps:
-                    state, _ = checkpointing.restore(manager, plan.target, step=latest)
-                    log.info("%s already holds step %d of %d: nothing to train", workdir, latest, plan.total_steps)
-                    return RunResult(latest, state, ALREADY_DONE, latest)
-            lease = _hold_lease(config, run_dir, take_over)
-            try:
+        lease = None
+        try:
+            # One reading manager (None for a fresh workdir: nothing is created) serves the resume checks and
+            # the restore.
+            with reader(workdir) if has_checkpoints else contextlib.nullcontext() as manager:
+                latest = manager.latest_step() if manager is not None else None
+                if latest is not None:
+                    checkpointing.check_resumable(manager, latest, config, plan.target)
+                    if latest >= plan.total_steps:
+                        state, _ = checkpointing.restore(manager, plan.target, step=latest)
+                        log.info("%s already holds step %d of %d: nothing to train", workdir, latest,
+                                 plan.total_steps)
+                        return RunResult(latest, state, ALREADY_DONE, latest)
+                lease = _hold_lease(config, run_dir, take_over)
                 checkpointing.check_writable(workdir)  # a read-only folder would stall in the first async save
                 data_iter = iter(inputs.train_dataset(config, plan.source, local_batch=plan.local_batch,
                                                       image_size=(plan.height, plan.width)))
                 state, start = restore_or_init(config, plan, manager, latest, data_iter)
-            except BaseException:
-                lease.release()
-                raise
-        try:
             host_memory.release_freed()  # what initialising or restoring the state freed (see host_memory)
             first = next(data_iter)
             check_labels(first["label"], config.model.label_nc, f"the first {config.data.source} batch")
@@ -252,7 +251,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, take_over: bool = Fa
             loop = TrainingLoop(config, run_dir, plan, stop, lease, start=start, latest=latest)
             return loop.run(step_fn, state, batch, data_iter, compile_s)
         finally:
-            lease.release()
+            if lease is not None:
+                lease.release()
 
 
 def _hold_lease(config: ml_collections.ConfigDict, run_dir: RunFolder, take_over: bool) -> Any:
@@ -402,6 +402,8 @@ class TrainingLoop:
                     jax.block_until_ready(in_flight[0])
                     bar.update(1)
                     reason = reason or self.stop.reason_of(in_flight[1])
+                if jax.process_count() == 1:  # nobody to agree with: stop after the step just dispatched
+                    reason = reason or self.stop.reason
                 in_flight = (metrics["loss_G"], agreed)
                 if self.lease.lost:
                     raise workdir_lease.WorkdirBusy(f"{self.lease.lost}; this run stops without saving "
