@@ -145,3 +145,10 @@ def test_every_layer_trains_a_step_without_nans():
         name = "conv" if layer == "transpose" else layer
         kernel_grad = grads["up0"][name]["kernel"]
         assert np.isfinite(kernel_grad).all() and float(jnp.abs(kernel_grad).max()) > 0, layer
+
+
+def test_the_cost_benchmark_times_every_layer():
+    from benchmarks import upsample_cost
+    rows = upsample_cost.main(["--config=tiny_test", "--rounds=1"])
+    assert [r["upsample_layer"] for r in rows] == list(UPSAMPLE_LAYERS)
+    assert all(r["g_fwd_bwd_s"] > 0 and r["size"] == "64x32" for r in rows)
