@@ -49,7 +49,10 @@ def test_bilinear_2x_matches_jax_image_resize():
 
 @pytest.mark.parametrize("layer", UPSAMPLE_LAYERS)
 def test_flat_input_comes_out_flat_except_for_the_transposed_conv(layer):
-    """The checkerboard's origin: a transposed conv sums different taps into even and odd pixels."""
+    """The checkerboard's origin: a transposed conv sums different taps into even and odd pixels.
+
+    The resize-convs stay flat for any kernel, subpixel_icnr at its ICNR init.
+    """
     x = jnp.full((1, 6, 8, 4), 0.7)
     params = _params(layer, x)
     y = np.asarray(_conv_only(layer, x, params))
