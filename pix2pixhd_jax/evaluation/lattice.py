@@ -32,30 +32,27 @@ import numpy as np
 REPORTED_PERIODS = (8, 4)
 
 
-def periodic_component(image: np.ndarray) -> np.ndarray:
-    """The periodic part of an (H, W) or (H, W, C) image: it tiles without jumps at the borders.
+def power_spectrum(image: np.ndarray) -> np.ndarray:
+    """(H, W) power of an (H, W, C) image's periodic component, summed over channels, DC set to 0.
 
-    Moisan (2011): the smooth part s solves laplacian(s) = the border jumps of the image, which the
-    DFT diagonalises; image - s keeps the interior detail and drops the cross of border energy.
+    Moisan (2011): image = periodic + smooth, where the smooth part s solves laplacian(s) = the
+    border jumps of the image, which the DFT diagonalises; so FFT(periodic) = FFT(image) - FFT(s),
+    and the cross of border energy on the axes is gone while the interior detail stays.
     """
     u = np.asarray(image, np.float64)
-    squeeze = u.ndim == 2
-    if squeeze:
-        u = u[..., None]
     h, w = u.shape[:2]
     v = np.zeros_like(u)
     v[0] += u[-1] - u[0]
     v[-1] += u[0] - u[-1]
     v[:, 0] += u[:, -1] - u[:, 0]
     v[:, -1] += u[:, 0] - u[:, -1]
-    cy = np.cos(2 * np.pi * np.arange(h) / h)[:, None]
-    cx = np.cos(2 * np.pi * np.arange(w) / w)[None, :]
-    denom = 2 * cy + 2 * cx - 4
+    denom = (2 * np.cos(2 * np.pi * np.arange(h) / h)[:, None] + 2 * np.cos(2 * np.pi * np.arange(w) / w)[None, :]
+             - 4)
     denom[0, 0] = 1.0  # the mean: s has none
-    s_hat = np.fft.fft2(v, axes=(0, 1)) / denom[..., None]
-    s_hat[0, 0] = 0
-    out = u - np.real(np.fft.ifft2(s_hat, axes=(0, 1)))
-    return out[..., 0] if squeeze else out
+    spectrum = np.fft.fft2(u, axes=(0, 1)) - np.fft.fft2(v, axes=(0, 1)) / denom[..., None]
+    power = (np.abs(spectrum) ** 2).sum(axis=-1)
+    power[0, 0] = 0.0  # the mean is no part of any lattice
+    return power
 
 
 def lattice_bins(h: int, w: int, period: int) -> np.ndarray:
@@ -76,15 +73,21 @@ def _neighbours(bins: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarra
 
 def lattice_ratio(image: np.ndarray, period: int) -> float:
     """Power at the `period`-pixel lattice bins over the power their neighbours predict (module docstring)."""
-    image = np.asarray(image, np.float64)
+    image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]
-    h, w = image.shape[:2]
+    _check_period(image.shape[0], image.shape[1], period)
+    return _ratio(power_spectrum(image), period)
+
+
+def _check_period(h: int, w: int, period: int) -> None:
     if period < 2 or h % period or w % period:
         raise ValueError(f"lattice period {period} must be >= 2 and divide the image size {h}x{w} (HxW)")
-    x = periodic_component(image)
-    x = x - x.mean(axis=(0, 1))
-    power = (np.abs(np.fft.fft2(x, axes=(0, 1))) ** 2).sum(axis=-1)
+
+
+def _ratio(power: np.ndarray, period: int) -> float:
+    """Steps 4-5 of the definition on a power spectrum from power_spectrum."""
+    h, w = power.shape
     bins = lattice_bins(h, w, period)
     excluded = np.zeros((h, w), bool)
     excluded[bins[:, 0], bins[:, 1]] = True
@@ -99,7 +102,9 @@ def lattice_ratio(image: np.ndarray, period: int) -> float:
 def lattice_ratios(image: np.ndarray, periods: tuple[int, ...] = REPORTED_PERIODS) -> dict[str, float]:
     """{'period8': ratio, 'period4': ratio} of one (H, W, C) image; periods that do not divide H and W are left out."""
     h, w = image.shape[:2]
-    return {f"period{p}": lattice_ratio(image, p) for p in periods if h % p == 0 and w % p == 0}
+    periods = [p for p in periods if p >= 2 and h % p == 0 and w % p == 0]
+    power = power_spectrum(image if image.ndim == 3 else image[..., None]) if periods else None
+    return {f"period{p}": _ratio(power, p) for p in periods}
 
 
 def mean_over_images(per_image: list[dict[str, float]]) -> dict[str, float]:
