@@ -5,8 +5,8 @@
 
 Each variant trains with `python -m pix2pixhd_jax.cli.train` in its own process (so its peak RSS, read
 with os.wait4, is its own), then `python -m pix2pixhd_jax.cli.evaluate` scores it on `--num_eval`
-unseen synthetic scenes (L1 and LPIPS to the real photo; the segmentation score against the
-real-photo ceiling with --segmenter). Step time is the median of the logged images/s over the run,
+unseen synthetic scenes (L1 and LPIPS to the real photo, the 8- and 4-pixel lattice ratios of fake
+and real images; the segmentation score against the real-photo ceiling with --segmenter). Step time is the median of the logged images/s over the run,
 which shares the machine with anything else running: treat < 30% differences as noise and use
 benchmarks/attention_cost.py for interleaved timings. Results: <out>/ablation.json and .md.
 """
@@ -31,6 +31,13 @@ VARIANTS = {
     "pix2pixHD++ +attn D": ("pp_attn_d", "configs/pix2pixhd_pp.py:attn", ()),
     "pix2pixHD++ +R1": ("pp_r1", "configs/pix2pixhd_pp.py:r1", ()),
     "pix2pixHD++ +aug": ("pp_aug", "configs/pix2pixhd_pp.py:aug", ()),
+    # Upsampling without the transposed conv's lattice (model.upsample_layer), else the baseline.
+    "+resize_conv": ("up_resize", "configs/synthetic_demo.py", ("--config.optim.ema_decay=0.0",
+                                                               "--config.model.upsample_layer=resize_conv")),
+    "+bilinear_conv": ("up_bilinear", "configs/synthetic_demo.py", ("--config.optim.ema_decay=0.0",
+                                                                   "--config.model.upsample_layer=bilinear_conv")),
+    "+subpixel_icnr": ("up_icnr", "configs/synthetic_demo.py", ("--config.optim.ema_decay=0.0",
+                                                               "--config.model.upsample_layer=subpixel_icnr")),
 }
 DEFAULT_VARIANTS = ("baseline", "+attn D", "pix2pixHD++", "pix2pixHD++ +attn D")
 
@@ -64,13 +71,16 @@ def train_metrics(workdir: str) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     seg = any("seg_fake_miou" in r for r in rows)
-    head = ["variant", "s/step", "peak RSS GB", "held-out L1", "LPIPS to real"]
+    head = ["variant", "s/step", "peak RSS GB", "held-out L1", "LPIPS to real", "lattice 8px (real)",
+            "lattice 4px (real)"]
     if seg:
         head += ["seg pixel acc (real)", "seg mIoU (real)"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["variant"], f"{r['step_s']:.3f}", f"{r['peak_rss_bytes'] / 1e9:.2f}", f"{r['eval_l1']:.4f}",
                  f"{r['lpips_to_real']:.4f}"]
+        cells += [f"{r.get(f'lattice{p}_fake', float('nan')):.2f} ({r.get(f'lattice{p}_real', float('nan')):.2f})"
+                  for p in (8, 4)]
         if seg:
             cells += [f"{r.get('seg_fake_acc', float('nan')):.3f} ({r.get('seg_real_acc', float('nan')):.3f})",
                       f"{r.get('seg_fake_miou', float('nan')):.3f} ({r.get('seg_real_miou', float('nan')):.3f})"]
@@ -115,6 +125,8 @@ def main(argv=None) -> list[dict[str, Any]]:
         run_child(eval_cmd, os.path.join(workdir, "eval.log"))
         report = json.load(open(eval_path))
         row.update(eval_l1=report["l1"], lpips_to_real=report["lpips_to_real"])
+        for side, ratios in report.get("lattice_ratio", {}).items():  # absent from reports before the figure
+            row.update({f"lattice{k[len('period'):]}_{side}": v for k, v in ratios.items()})
         seg = report.get("segmentation")
         if seg:
             for side in ("fake", "real"):

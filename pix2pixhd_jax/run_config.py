@@ -158,6 +158,8 @@ def _validate_more(config: ml_collections.ConfigDict) -> None:
     """The keys beyond the ones above that otherwise fail late (in the data pipeline, a loss, a tool)."""
     m, d, l, o = config.model, config.data, config.loss, config.optim
     e, f, a = config.eval, config.features, config.augment
+    _require(m.upsample_layer in ("transpose", "resize_conv", "bilinear_conv", "subpixel_icnr"), "model.upsample_layer",
+             m.upsample_layer, "must be 'transpose' (official), 'resize_conv', 'bilinear_conv' or 'subpixel_icnr'")
     _require(m.upsample_impl in ("tapwise", "subpixel", "xla"), "model.upsample_impl", m.upsample_impl,
              "must be 'tapwise', 'subpixel' or 'xla'")
     _require(m.attention_form in ("full", "pooled", "window"), "model.attention_form", m.attention_form,

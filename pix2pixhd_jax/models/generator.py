@@ -10,12 +10,12 @@ from pix2pixhd_jax.models.attention import AttentionConfig, SelfAttention
 from pix2pixhd_jax.models.layers import (
     Array,
     Conv,
-    ConvTranspose,
     Dtype,
     Norm,
     ResnetBlock,
     avg_pool_3x3_s2,
     reflect_pad,
+    upsample_2x,
 )
 
 
@@ -43,7 +43,7 @@ class ConvNormReLU(nn.Module):
 
 
 class UpNormReLU(nn.Module):
-    """Transposed conv that doubles H and W, norm, ReLU."""
+    """The layer that doubles H and W (official: a transposed conv; layers.upsample_2x), norm, ReLU."""
 
     features: int
     norm: str = "instance"
@@ -52,11 +52,12 @@ class UpNormReLU(nn.Module):
     spectral_norm: bool = False
     dtype: Dtype = jnp.float32
     conv_impl: str = "auto"
+    upsample_layer: str = "transpose"  # 'transpose' (official) | 'resize_conv' | 'bilinear_conv' | 'subpixel_icnr'
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        x = ConvTranspose(self.features, self.init_std, self.upsample_impl, self.spectral_norm, self.dtype,
-                          self.conv_impl, name="conv")(x, train)
+        x = upsample_2x(x, self.features, self.upsample_layer, train, impl=self.upsample_impl, init_std=self.init_std,
+                        spectral_norm=self.spectral_norm, dtype=self.dtype, conv_impl=self.conv_impl)
         return nn.relu(Norm(self.norm, self.dtype, self.conv_impl, name="norm")(x, train))
 
 
@@ -78,7 +79,7 @@ class OutputConv(nn.Module):
 
 
 class GlobalGenerator(nn.Module):
-    """G1: 7x7 front end, strided downsampling, residual blocks, transposed-conv upsampling, 7x7 + tanh.
+    """G1: 7x7 front end, strided downsampling, residual blocks, upsampling (official: transposed convs), 7x7 + tanh.
 
     Submodules: `front`, `down{i}`, `res{i}`, `up{i}`, `out` (absent when with_output=False: the
     trunk of a LocalEnhancer ends in the last upsampling unit, ngf channels at input resolution).
@@ -104,6 +105,7 @@ class GlobalGenerator(nn.Module):
     attention_after_block: int = -1
     conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
     output_skip_nc: int = 0
+    upsample_layer: str = "transpose"  # the layer of `up{i}` (layers.upsample_2x); 'transpose' is official
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -129,7 +131,8 @@ class GlobalGenerator(nn.Module):
                 x = attend(x)
         for i in range(self.n_downsample_global):
             features = self.ngf * 2 ** (self.n_downsample_global - i - 1)
-            x = UpNormReLU(features, upsample_impl=self.upsample_impl, name=f"up{i}", **kw)(x, train)
+            x = UpNormReLU(features, upsample_impl=self.upsample_impl, upsample_layer=self.upsample_layer,
+                           name=f"up{i}", **kw)(x, train)
         if not self.with_output:
             return x
         return OutputConv(self.output_nc, self.init_std, self.spectral_norm, self.dtype, self.conv_impl,
@@ -161,6 +164,7 @@ class LocalEnhancer(nn.Module):
     attention_after_block: int = -1
     conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
     output_skip_nc: int = 0  # as GlobalGenerator's, at the finest scale
+    upsample_layer: str = "transpose"  # the layer of every upsampling unit, trunk and enhancers (layers.upsample_2x)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -177,7 +181,7 @@ class LocalEnhancer(nn.Module):
             self.output_nc, self.ngf * 2**self.n_local_enhancers, self.n_downsample_global, self.n_blocks_global,
             self.norm, with_output=False, upsample_impl=self.upsample_impl, remat_blocks=self.remat_blocks,
             spectral_norm=self.spectral_norm, init_std=self.init_std, dtype=self.dtype, attention=self.attention,
-            attention_after_block=self.attention_after_block, conv_impl=self.conv_impl, name="global_trunk",
+            attention_after_block=self.attention_after_block, conv_impl=self.conv_impl, upsample_layer=self.upsample_layer, name="global_trunk",
         )(pyramid[-1], train)
         block = nn.remat(ResnetBlock, static_argnums=(2,)) if self.remat_blocks else ResnetBlock
         for n in range(1, self.n_local_enhancers + 1):
@@ -187,7 +191,8 @@ class LocalEnhancer(nn.Module):
             h = h + out
             for j in range(self.n_blocks_local):
                 h = block(name=f"enh{n}_res{j}", **kw)(h, train)
-            out = UpNormReLU(width, upsample_impl=self.upsample_impl, name=f"enh{n}_up", **kw)(h, train)
+            out = UpNormReLU(width, upsample_impl=self.upsample_impl, upsample_layer=self.upsample_layer,
+                             name=f"enh{n}_up", **kw)(h, train)
         return OutputConv(self.output_nc, self.init_std, self.spectral_norm, self.dtype, self.conv_impl,
                           name="out")(with_skip(out, x[..., x.shape[-1] - self.output_skip_nc:]), train)
 

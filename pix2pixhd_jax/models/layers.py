@@ -28,6 +28,9 @@ Dtype = Any
 Array = jax.Array
 
 NORMS = ("instance", "batch", "none")
+# How the generators and the encoder double H and W (config model.upsample_layer); each value owns
+# differently named parameters, so a checkpoint of one never loads silently into another.
+UPSAMPLE_LAYERS = ("transpose", "resize_conv", "bilinear_conv", "subpixel_icnr")
 
 
 def torch_bias_init(fan_in: int) -> Callable:
@@ -139,6 +142,90 @@ class ConvTranspose(nn.Module):
         kernel = kernel.astype(self.dtype)
         x = x.astype(self.dtype)
         return conv_transpose_3x3_s2(x, kernel, self.impl, self.conv_impl) + bias.astype(self.dtype)
+
+
+def upsample_nearest_2x(x: Array) -> Array:
+    """Nearest-neighbour 2x upsampling of an NHWC tensor (each pixel becomes a 2x2 block)."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def upsample_bilinear_2x(x: Array) -> Array:
+    """Bilinear 2x upsampling with half-pixel centres and clamped edges (jax.image.resize 'bilinear').
+
+    Output pixel 2i sits a quarter pixel before input pixel i and 2i+1 a quarter after, so each is
+    3/4 of its own input pixel and 1/4 of the neighbour on its side; a fixed, separable filter.
+    """
+    for axis in (1, 2):
+        n = x.shape[axis]
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (1, 1)
+        xp = jnp.pad(x, pad, mode="edge")
+        prev, here, nxt = (jax.lax.slice_in_dim(xp, s, s + n, axis=axis) for s in (0, 1, 2))
+        even, odd = 0.25 * prev + 0.75 * here, 0.75 * here + 0.25 * nxt
+        x = jnp.stack([even, odd], axis=axis + 1).reshape(x.shape[:axis] + (2 * n,) + x.shape[axis + 1:])
+    return x
+
+
+def icnr_init(std: float) -> Callable:
+    """ICNR init of a (k, k, I, 4*O) sub-pixel kernel: one N(0, std) (k, k, I, O) kernel copied to all
+    four output phases, so after depth-to-space the layer starts as a conv followed by nearest-neighbour
+    upsampling (no checkerboard at init; Aitken et al. 2017)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        base = std * jax.random.normal(key, shape[:-1] + (shape[-1] // 4,), dtype)
+        return jnp.concatenate([base] * 4, axis=-1)
+
+    return init
+
+
+class SubpixelConv(nn.Module):
+    """Reflect pad 1, 3x3 conv to 4*features channels, depth-to-space: doubles H and W.
+
+    The kernel is ICNR-initialised and the bias is shared by the four phases, so it starts as
+    nearest-neighbour upsampling of one 3x3 conv's output.
+    """
+
+    features: int
+    init_std: float = 0.02
+    spectral_norm: bool = False
+    dtype: Dtype = jnp.float32
+    conv_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        in_features = x.shape[-1]
+        kernel = self.param("kernel", icnr_init(self.init_std), (3, 3, in_features, 4 * self.features))
+        bias = self.param("bias", torch_bias_init(in_features * 9), (self.features,))
+        if self.spectral_norm:
+            kernel = _spectral_normalize(self, kernel, train)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        y = conv2d(reflect_pad(x, 1), kernel, 1, 0, self.conv_impl)
+        return depth_to_space(y, 2) + bias.astype(self.dtype)
+
+
+def upsample_2x(x: Array, features: int, layer: str, train: bool, *, impl: str = "tapwise", init_std: float = 0.02,
+                spectral_norm: bool = False, dtype: Dtype = jnp.float32, conv_impl: str = "auto") -> Array:
+    """Double H and W with the layer `layer` names (config model.upsample_layer); call inside a compact method.
+
+      'transpose'      the official ConvTranspose2d(3, stride 2) (submodule `conv`; `impl` picks its form)
+      'resize_conv'    nearest-neighbour 2x, reflect pad 1, 3x3 conv (submodule `resize_conv`)
+      'bilinear_conv'  bilinear 2x, reflect pad 1, 3x3 conv (submodule `bilinear_conv`)
+      'subpixel_icnr'  3x3 conv to 4x channels + depth-to-space, ICNR init (submodule `subpixel_icnr`)
+
+    A strided transposed conv gives even and odd output pixels different sums of kernel taps, so a
+    flat input already comes out as a 2-pixel checkerboard, and stacked layers leave 4- and 8-pixel
+    lattices in the images; a resize followed by a conv treats every output pixel alike. The
+    submodule is created in the caller's scope, so 'transpose' keeps the official parameter paths.
+    """
+    kw = dict(init_std=init_std, spectral_norm=spectral_norm, dtype=dtype, conv_impl=conv_impl)
+    if layer == "transpose":
+        return ConvTranspose(features, impl=impl, name="conv", **kw)(x, train)
+    if layer in ("resize_conv", "bilinear_conv"):
+        resize = upsample_nearest_2x if layer == "resize_conv" else upsample_bilinear_2x
+        return Conv(features, 3, name=layer, **kw)(reflect_pad(resize(x), 1), train)
+    if layer == "subpixel_icnr":
+        return SubpixelConv(features, name="subpixel_icnr", **kw)(x, train)
+    raise ValueError(f"upsample layer {layer!r} is not one of {UPSAMPLE_LAYERS} (model.upsample_layer)")
 
 
 def _spectral_normalize(module: nn.Module, kernel: Array, train: bool, n_steps: int = 1, eps: float = 1e-12) -> Array:

@@ -1,0 +1,62 @@
+"""Time G's forward + backward for each model.upsample_layer, interleaved, on one config's G.
+
+  python -m benchmarks.upsample_cost --config=synthetic_demo --rounds=5
+
+Each round times every layer once, so machine load shifts all of them alike; medians are printed
+as one JSON line per layer. Only G: D and the perceptual loss, the rest of a step, do not depend on
+the upsampling layer.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import statistics
+import time
+from typing import Any, Optional, Sequence
+
+from pix2pixhd_jax.cli import process  # noqa: F401  (XLA flags before JAX starts)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from pix2pixhd_jax.models import factory  # noqa: E402
+from pix2pixhd_jax.models.layers import UPSAMPLE_LAYERS  # noqa: E402
+
+
+def g_grad_fn(config, layer: str, x: jax.Array):
+    """(jitted grad of a mean-square of G's output, G's params) for config with upsample_layer=layer."""
+    config = config.copy_and_resolve_references()
+    config.model.upsample_layer = layer
+    g = factory.make_generator(config.model)
+    params = g.init(jax.random.PRNGKey(0), x)["params"]
+    return jax.jit(jax.grad(lambda p, x: jnp.mean(g.apply({"params": p}, x) ** 2))), params
+
+
+def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="synthetic_demo", help="a module of configs/")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--layers", default=",".join(UPSAMPLE_LAYERS))
+    a = p.parse_args(argv)
+    config = importlib.import_module(f"configs.{a.config}").get_config()
+    h, w = config.data.synthetic_height, config.data.synthetic_width
+    x = jax.random.normal(jax.random.PRNGKey(0), (1, h, w, factory.generator_input_nc(config.model)))
+    fns = {layer: g_grad_fn(config, layer, x) for layer in a.layers.split(",")}
+    for f, params in fns.values():
+        jax.block_until_ready(f(params, x))  # compile outside the timed rounds
+    seconds: dict[str, list[float]] = {layer: [] for layer in fns}
+    for _ in range(a.rounds):
+        for layer, (f, params) in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(f(params, x))
+            seconds[layer].append(time.perf_counter() - t)
+    rows = [{"upsample_layer": layer, "config": a.config, "size": f"{w}x{h}", "rounds": a.rounds,
+             "g_fwd_bwd_s": statistics.median(v)} for layer, v in seconds.items()]
+    for row in rows:
+        print(json.dumps(row))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
