@@ -104,38 +104,15 @@ def suite_step(a: argparse.Namespace) -> list[dict[str, Any]]:
         if form:
             config.model.d_attention_scales, config.model.attention_form = (0,), form
             config.model.d_attention_after_layer = a.step_layer
-        compiled, state, args, compile_s = build_step(config)
-        row = {"suite": "step", "size": a.step_size, "variant": name, "layer": a.step_layer, "compile_s": compile_s,
-               "program_bytes": harness.program_memory_bytes(compiled)}
+        config.data.batch_size = 1
+        train = harness.compile_train_step(config)
+        row = {"suite": "step", "size": a.step_size, "variant": name, "layer": a.step_layer,
+               "compile_s": train.compile_s, "program_bytes": harness.program_memory_bytes(train.compiled)}
         rows.append(row)
-        runnable.append((row, _stepper(compiled, state, args), ()))
+        runnable.append((row, train.advance, ()))
         print(json.dumps(row), flush=True)
     interleave(runnable, a.rounds)
     return rows
-
-
-def build_step(config):
-    from pix2pixhd_jax.train_step import build_program
-
-    vgg, vgg_vars = harness.random_vgg(config)
-    config.data.batch_size = 1
-    program = build_program(config, vgg, height=config.bench.height, width=config.bench.width, steps_per_epoch=1000)
-    state = jax.jit(program.init)(jax.random.PRNGKey(0))
-    batch = harness.synthetic_batch(config)
-    step = jax.jit(program.step, donate_argnums=(0,))
-    t = time.perf_counter()
-    compiled = step.lower(state, batch, vgg_vars).compile()
-    return compiled, state, (batch, vgg_vars), time.perf_counter() - t
-
-
-def _stepper(compiled, state, args):
-    holder = {"state": state}
-
-    def run():
-        holder["state"], metrics = compiled(holder["state"], *args)
-        return metrics
-
-    return run
 
 
 def interleave(runnable: list, rounds: int) -> None:

@@ -43,7 +43,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         if not os.path.isfile(where):
             raise FileNotFoundError(f"config file {where!r} does not exist; give a path to a configs/*.py file "
                                     "or a config name such as bench_512x256")
-        module_spec = importlib.util.spec_from_file_location(f"_benchmark_config_{abs(hash(where))}", where)
+        module_spec = importlib.util.spec_from_file_location(
+            f"_benchmark_config_{os.path.splitext(os.path.basename(where))[0]}", where)
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
     else:
