@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any
 
+from benchmarks import harness
+
 VARIANTS = {
     # name: (workdir name, config file[:arg], extra overrides)
     # The official recipe: synthetic_demo's sizes without its EMA.
@@ -60,32 +62,43 @@ def common_overrides(a: argparse.Namespace) -> list[str]:
             f"--config.train.checkpoint_every={a.steps}", f"--config.seed={a.seed}"]
 
 
+def read_json(path: str) -> Any:
+    """The JSON document at path (the file closed again)."""
+    with open(path) as f:
+        return json.load(f)
+
+
 def train_metrics(workdir: str) -> dict[str, Any]:
-    lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
-    speeds = [l["images_per_s"] for l in lines if "images_per_s" in l][1:]  # first interval: warm-up
-    l1 = [l["holdout_L1"] for l in lines if "holdout_L1" in l]
-    last = [l for l in lines if "loss_G" in l][-1]
+    """Median step time, last held-out L1 and final losses from a run's metrics.jsonl."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    speeds = [r["images_per_s"] for r in records if "images_per_s" in r][1:]  # first interval: warm-up
+    l1 = [r["holdout_L1"] for r in records if "holdout_L1" in r]
+    last = [r for r in records if "loss_G" in r][-1]
     return {"step_s": 1.0 / statistics.median(speeds), "holdout_L1_samples": l1[-1],
             "final_loss_G": last["loss_G"], "final_loss_D": last["loss_D"]}
 
 
+def _fake_real(key: str, digits: int):
+    """The cell 'fake (real)' of a measure reported for both image sides (key names the side as {side})."""
+    nan = float("nan")
+    side = lambda r, name: r.get(key.format(side=name), nan)
+    return lambda r: f"{side(r, 'fake'):.{digits}f} ({side(r, 'real'):.{digits}f})"
+
+
+COLUMNS: tuple[harness.Column, ...] = (
+    ("variant", lambda r: r["variant"]), ("s/step", lambda r: f"{r['step_s']:.3f}"),
+    ("peak RSS GB", lambda r: f"{r['peak_rss_bytes'] / 1e9:.2f}"), ("held-out L1", lambda r: f"{r['eval_l1']:.4f}"),
+    ("LPIPS to real", lambda r: f"{r['lpips_to_real']:.4f}"),
+    ("lattice 8px (real)", _fake_real("lattice8_{side}", 2)), ("lattice 4px (real)", _fake_real("lattice4_{side}", 2)))
+SEG_COLUMNS: tuple[harness.Column, ...] = (
+    ("seg pixel acc (real)", _fake_real("seg_{side}_acc", 3)), ("seg mIoU (real)", _fake_real("seg_{side}_miou", 3)))
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
+    """The ablation table; the segmentation columns when any row has the score."""
     seg = any("seg_fake_miou" in r for r in rows)
-    head = ["variant", "s/step", "peak RSS GB", "held-out L1", "LPIPS to real", "lattice 8px (real)",
-            "lattice 4px (real)"]
-    if seg:
-        head += ["seg pixel acc (real)", "seg mIoU (real)"]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["variant"], f"{r['step_s']:.3f}", f"{r['peak_rss_bytes'] / 1e9:.2f}", f"{r['eval_l1']:.4f}",
-                 f"{r['lpips_to_real']:.4f}"]
-        cells += [f"{r.get(f'lattice{p}_fake', float('nan')):.2f} ({r.get(f'lattice{p}_real', float('nan')):.2f})"
-                  for p in (8, 4)]
-        if seg:
-            cells += [f"{r.get('seg_fake_acc', float('nan')):.3f} ({r.get('seg_real_acc', float('nan')):.3f})",
-                      f"{r.get('seg_fake_miou', float('nan')):.3f} ({r.get('seg_real_miou', float('nan')):.3f})"]
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
+    return harness.markdown_table(rows, COLUMNS + SEG_COLUMNS * seg) + "\n"
 
 
 def main(argv=None) -> list[dict[str, Any]]:
@@ -115,15 +128,15 @@ def main(argv=None) -> list[dict[str, Any]]:
         if not a.skip_train:
             os.makedirs(workdir, exist_ok=True)
             usage = run_child(train_cmd, os.path.join(workdir, "train.log"))
-            json.dump(usage, open(usage_path, "w"))
-        row.update(json.load(open(usage_path)))
+            harness.write_json(usage_path, usage)
+        row.update(read_json(usage_path))
         row.update(train_metrics(workdir))
         eval_path = os.path.join(workdir, "eval_test.json")
         eval_cmd = [sys.executable, "-m", "pix2pixhd_jax.cli.evaluate", f"--workdir={workdir}", "--split=test",
                     f"--num={a.num_eval}", f"--out={eval_path}"] + ([f"--segmenter={a.segmenter}"] if a.segmenter else [])
         row["eval_command"] = " ".join(eval_cmd[1:])
         run_child(eval_cmd, os.path.join(workdir, "eval.log"))
-        report = json.load(open(eval_path))
+        report = read_json(eval_path)
         row.update(eval_l1=report["l1"], lpips_to_real=report["lpips_to_real"])
         for side, ratios in report.get("lattice_ratio", {}).items():  # absent from reports before the figure
             row.update({f"lattice{k[len('period'):]}_{side}": v for k, v in ratios.items()})
@@ -134,11 +147,8 @@ def main(argv=None) -> list[dict[str, Any]]:
                 row[f"seg_{side}_miou"] = seg[side]["mean_iou"]
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}), flush=True)
-    with open(os.path.join(a.out, "ablation.json"), "w") as f:
-        json.dump(rows, f, indent=1)
     table = markdown(rows)
-    with open(os.path.join(a.out, "ablation.md"), "w") as f:
-        f.write(table)
+    harness.write_results(a.out, "ablation", rows, table)
     print(table)
     return rows
 

@@ -16,21 +16,17 @@ at --step_size with no attention, and full / pooled / window attention at D's fi
 """
 from __future__ import annotations
 
-import os
-
 from pix2pixhd_jax.cli import process  # noqa: F401,E402  (sets XLA flags before JAX starts)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Callable, Optional  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
-
 
 from benchmarks import harness  # noqa: E402
 from pix2pixhd_jax.models.attention import AttentionConfig  # noqa: E402
@@ -97,78 +93,54 @@ def suite_d(a: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def suite_step(a: argparse.Namespace) -> list[dict[str, Any]]:
-    from configs import pix2pixhd_pp, synthetic_demo
-
     h, w = parse_size(a.step_size)
-    variants = {"baseline": (synthetic_demo.get_config(), None), "full": (synthetic_demo.get_config(), "full"),
-                "pooled4": (synthetic_demo.get_config(), "pooled"), "window16": (synthetic_demo.get_config(), "window"),
-                "pix2pixHD++": (pix2pixhd_pp.get_config(), None), "pix2pixHD++ +full": (pix2pixhd_pp.get_config(), "full")}
+    variants = {"baseline": ("synthetic_demo", None), "full": ("synthetic_demo", "full"),
+                "pooled4": ("synthetic_demo", "pooled"), "window16": ("synthetic_demo", "window"),
+                "pix2pixHD++": ("pix2pixhd_pp", None), "pix2pixHD++ +full": ("pix2pixhd_pp", "full")}
     rows, runnable = [], []
-    for name, (config, form) in variants.items():
+    for name, (config_name, form) in variants.items():
+        config = harness.load_config(config_name)
         config.bench = ml_collections.ConfigDict({"height": h, "width": w})
         if form:
             config.model.d_attention_scales, config.model.attention_form = (0,), form
             config.model.d_attention_after_layer = a.step_layer
-        compiled, state, args, compile_s = build_step(config)
-        row = {"suite": "step", "size": a.step_size, "variant": name, "layer": a.step_layer, "compile_s": compile_s,
-               "program_bytes": harness.program_memory_bytes(compiled)}
+        config.data.batch_size = 1
+        train = harness.compile_train_step(config)
+        row = {"suite": "step", "size": a.step_size, "variant": name, "layer": a.step_layer,
+               "compile_s": train.compile_s, "program_bytes": harness.program_memory_bytes(train.compiled)}
         rows.append(row)
-        runnable.append((row, _stepper(compiled, state, args), ()))
+        runnable.append((row, train.advance, ()))
         print(json.dumps(row), flush=True)
     interleave(runnable, a.rounds)
     return rows
 
 
-def build_step(config):
-    from pix2pixhd_jax.train_step import build_program
-
-    vgg, vgg_vars = harness.random_vgg(config)
-    config.data.batch_size = 1
-    program = build_program(config, vgg, height=config.bench.height, width=config.bench.width, steps_per_epoch=1000)
-    state = jax.jit(program.init)(jax.random.PRNGKey(0))
-    batch = harness.synthetic_batch(config)
-    step = jax.jit(program.step, donate_argnums=(0,))
-    t = time.perf_counter()
-    compiled = step.lower(state, batch, vgg_vars).compile()
-    return compiled, state, (batch, vgg_vars), time.perf_counter() - t
-
-
-def _stepper(compiled, state, args):
-    holder = {"state": state}
-
-    def run():
-        holder["state"], metrics = compiled(holder["state"], *args)
-        return metrics
-
-    return run
-
-
 def interleave(runnable: list, rounds: int) -> None:
-    """One warm-up call each, then `rounds` rounds calling every variant once; median seconds per variant."""
-    calls = [(row, fn if not args else (lambda fn=fn, args=args: fn(*args))) for row, fn, args in runnable]
-    for _, call in calls:
-        jax.block_until_ready(call())
-    times: dict[int, list[float]] = {id(row): [] for row, _ in calls}
-    for _ in range(rounds):
-        for row, call in calls:
-            times[id(row)] += harness.timed(call, 1)
-    for row, _ in calls:
-        row["step_s"] = statistics.median(times[id(row)])
-        row["step_times"] = times[id(row)]
+    """Time (row, fn, args) variants interleaved (harness.interleave); each row gets its median and times."""
+    calls = {str(i): (lambda fn=fn, args=args: fn(*args)) for i, (_, fn, args) in enumerate(runnable)}
+    times = harness.interleave(calls, rounds)
+    for i, (row, _, _) in enumerate(runnable):
+        row["step_s"] = statistics.median(times[str(i)])
+        row["step_times"] = times[str(i)]
+
+
+def _d_time(r: dict) -> str:
+    return f"{r['step_s']:.3f}" if "step_s" in r else ("not run: " + r.get("skipped_run", r.get("error", "")))
+
+
+D_COLUMNS: tuple[harness.Column, ...] = (
+    ("size", lambda r: r["size"]), ("attention", lambda r: r["form"]), ("positions", lambda r: f"{r['positions']}"),
+    ("program memory GB", lambda r: f"{r['program_bytes'] / 1e9:.2f}" if "program_bytes" in r else "-"),
+    ("fwd+bwd s", _d_time))
+STEP_COLUMNS: tuple[harness.Column, ...] = (
+    ("size", lambda r: r["size"]), ("variant", lambda r: r["variant"]),
+    ("program memory GB", lambda r: f"{r['program_bytes'] / 1e9:.3f}"), ("step s", lambda r: f"{r['step_s']:.3f}"))
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    if rows and rows[0]["suite"] == "d":
-        out = ["| size | attention | positions | program memory GB | fwd+bwd s |", "|---|---|---|---|---|"]
-        for r in rows:
-            t = f"{r['step_s']:.3f}" if "step_s" in r else ("not run: " + r.get("skipped_run", r.get("error", "")))
-            mem = f"{r['program_bytes'] / 1e9:.2f}" if "program_bytes" in r else "-"
-            out.append(f"| {r['size']} | {r['form']} | {r['positions']} | {mem} | {t} |")
-    else:
-        out = ["| size | variant | program memory GB | step s |", "|---|---|---|---|"]
-        for r in rows:
-            out.append(f"| {r['size']} | {r['variant']} | {r['program_bytes'] / 1e9:.3f} | {r['step_s']:.3f} |")
-    return "\n".join(out) + "\n"
+    """The table of suite d (per attention form) or of suite step (per variant)."""
+    d = bool(rows) and rows[0]["suite"] == "d"
+    return harness.markdown_table(rows, D_COLUMNS if d else STEP_COLUMNS) + "\n"
 
 
 def main(argv=None) -> list[dict[str, Any]]:
@@ -191,12 +163,7 @@ def main(argv=None) -> list[dict[str, Any]]:
     table = markdown(rows)
     print(table)
     if a.out:
-        os.makedirs(a.out, exist_ok=True)
-        tag = f"attention_{a.suite}"
-        with open(os.path.join(a.out, f"{tag}.json"), "w") as f:
-            json.dump(rows, f, indent=1)
-        with open(os.path.join(a.out, f"{tag}.md"), "w") as f:
-            f.write(table)
+        harness.write_results(a.out, f"attention_{a.suite}", rows, table)
     return rows
 
 

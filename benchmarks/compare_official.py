@@ -16,8 +16,6 @@ like its train.py), which also gives each its own peak RSS (getrusage; ours incl
 """
 from __future__ import annotations
 
-import os
-
 from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX starts)
 from pix2pixhd_jax import host_memory  # noqa: E402
 
@@ -27,11 +25,11 @@ import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 
 
 def torch_vgg19_slices(torch):
@@ -129,7 +127,6 @@ def make_jax_step(config, infer: bool = False):
     Only what the timed call needs is built, as the train and synthesize commands do: the full
     train state for the step, the generator's variables for inference.
     """
-    from benchmarks import harness
     from pix2pixhd_jax.models import factory
     from pix2pixhd_jax.state import split_generator_variables
 
@@ -173,20 +170,27 @@ def run_alone(a: argparse.Namespace) -> dict:
 def run_side(a: argparse.Namespace, fn) -> dict:
     """--side: warm up, time --rounds calls, print one JSON line (read by run_alone)."""
     fn()
-    times = []
-    for _ in range(a.rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
+    times = harness.timed(fn, a.rounds)
     row = {"median_s": statistics.median(times), "min_s": min(times), "rounds": a.rounds,
            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
     print(json.dumps(row))
     return row
 
 
-def main(argv=None) -> dict:
-    import importlib
+COLUMNS: tuple[harness.Column, ...] = (
+    ("side", lambda r: r["side"]), ("median s", lambda r: f"{r['median_s']:.3f}"),
+    ("min s", lambda r: f"{r['min_s']:.3f}"), ("rounds", lambda r: f"{r['rounds']}"),
+    ("peak RSS GB", lambda r: f"{r['peak_rss_gb']:.2f}" if "peak_rss_gb" in r else "-"))
 
+
+def write_results(a: argparse.Namespace, rows: dict[str, dict]) -> None:
+    """--out: <out>/compare_official_<config>_<train|infer>[_alone].json and .md, one row per side."""
+    table_rows = [{"side": side, "config": a.config, **row} for side, row in rows.items()]
+    stem = f"compare_official_{a.config}_{'infer' if a.infer else 'train'}{'_alone' if a.alone else ''}"
+    harness.write_results(a.out, stem, table_rows, harness.markdown_table(table_rows, COLUMNS))
+
+
+def main(argv=None) -> dict:
     import torch
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,16 +203,20 @@ def main(argv=None) -> dict:
     p.add_argument("--dtype", default="", help="our model.compute_dtype, e.g. bfloat16 (the official side stays "
                    "float32, as it ships)")
     p.add_argument("--alone", action="store_true", help="run each side in its own process; report peak RSS too")
+    p.add_argument("--out", default="", help="also write the per-side times as JSON + Markdown to this folder")
     p.add_argument("--side", choices=("official_pytorch", "ours_jax"), help=argparse.SUPPRESS)  # set by --alone
     a = p.parse_args(argv)
     if a.alone:
-        return run_alone(a)
+        rows = run_alone(a)
+        if a.out:
+            write_results(a, rows)
+        return rows
     # The process set-up of the command that runs the measured work: `train` keeps XLA's temporaries
     # resident, the inference commands do not. It changes malloc for the whole process, so
     # interleaved the official side gets it too; alone it runs as its own train.py does, plainly.
     plain = a.plain_process or a.infer or a.side == "official_pytorch"
     resident = False if plain else host_memory.keep_temporaries_resident()
-    config = importlib.import_module(f"configs.{a.config}").get_config()
+    config = harness.load_config(a.config)
     if a.dtype:
         config.model.compute_dtype = a.dtype
     torch.manual_seed(0)
@@ -217,16 +225,9 @@ def main(argv=None) -> dict:
         return run_side(a, make_official_step(config, a.device)[a.infer] if official else make_jax_step(config, a.infer))
     official = make_official_step(config, a.device)[a.infer]
     ours = make_jax_step(config, a.infer)
-    times = {"official_pytorch": [], "ours_jax": []}
-    for fn in (official, ours):  # warm-up (and compile)
-        fn()
-    for r in range(a.rounds):
-        for name, fn in (("official_pytorch", official), ("ours_jax", ours)):
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-        print(r, {k: round(v[-1], 3) for k, v in times.items()}, flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    progress = lambda r, times: print(r, {k: round(v[-1], 3) for k, v in times.items()}, flush=True)
+    times = harness.interleave({"official_pytorch": official, "ours_jax": ours}, a.rounds, after_round=progress)
+    med = harness.medians(times)
     print(f"{a.config} {'G inference' if a.infer else 'train step'} {config.bench.width}x{config.bench.height}: "
           f"official {med['official_pytorch']:.3f} s, ours {med['ours_jax']:.3f} s, "
           f"speed-up {med['official_pytorch'] / med['ours_jax']:.2f}x (medians of {a.rounds}, torch threads "
@@ -234,6 +235,8 @@ def main(argv=None) -> dict:
           f"ours in {config.model.compute_dtype}, CPU temporaries kept resident: {resident})")
     if a.device == "cuda":
         print(f"official peak CUDA memory allocated: {torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB")
+    if a.out:
+        write_results(a, {k: {"median_s": med[k], "min_s": min(v), "rounds": a.rounds} for k, v in times.items()})
     return med
 
 

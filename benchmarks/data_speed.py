@@ -1,11 +1,13 @@
 """Data speed: synthetic triplets/s on one core, and pipeline batches/s from PNG folders.
 
-  python benchmarks/data_speed.py                       # 512x256 generator, 1024x512 folder pipeline
-  python benchmarks/data_speed.py --width 2048 --height 1024 --num 10 --skip_pipeline
+  python -m benchmarks.data_speed                       # 512x256 generator, 1024x512 folder pipeline
+  python -m benchmarks.data_speed --width 2048 --height 1024 --num 10 --skip_pipeline
+  python -m benchmarks.run --suite=data                 # the same two measurements in the suite's table
 
 The generator is timed in this process with numpy's thread pools pinned to one thread (the
 issue's "one core" target is >= 20 triplets/s at 512x256). The pipeline is timed on a temporary
 folder dataset written by the synthetic CLI code, with worker_count 0 and --workers processes.
+With --out, the rows also go to <out>/data_speed.json and .md.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from typing import Any  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 from pix2pixhd_jax.data import folders, pipeline, synthetic  # noqa: E402
 from pix2pixhd_jax.data.transforms import TransformConfig  # noqa: E402
 
@@ -53,8 +57,14 @@ def time_pipeline(root: str, *, workers: int, batch_size: int, load_size: int, b
     return rate
 
 
-def main() -> None:
-    """Run both measurements and print one line each."""
+COLUMNS: tuple[harness.Column, ...] = (
+    ("benchmark", lambda r: r["benchmark"]), ("size", lambda r: r["size"]),
+    ("workers", lambda r: "-" if r["workers"] is None else f"{r['workers']}"), ("rate", lambda r: f"{r['rate']:.2f}"),
+    ("unit", lambda r: r["unit"]))
+
+
+def main(argv=None) -> list[dict[str, Any]]:
+    """Run both measurements, print one line each; returns the rows."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num", type=int, default=40, help="scenes per generator timing run")
     p.add_argument("--width", type=int, default=512)
@@ -66,20 +76,28 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
-    a = p.parse_args()
+    p.add_argument("--out", default="", help="also write the rows as data_speed.json and .md to this folder")
+    a = p.parse_args(argv)
     rate = time_generator(a.num, a.width, a.height)
     print(f"synthetic generator {a.width}x{a.height}: {rate:.1f} triplets/s (1 core, median of 3 x {a.num})")
-    if a.skip_pipeline:
-        return
-    with tempfile.TemporaryDirectory() as root:
-        for i in range(a.pipeline_examples):
-            ex = synthetic.generate_example(0, i, a.pipeline_width, a.pipeline_height)
-            folders.write_official_example(root, "train", f"{i:06d}", ex)
-        for workers in sorted({0, a.workers}):
-            rate = time_pipeline(root, workers=workers, batch_size=a.batch_size, load_size=a.pipeline_width,
-                                 batches=a.batches)
-            print(f"pipeline from PNG folders {a.pipeline_width}x{a.pipeline_height}, batch {a.batch_size}, "
-                  f"{workers} workers: {rate:.2f} batches/s")
+    rows = [{"benchmark": "synthetic_generator", "size": f"{a.width}x{a.height}", "workers": None, "rate": rate,
+             "unit": "triplets/s"}]
+    if not a.skip_pipeline:
+        with tempfile.TemporaryDirectory() as root:
+            for i in range(a.pipeline_examples):
+                ex = synthetic.generate_example(0, i, a.pipeline_width, a.pipeline_height)
+                folders.write_official_example(root, "train", f"{i:06d}", ex)
+            for workers in sorted({0, a.workers}):
+                rate = time_pipeline(root, workers=workers, batch_size=a.batch_size, load_size=a.pipeline_width,
+                                     batches=a.batches)
+                print(f"pipeline from PNG folders {a.pipeline_width}x{a.pipeline_height}, batch {a.batch_size}, "
+                      f"{workers} workers: {rate:.2f} batches/s")
+                rows.append({"benchmark": f"folder_pipeline_batch_{a.batch_size}",
+                             "size": f"{a.pipeline_width}x{a.pipeline_height}", "workers": workers, "rate": rate,
+                             "unit": "batches/s"})
+    if a.out:
+        harness.write_results(a.out, "data_speed", rows, harness.markdown_table(rows, COLUMNS))
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Feature control on the synthetic streets: does choosing a car's cluster set that car's colour?
 
-  python benchmarks/feature_control.py --workdir runs/feature_control            # train (if needed), bank, measure
-  python benchmarks/feature_control.py --workdir runs/demo --steps 0             # measure an existing run
+  python -m benchmarks.feature_control --workdir runs/feature_control            # train (if needed), bank, measure
+  python -m benchmarks.feature_control --workdir runs/demo --steps 0             # measure an existing run
 
 1. Train a small feature-conditioned model (configs/synthetic_features.py shrunk by the flags below;
    --set changes any key, e.g. the official recipe: --set model.encoder_image_skip=False
@@ -29,18 +29,17 @@ import argparse
 import ast
 import json
 import os
-import sys
 import time
 
 from pix2pixhd_jax.cli import process  # noqa: F401,E402  (sets XLA flags before JAX starts)
 
 import numpy as np  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
+
 
 def train_config(args):
-    from configs import synthetic_features
-
-    config = synthetic_features.get_config()
+    config = harness.load_config("synthetic_features")
     config.model.ngf = args.ngf
     config.data.synthetic_width, config.data.synthetic_height = args.width, args.height
     config.data.batch_size = 1
@@ -92,7 +91,6 @@ def main() -> None:
     p.add_argument("--shuffles", type=int, default=1000, help="shuffled cluster->colour pairings for the baseline")
     args = p.parse_args()
 
-    from configs import default
     from pix2pixhd_jax import features, inputs, train
     from pix2pixhd_jax.editing import compositing
     from pix2pixhd_jax.inference import Synthesizer, encode_feature_bank
@@ -101,7 +99,7 @@ def main() -> None:
     if args.steps:
         train.run(train_config(args), args.workdir)
     t_train = time.time() - t0
-    defaults = default.get_config()  # fills keys a workdir written by an older version lacks
+    defaults = harness.load_config("default")  # fills keys a workdir written by an older version lacks
     bank, _ = encode_feature_bank(Synthesizer.from_workdir(args.workdir, load_bank=False, defaults=defaults),
                                   config_overrides={"num_examples": args.bank_examples, **bank_overrides(args)})
     synth = Synthesizer.from_workdir(args.workdir, defaults=defaults)
@@ -205,8 +203,7 @@ def main() -> None:
         "cluster_mean_colours_uint8": np.round((cluster_colour + 1) * 127.5).tolist(),
         "same_seed_identical": bool(np.array_equal(again, np.asarray(synth.synthesize(label, inst, seed=3)))),
     }
-    with open(os.path.join(args.workdir, "feature_control.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    harness.write_json(os.path.join(args.workdir, "feature_control.json"), result, indent=2)
     print(json.dumps(result))
 
 

@@ -1,16 +1,25 @@
-"""Measurement helpers: build a config's train step or G forward, compile it, time it, count FLOPs.
+"""The shared harness of every benchmark: configs, interleaved timing, results, and the measurements.
 
-Everything returns plain dicts of numbers so the runner can write JSON and a Markdown table.
+Every script is launched as `python -m benchmarks.<name>` from the repository root and uses:
+  load_config        a config by name (`bench_512x256`, a module of configs/) or path (`x.py[:arg]`)
+  interleave         every variant called once per round, so machine load hits all alike; medians
+  markdown_table     the one Markdown writer: rows of dicts through (header, cell) columns
+  write_results      <out>/<stem>.json (the rows) and <out>/<stem>.md (the table)
+and, for the model benchmarks, a config's train step or G forward compiled, timed, FLOPs counted.
+Everything returns plain dicts of numbers.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
+import json
 import os
 import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Hashable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +31,91 @@ from pix2pixhd_jax.models import factory
 from pix2pixhd_jax.models.vgg import VGG
 from pix2pixhd_jax.models.factory import make_generate_fn
 from pix2pixhd_jax.train_step import build_program
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """A config by name (`bench_quick`: configs/bench_quick.py) or by path (`configs/pix2pixhd_pp.py:attn`).
+
+    After a `:`, the argument passed to the module's get_config, as the train command's --config takes it.
+    """
+    where, _, arg = spec.partition(":")
+    if where.endswith(".py"):
+        if not os.path.isfile(where):
+            raise FileNotFoundError(f"config file {where!r} does not exist; give a path to a configs/*.py file "
+                                    "or a config name such as bench_512x256")
+        module_spec = importlib.util.spec_from_file_location(
+            f"_benchmark_config_{os.path.splitext(os.path.basename(where))[0]}", where)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(f"configs.{where}")
+        except ModuleNotFoundError as e:
+            if e.name not in (f"configs.{where}", "configs"):
+                raise
+            raise FileNotFoundError(f"no config named {where!r} in configs/; give a name such as bench_512x256 "
+                                    "(configs/bench_512x256.py) or a path ending in .py") from None
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def timed(fn: Callable[[], Any], n: int) -> list[float]:
+    """Wall seconds of n calls of fn, each waited for with block_until_ready (a no-op on non-JAX results)."""
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def interleave(calls: Mapping[Hashable, Callable[[], Any]], rounds: int, *, warmup: int = 1,
+               after_round: Optional[Callable[[int, dict], None]] = None) -> dict[Hashable, list[float]]:
+    """Seconds of every call per round: `warmup` untimed calls each, then `rounds` rounds calling each once.
+
+    Alternating the variants within a round spreads the load of a shared machine over all of them
+    alike, where timing one variant after another would charge a burst of load to one. after_round,
+    if given, sees the round number and the times so far (for progress lines).
+    """
+    for fn in calls.values():
+        for _ in range(warmup):
+            jax.block_until_ready(fn())
+    times: dict[Hashable, list[float]] = {name: [] for name in calls}
+    for r in range(rounds):
+        for name, fn in calls.items():
+            times[name] += timed(fn, 1)
+        if after_round is not None:
+            after_round(r, times)
+    return times
+
+
+def medians(times: Mapping[Hashable, Sequence[float]]) -> dict[Hashable, float]:
+    """The median of each variant's times."""
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+# A Markdown column: its header and the text of its cell for one row.
+Column = tuple[str, Callable[[dict], str]]
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[Column]) -> str:
+    """One Markdown table, a line per row, cells from the columns' functions (no trailing newline)."""
+    lines = ["| " + " | ".join(header for header, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row) for _, cell in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: str, data: Any, indent: int = 1) -> None:
+    """data as indented JSON at path, its folder created."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=indent)
+
+
+def write_results(out: str, stem: str, rows: Any, table: str) -> None:
+    """<out>/<stem>.json (the rows) and <out>/<stem>.md (the table, newline-terminated)."""
+    write_json(os.path.join(out, f"{stem}.json"), rows)
+    with open(os.path.join(out, f"{stem}.md"), "w") as f:
+        f.write(table if table.endswith("\n") else table + "\n")
 
 
 def variant_config(config: ml_collections.ConfigDict, *, dtype: str, remat: bool) -> ml_collections.ConfigDict:
@@ -83,16 +177,6 @@ def program_memory_bytes(compiled) -> float:
     if m is None:
         return 0.0
     return float(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
-
-
-def timed(fn: Callable[[], Any], n: int) -> list[float]:
-    """Wall seconds of n calls of fn, each waited for with block_until_ready."""
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return times
 
 
 # Dense (no sparsity) tensor-core peaks of NVIDIA's datasheets, FLOP/s, by device-kind substring

@@ -18,13 +18,13 @@ from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX 
 from pix2pixhd_jax import host_memory  # noqa: E402
 
 import argparse  # noqa: E402
-import importlib  # noqa: E402
-import time  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+from benchmarks import harness  # noqa: E402
 
 
 def _normal(rng: np.random.Generator, shape: tuple) -> np.ndarray:
@@ -154,33 +154,33 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--baseline", default="official", choices=("official", "lax"),
                    help="what our layers are timed against: the official PyTorch layers, or our own layers "
                         "with plain lax convolutions (ours then forced to the rewrites: which form wins here)")
+    p.add_argument("--out", default="", help="also write the rows as layer_profile_<config>_<baseline>.json/.md here")
     a = p.parse_args(argv)
     resident = host_memory.keep_temporaries_resident()
-    config = importlib.import_module(f"configs.{a.config}").get_config()
+    config = harness.load_config(a.config)
     if a.baseline == "lax":
         rewrites, plain = units(with_conv_impl(config, "rewrite")), units(with_conv_impl(config, "lax"))
         rows = [(name, count, ours, base[2]) for (name, count, ours, _), base in zip(rewrites, plain)]
     else:
         rows = units(config)
-    times = {name: ([], []) for name, *_ in rows}
-    for _, _, ours, baseline in rows:  # warm-up (and compile)
-        ours(), baseline()
-    for _ in range(a.rounds):
-        for name, _, ours, baseline in rows:
-            for fn, out in ((baseline, times[name][0]), (ours, times[name][1])):
-                t = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - t)
+    # Baseline and ours alternate within each round; warm-up calls compile.
+    calls = {}
+    for name, _, ours, baseline in rows:
+        calls[(name, "baseline")], calls[(name, "ours")] = baseline, ours
+    times = harness.interleave(calls, a.rounds)
+    results = [{"unit": name, "per_step": count, "baseline": a.baseline,
+                "baseline_ms": min(times[(name, "baseline")]) * 1e3, "ours_ms": min(times[(name, "ours")]) * 1e3}
+               for name, count, *_ in rows]
     ours_label = "ours (rewrites) ms" if a.baseline == "lax" else "ours ms"
-    print(f"| {a.config}, fwd+bwd, min of {a.rounds} on {jax.devices()[0].device_kind} (torch threads "
-          f"{torch.get_num_threads()}, temporaries resident: {resident}) | per step | {a.baseline} ms | "
-          f"{ours_label} | speed-up |")
-    print("|---|---|---|---|---|")
-    results = []
-    for name, count, *_ in rows:
-        base, ours = min(times[name][0]) * 1e3, min(times[name][1]) * 1e3
-        results.append({"unit": name, "per_step": count, "baseline": a.baseline, "baseline_ms": base, "ours_ms": ours})
-        print(f"| {name} | {count} | {base:.1f} | {ours:.1f} | {base / ours:.2f}x |")
+    columns: tuple[harness.Column, ...] = (
+        (f"{a.config}, fwd+bwd, min of {a.rounds} on {jax.devices()[0].device_kind} (torch threads "
+         f"{torch.get_num_threads()}, temporaries resident: {resident})", lambda r: r["unit"]),
+        ("per step", lambda r: r["per_step"]), (f"{a.baseline} ms", lambda r: f"{r['baseline_ms']:.1f}"),
+        (ours_label, lambda r: f"{r['ours_ms']:.1f}"), ("speed-up", lambda r: f"{r['baseline_ms'] / r['ours_ms']:.2f}x"))
+    table = harness.markdown_table(results, columns)
+    print(table)
+    if a.out:
+        harness.write_results(a.out, f"layer_profile_{a.config}_{a.baseline}", results, table)
     return results
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX starts)
 from pix2pixhd_jax import host_memory  # noqa: E402
+from benchmarks import harness  # noqa: E402
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
 import glob  # noqa: E402
 import gzip  # noqa: E402
-import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -82,8 +82,6 @@ def traced_op_times(trace_dir: str, module: str) -> dict[str, float]:
 
 def profile_step(config, steps: int, warmup: int = 2) -> dict[str, Any]:
     """Trace `steps` train steps of config; per-op milliseconds per step, the step time, op names."""
-    from benchmarks import harness
-
     train = harness.compile_train_step(config)
     hlo_text = train.compiled.as_text()
     names = op_names(hlo_text)
@@ -117,22 +115,29 @@ def summarize(result: dict[str, Any], top: int) -> dict[str, Any]:
             "families": dict(sorted(families.items(), key=lambda kv: -kv[1]))}
 
 
+def _source(r: dict) -> str:
+    return r["op_name"] if len(r["op_name"]) <= 90 else "..." + r["op_name"][-87:]
+
+
+OP_COLUMNS: tuple[harness.Column, ...] = (
+    ("#", lambda r: f"{r['rank']}"), ("HLO op", lambda r: r["hlo_op"]), ("source op", _source),
+    ("family", lambda r: r["family"]), ("ms/step", lambda r: f"{r['ms']:.2f}"),
+    ("share of traced", lambda r: f"{100 * r['share']:.1f}%"))
+FAMILY_COLUMNS: tuple[harness.Column, ...] = (
+    ("family", lambda r: r["family"]), ("ms/step", lambda r: f"{r['ms']:.2f}"),
+    ("share of traced", lambda r: f"{100 * r['share']:.1f}%"))
+
+
 def markdown(summary: dict[str, Any], title: str) -> str:
+    """A title line with the step and traced times, the top-ops table and the per-family table."""
     s = summary
-    lines = [f"{title}: step {s['step_ms']:.1f} ms, traced op time {s['traced_ms']:.1f} ms per step",
-             "", "| # | HLO op | source op | family | ms/step | share of traced |", "|---|---|---|---|---|---|"]
-    for i, r in enumerate(s["top"], 1):
-        source = r["op_name"] if len(r["op_name"]) <= 90 else "..." + r["op_name"][-87:]
-        lines.append(f"| {i} | {r['hlo_op']} | {source} | {r['family']} | {r['ms']:.2f} | {100 * r['share']:.1f}% |")
-    lines += ["", "| family | ms/step | share of traced |", "|---|---|---|"]
-    for name, ms in s["families"].items():
-        lines.append(f"| {name} | {ms:.2f} | {100 * ms / max(s['traced_ms'], 1e-9):.1f}% |")
-    return "\n".join(lines)
+    ops = [{**r, "rank": i} for i, r in enumerate(s["top"], 1)]
+    families = [{"family": name, "ms": ms, "share": ms / max(s["traced_ms"], 1e-9)} for name, ms in s["families"].items()]
+    return "\n".join([f"{title}: step {s['step_ms']:.1f} ms, traced op time {s['traced_ms']:.1f} ms per step", "",
+                      harness.markdown_table(ops, OP_COLUMNS), "", harness.markdown_table(families, FAMILY_COLUMNS)])
 
 
 def main(argv=None) -> dict[str, Any]:
-    from benchmarks import harness
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="bench_512x256", help="configs/<name>.py")
     p.add_argument("--dtype", default="float32", help="model.compute_dtype")
@@ -142,15 +147,12 @@ def main(argv=None) -> dict[str, Any]:
     p.add_argument("--out", default="", help="write the summary as JSON here")
     a = p.parse_args(argv)
     host_memory.keep_temporaries_resident()  # as the train command does
-    config = harness.variant_config(importlib.import_module(f"configs.{a.config}").get_config(), dtype=a.dtype,
-                                    remat=a.remat)
+    config = harness.variant_config(harness.load_config(a.config), dtype=a.dtype, remat=a.remat)
     summary = summarize(profile_step(config, a.steps), a.top)
     device = jax.devices()[0].device_kind
     print(markdown(summary, f"{a.config} {a.dtype}{' remat' if a.remat else ''} train step on {device}"))
     if a.out:
-        with open(a.out, "w") as f:
-            json.dump({**summary, "config": a.config, "dtype": a.dtype, "remat": a.remat, "device": device}, f,
-                      indent=1)
+        harness.write_json(a.out, {**summary, "config": a.config, "dtype": a.dtype, "remat": a.remat, "device": device})
     return summary
 
 

@@ -16,13 +16,11 @@ Results go to <out>/<suite>.json and <out>/<suite>.md and the table is printed.
 """
 from __future__ import annotations
 
-import os
-
 from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX starts)
 from pix2pixhd_jax import host_memory  # noqa: E402
+from benchmarks import harness  # noqa: E402
 
 import argparse  # noqa: E402
-import importlib  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
@@ -36,18 +34,12 @@ FULL_CONFIGS = ("bench_512x256", "bench_1024x512", "bench_2048x1024")
 QUICK_CONFIGS = ("bench_quick",)
 
 
-def load_config(name: str):
-    return importlib.import_module(f"configs.{name}").get_config()
-
-
 def run_variant(suite: str, name: str, dtype: str, remat: bool, steps: int, conv_impl: str = "") -> dict[str, Any]:
     """Measure one variant in this process; returns one result row."""
     import jax
 
-    from benchmarks import harness
-
     host_memory.keep_temporaries_resident()  # as the train command does (the first call counts)
-    config = harness.variant_config(load_config(name), dtype=dtype, remat=remat)
+    config = harness.variant_config(harness.load_config(name), dtype=dtype, remat=remat)
     if conv_impl:
         config.model.conv_impl = conv_impl
     if steps:
@@ -100,26 +92,38 @@ def _gb(x: float | None) -> str:
     return f"{x / 2 ** 30:.2f}" if x else "-"
 
 
+def _measured(cell):
+    """A cell that is empty in the row of a variant that failed."""
+    return lambda r: "" if "error" in r else cell(r)
+
+
+DATA_COLUMNS: tuple[harness.Column, ...] = (
+    ("benchmark", lambda r: r["config"]), ("size", lambda r: r["size"]),
+    ("items/s", lambda r: f"{r['items_per_s']:.2f}"))
+MODEL_COLUMNS: tuple[harness.Column, ...] = (
+    ("config", lambda r: f"{r.get('config')}"),
+    ("size", _measured(lambda r: r["size"])),
+    ("G", _measured(lambda r: f"{r['netG']}")),
+    ("num_D", _measured(lambda r: f"{r['num_D']}")),
+    ("dtype", lambda r: f"{r.get('dtype')}"),
+    ("remat", lambda r: f"{r.get('remat')}"),
+    ("convs", lambda r: r.get("conv_impl", "" if "error" in r else "auto")),
+    ("compile s", lambda r: f"error: {' '.join(r['error'])[:80]}" if "error" in r else f"{r['compile_s']:.1f}"),
+    ("time s", _measured(lambda r: f"{r.get('step_s', r.get('latency_s')):.3f}")),
+    ("images/s", _measured(lambda r: f"{r['images_per_s']:.3f}")),
+    ("GFLOP", _measured(lambda r: f"{r['flops'] / 1e9:.1f}")),
+    ("MFU", _measured(lambda r: f"{100 * r['mfu']:.1f}%")),
+    ("MFU (datasheet)", _measured(lambda r: f"{100 * r['mfu_datasheet']:.1f}%" if "mfu_datasheet" in r else "-")),
+    ("program GB", _measured(lambda r: _gb(r.get("program_bytes")))),
+    ("peak RSS GB", _measured(lambda r: _gb(r.get("peak_rss_bytes")))),
+    ("peak device GB", _measured(lambda r: _gb(r.get("peak_device_bytes")))),
+)
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """One Markdown table for the rows of a suite."""
-    if rows and rows[0].get("suite") == "data":
-        lines = ["| benchmark | size | items/s |", "|---|---|---|"]
-        lines += [f"| {r['config']} | {r['size']} | {r['items_per_s']:.2f} |" for r in rows]
-        return "\n".join(lines)
-    lines = ["| config | size | G | num_D | dtype | remat | convs | compile s | time s | images/s | GFLOP | MFU | "
-             "MFU (datasheet) | program GB | peak RSS GB | peak device GB |", "|" + "---|" * 16]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r.get('config')} | | | | {r.get('dtype')} | {r.get('remat')} | {r.get('conv_impl', '')} "
-                         f"| error: {' '.join(r['error'])[:80]} |" + " |" * 8)
-            continue
-        seconds = r.get("step_s", r.get("latency_s"))
-        sheet = f"{100 * r['mfu_datasheet']:.1f}%" if "mfu_datasheet" in r else "-"
-        lines.append(f"| {r['config']} | {r['size']} | {r['netG']} | {r['num_D']} | {r['dtype']} | {r['remat']} | "
-                     f"{r.get('conv_impl', 'auto')} | {r['compile_s']:.1f} | {seconds:.3f} | {r['images_per_s']:.3f} | "
-                     f"{r['flops'] / 1e9:.1f} | {100 * r['mfu']:.1f}% | {sheet} | {_gb(r.get('program_bytes'))} | "
-                     f"{_gb(r.get('peak_rss_bytes'))} | {_gb(r.get('peak_device_bytes'))} |")
-    return "\n".join(lines)
+    """One Markdown table for the rows of a suite; a failed variant's row shows its error."""
+    data = bool(rows) and rows[0].get("suite") == "data"
+    return harness.markdown_table(rows, DATA_COLUMNS if data else MODEL_COLUMNS)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -150,7 +154,7 @@ def main(argv=None) -> list[dict[str, Any]]:
         names = a.configs.split(",") if a.configs else (QUICK_CONFIGS if a.quick else FULL_CONFIGS)
         rows = []
         for name in names:
-            bench = load_config(name).bench
+            bench = harness.load_config(name).bench
             dtypes = a.dtypes.split(",") if a.dtypes else list(bench.dtypes)
             remats = [r == "1" for r in a.remat.split(",")] if a.remat else list(bench.remat)
             if a.suite == "infer":
@@ -172,12 +176,8 @@ def main(argv=None) -> list[dict[str, Any]]:
                 row.setdefault("conv_impl", conv_impl or "auto")
                 rows.append(row)
                 print(markdown_table([row]).splitlines()[-1], flush=True)
-    os.makedirs(a.out, exist_ok=True)
     table = markdown_table(rows)
-    with open(os.path.join(a.out, f"{a.suite}{'_quick' if a.quick else ''}.json"), "w") as f:
-        json.dump(rows, f, indent=1)
-    with open(os.path.join(a.out, f"{a.suite}{'_quick' if a.quick else ''}.md"), "w") as f:
-        f.write(table + "\n")
+    harness.write_results(a.out, f"{a.suite}{'_quick' if a.quick else ''}", rows, table)
     print(table)
     return rows
 

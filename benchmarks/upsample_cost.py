@@ -9,10 +9,7 @@ the upsampling layer.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import statistics
-import time
 from typing import Any, Optional, Sequence
 
 from pix2pixhd_jax.cli import process  # noqa: F401  (XLA flags before JAX starts)
@@ -20,6 +17,7 @@ from pix2pixhd_jax.cli import process  # noqa: F401  (XLA flags before JAX start
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 from pix2pixhd_jax.models import factory  # noqa: E402
 from pix2pixhd_jax.models.layers import UPSAMPLE_LAYERS  # noqa: E402
 
@@ -33,28 +31,31 @@ def g_grad_fn(config, layer: str, x: jax.Array):
     return jax.jit(jax.grad(lambda p, x: jnp.mean(g.apply({"params": p}, x) ** 2))), params
 
 
+COLUMNS: tuple[harness.Column, ...] = (
+    ("upsample_layer", lambda r: r["upsample_layer"]), ("config", lambda r: r["config"]), ("size", lambda r: r["size"]),
+    ("G fwd+bwd s (median)", lambda r: f"{r['g_fwd_bwd_s']:.4f}"))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="synthetic_demo", help="a module of configs/")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--layers", default=",".join(UPSAMPLE_LAYERS))
+    p.add_argument("--out", default="", help="also write the rows as upsample_cost.json and .md to this folder")
     a = p.parse_args(argv)
-    config = importlib.import_module(f"configs.{a.config}").get_config()
+    config = harness.load_config(a.config)
     h, w = config.data.synthetic_height, config.data.synthetic_width
     x = jax.random.normal(jax.random.PRNGKey(0), (1, h, w, factory.generator_input_nc(config.model)))
     fns = {layer: g_grad_fn(config, layer, x) for layer in a.layers.split(",")}
-    for f, params in fns.values():
-        jax.block_until_ready(f(params, x))  # compile outside the timed rounds
-    seconds: dict[str, list[float]] = {layer: [] for layer in fns}
-    for _ in range(a.rounds):
-        for layer, (f, params) in fns.items():
-            t = time.perf_counter()
-            jax.block_until_ready(f(params, x))
-            seconds[layer].append(time.perf_counter() - t)
+    # The warm-up call compiles outside the timed rounds.
+    seconds = harness.interleave({layer: (lambda f=f, params=params: f(params, x)) for layer, (f, params) in fns.items()},
+                                 a.rounds)
     rows = [{"upsample_layer": layer, "config": a.config, "size": f"{w}x{h}", "rounds": a.rounds,
-             "g_fwd_bwd_s": statistics.median(v)} for layer, v in seconds.items()]
+             "g_fwd_bwd_s": median} for layer, median in harness.medians(seconds).items()]
     for row in rows:
         print(json.dumps(row))
+    if a.out:
+        harness.write_results(a.out, "upsample_cost", rows, harness.markdown_table(rows, COLUMNS))
     return rows
 
 
