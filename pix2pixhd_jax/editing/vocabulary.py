@@ -83,7 +83,22 @@ def _too_deep(what: str) -> str:
 
 
 class Editor(EditSession):
-    """An editing session (EditSession) that takes edits as typed calls, JSON edits or whole scripts."""
+    """An editing session (EditSession) that takes edits as typed calls, JSON edits or whole scripts.
+
+    objects_only=True (the editor server's setting) refuses move / delete / resize / flip of a stuff
+    region (id < 1000): removing or shifting the road leaves a scene no label map looks like.
+    """
+
+    def __init__(self, *args: Any, objects_only: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.objects_only = bool(objects_only)
+
+    def require_object(self, inst_id: int, op: str) -> None:
+        """With objects_only, `op` is refused for stuff regions, with what to do instead."""
+        if self.objects_only and inst_id < 1000:
+            name = cs.ID_TO_NAME.get(int(inst_id), f"class {int(inst_id)}")
+            raise ValueError(f"region {inst_id} ({name}) is a stuff region, not an object instance: {op} is for "
+                             "objects (ids >= 1000, e.g. a car); paint over the region with another class instead")
 
     # Typed edits: each builds the JSON edit and runs it (errors are raised as they are) --------
     def relabel(self, inst_id: int, new_class: int) -> EditResult:
@@ -273,20 +288,26 @@ def _copy_feature(ed: Editor, edit: Mapping[str, Any], mask_loader) -> Change:
 def _move(ed: Editor, edit: Mapping[str, Any], mask_loader) -> Change:
     dy, dx = _pair_of_ints(_get(edit, "by"), "by [dy, dx]")
     inst_id = ed.instance_of(edit)
+    ed.require_object(inst_id, "move")
     return move_instance(ed.scene, inst_id, dy, dx), inst_id
 
 
 def _delete(ed: Editor, edit: Mapping[str, Any], mask_loader) -> Change:
-    return delete_instance(ed.scene, ed.instance_of(edit)), None
+    inst_id = ed.instance_of(edit)
+    ed.require_object(inst_id, "delete")
+    return delete_instance(ed.scene, inst_id), None
 
 
 def _resize(ed: Editor, edit: Mapping[str, Any], mask_loader) -> Change:
     inst_id = ed.instance_of(edit)
-    return resize_instance(ed.scene, inst_id, ops.as_float(_get(edit, "scale"), "scale")), inst_id
+    scale = ops.as_float(_get(edit, "scale"), "scale")
+    ed.require_object(inst_id, "resize")
+    return resize_instance(ed.scene, inst_id, scale), inst_id
 
 
 def _flip(ed: Editor, edit: Mapping[str, Any], mask_loader) -> Change:
     inst_id = ed.instance_of(edit)
+    ed.require_object(inst_id, "flip")
     return flip_instance(ed.scene, inst_id), inst_id
 
 
