@@ -262,15 +262,21 @@ class EditorService:
             return {**self.payload(scene_id, opened, start, result.render_seconds), "region": result.region}
 
     @contextlib.contextmanager
-    def _edit_turn(self) -> Iterator[None]:
-        """The lock, for an edit: swatch rendering sees the edit waiting and stops at its next cluster."""
+    def edit_waiting(self) -> Iterator[None]:
+        """Counts an edit as waiting while inside: swatch rendering stops at its next cluster meanwhile."""
         with self._waiting_lock:
             self.edits_waiting += 1
         try:
-            self.lock.acquire()
+            yield
         finally:
             with self._waiting_lock:
                 self.edits_waiting -= 1
+
+    @contextlib.contextmanager
+    def _edit_turn(self) -> Iterator[None]:
+        """The lock, for an edit (counted as waiting until it has the lock)."""
+        with self.edit_waiting():
+            self.lock.acquire()
         try:
             yield
         finally:
@@ -430,10 +436,11 @@ def make_app(synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scene
         return JSONResponse(await run_in_threadpool(service.state, request.path_params["scene_id"]))
 
     async def edit(request: Request) -> Response:
-        body = await _json_body(request, lim.max_json_bytes)
-        if not isinstance(body, dict):
-            raise ApiError(400, 'an edit is a JSON object, e.g. {"op": "move", "instance": 26001, "by": [0, 12]}')
-        return JSONResponse(await run_in_threadpool(service.edit, request.path_params["scene_id"], body))
+        with service.edit_waiting():  # from its arrival: a swatch render starting now would delay it
+            body = await _json_body(request, lim.max_json_bytes)
+            if not isinstance(body, dict):
+                raise ApiError(400, 'an edit is a JSON object, e.g. {"op": "move", "instance": 26001, "by": [0, 12]}')
+            return JSONResponse(await run_in_threadpool(service.edit, request.path_params["scene_id"], body))
 
     async def set_local(request: Request) -> Response:
         body = await _json_body(request, lim.max_json_bytes)
