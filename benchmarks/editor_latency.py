@@ -175,7 +175,7 @@ def measure_select_then_edit(client: httpx.Client, swatch_client: httpx.Client, 
         after_select.append(select_ms)
         by_delay[delay_ms].append((plain_ms, select_ms))
         yielded += answer["r"].status_code == 409
-        if full["rendered"] == len(full["swatches"]):  # nothing was cached by the yielded request
+        if full.get("rendered", len(full["swatches"])) == len(full["swatches"]):  # nothing cached by the yielded request
             panel.append(panel_ms)
     med = statistics.median
     per_delay = {str(d): round(med([s for _, s in v]) / med([p for p, _ in v]), 3) for d, v in by_delay.items() if v}

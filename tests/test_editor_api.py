@@ -437,3 +437,27 @@ def test_upload_without_object_ids_is_accepted_with_a_warning(client, inst_of):
     r = client.post("/api/scenes", files={"label": ("l.png", _png(label), "image/png"),
                                           "inst": ("i.png", _png(good), "image/png")})
     assert r.json()["warnings"] == []
+
+
+def test_polygon_and_flood_fill_regions(client):
+    data = _new_scene(client)
+    sid, inst = data["scene_id"], _inst(data)
+    # A triangle: its inside and its outline take the class, nothing else changes.
+    out = _edit(client, sid, {"op": "paint", "class": "sidewalk", "polygon": [[2, 2], [14, 8], [2, 20]]})
+    painted = _decode(out["label_png"]) == 8
+    expected = editing.ops.polygon_mask(inst.shape, [[2, 2], [14, 8], [2, 20]])
+    assert painted[expected].all() and expected[8, 8] and not expected[14, 2] and not expected[2, 21]
+    np.testing.assert_array_equal(_inst(out)[~expected], inst[~expected])
+    # A flood fill from a pixel: the 4-connected part of the region under it, as a new object.
+    before = _inst(out)
+    filled = _edit(client, sid, {"op": "add_object", "class": "car", "fill": [5, 8]})
+    region = editing.ops.fill_mask(before, [5, 8])
+    new = filled["region"]
+    assert new // 1000 == 26 and region[5, 8] and region.sum() < region.size
+    np.testing.assert_array_equal(_inst(filled) == new, region)
+    script = client.get(f"/api/scenes/{sid}/script").json()
+    assert [e.get("polygon", e.get("fill")) for e in script["edits"]] == [[[2, 2], [14, 8], [2, 20]], [5, 8]]
+    for bad, message in [({"polygon": [[0, 0], [1, 1]]}, "3..20000"), ({"fill": [0, 999]}, "fill point .* outside"),
+                         ({"polygon": [[0, 0], [1, 1], [99, 0]]}, "polygon vertex .* outside")]:
+        body = _edit(client, sid, {"op": "paint", "class": 8, **bad}, status=400)
+        assert re.search(message, body["error"]), body["error"]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import uvicorn
 from PIL import Image
+from scipy import ndimage
 
 import feature_helpers as fh
 from pix2pixhd_jax.editing.server.app import make_app
@@ -372,3 +373,27 @@ def test_an_edit_right_after_selecting_goes_first_then_swatches_and_zoom(page):
     page.mouse.click(zx, zy)
     assert page.evaluate("editor.selected") == oid
     assert page.text_content("#legend").startswith(obj["class_name"])
+
+    # Polygon (clicks, Enter closes) and flood fill tools, at 1:1 again.
+    page.click("#zoom-reset")
+    page.check("input[value=paint-polygon]")
+    page.click("#palette button[data-class-id='8']")
+    now = _state(page)
+    h, w = now["h"], now["w"]
+    corners = [(1, 1), (1, w // 3), (h // 3, w // 3), (h // 3, 1)]
+    for y, x in corners:
+        page.mouse.click(*_screen(page, y, x, now))
+    page.keyboard.press("Enter")
+    _wait_version(page, now["version"] + 1)
+    painted = _state(page)
+    assert (painted["inst"][1:h // 3 + 1, 1:w // 3 + 1] == 8).all()
+    assert (painted["inst"][h // 3 + 2:] == now["inst"][h // 3 + 2:]).all()
+    page.check("input[value=paint-fill]")
+    page.click("#palette button[data-class-id='22']")
+    road = _interior_pixel(painted["inst"] == 7)
+    parts, _ = ndimage.label(painted["inst"] == 7)
+    page.mouse.click(*_screen(page, *road, painted))
+    _wait_version(page, painted["version"] + 1)
+    filled = _state(page)["inst"]
+    np.testing.assert_array_equal(filled == 22, (parts == parts[road]) | (painted["inst"] == 22))
+    assert page.text_content("#error") == ""

@@ -26,7 +26,7 @@ from pix2pixhd_jax.editing.scene import (Scene, add_object, check_class, check_r
                                          relabel_instance, resize_instance, set_feature)
 from pix2pixhd_jax.editing.session import EditResult, EditSession
 
-REGION_KEYS = ("rect", "circle", "brush", "mask")
+REGION_KEYS = ("rect", "circle", "brush", "polygon", "fill", "mask")
 OPS: dict[str, tuple[str, ...]] = {  # op -> keys it accepts (one of the region keys for paint / add_object)
     "relabel": ("instance", "at", "to"),
     "paint": ("class",) + REGION_KEYS,
@@ -219,13 +219,18 @@ class Editor(EditSession):
         given = [k for k in REGION_KEYS if k in edit]
         if len(given) != 1:
             raise KeyError("give the region as exactly one of 'rect': [y0, x0, y1, x1], 'circle': [y, x, r], "
-                           "'brush': {\"radius\": r, \"points\": [[y, x], ...]} or 'mask': 'file.png'")
+                           "'brush': {\"radius\": r, \"points\": [[y, x], ...]}, 'polygon': [[y, x], ...], "
+                           "'fill': [y, x] or 'mask': 'file.png'")
         if "rect" in edit:  # [y0, x0, y1, x1], end-exclusive
             return ops.rect_mask(shape, edit["rect"])
         if "circle" in edit:  # [y, x, radius]: the official brush is a square; a disc paints rounder strokes
             return ops.disc_mask(shape, edit["circle"])
         if "brush" in edit:
             return ops.brush_mask(shape, edit["brush"])
+        if "polygon" in edit:  # [[y, x], ...]: the closed polygon's inside and outline
+            return ops.polygon_mask(shape, edit["polygon"])
+        if "fill" in edit:  # [y, x]: the connected part of the region under the pixel (flood fill)
+            return ops.fill_mask(self.scene.inst, edit["fill"])
         if isinstance(edit["mask"], np.ndarray):  # from Python (paint / add_object); never from JSON
             return edit["mask"]
         if mask_loader is None:

@@ -320,6 +320,17 @@ function drawLabels() {
   }
   ctx.putImageData(img, 0, 0);
   editor.base = img;
+  if (g && g.kind === "polygon") {
+    const pts = g.hover ? [...g.points, g.hover] : g.points;
+    ctx.beginPath();
+    pts.forEach(([y, x], i) => (i ? ctx.lineTo(x + 0.5, y + 0.5) : ctx.moveTo(x + 0.5, y + 0.5)));
+    ctx.closePath();
+    ctx.fillStyle = "rgba(255, 221, 0, 0.35)";
+    ctx.fill();
+    ctx.lineWidth = Math.max(0.5, 1 / (editor.view.fit * editor.view.zoom));
+    ctx.strokeStyle = "#ffdd00";
+    ctx.stroke();
+  }
   if (g && g.kind === "rect" && g.rect) {
     const [y0, x0, y1, x1] = g.rect;
     ctx.strokeStyle = "#ffdd00";
@@ -575,7 +586,25 @@ function onPointerDown(event) {
   canvas.setPointerCapture(event.pointerId);
   const [y, x] = mapPoint(event);
   const t = tool();
-  if (t === "select") {
+  if (t.startsWith("add-") && !isThing(editor.currentClass)) {
+    return showError("pick an object class (round palette chips) to add objects");
+  }
+  if (t.endsWith("-fill")) {
+    edit({ op: t === "add-fill" ? "add_object" : "paint", class: editor.currentClass, fill: [y, x] });
+  } else if (t.endsWith("-polygon")) {
+    // Click the vertices; a double click, Enter or a click on the first vertex closes it; Esc cancels.
+    const g = editor.gesture && editor.gesture.kind === "polygon" ? editor.gesture : null;
+    if (!g) {
+      editor.gesture = { kind: "polygon", points: [[y, x]], hover: null };
+    } else {
+      const [fy, fx] = g.points[0];
+      const [ly, lx] = g.points[g.points.length - 1];
+      const closes = g.points.length >= 3 && Math.abs(fy - y) <= 1 && Math.abs(fx - x) <= 1;
+      if (!closes && (ly !== y || lx !== x)) g.points.push([y, x]);
+      if (closes || event.detail >= 2) return finishPolygon();
+    }
+    drawLabels();
+  } else if (t === "select") {
     const id = editor.inst[y * editor.state.width + x];
     editor.selected = id;
     // Objects can be dragged; stuff regions are only selected.
@@ -583,12 +612,8 @@ function onPointerDown(event) {
     drawLabels();
     showSelection();
   } else if (t === "add-rect") {
-    if (!isThing(editor.currentClass)) return showError("pick an object class (round palette chips) to add objects");
     editor.gesture = { kind: "rect", y, x, rect: [y, x, y + 1, x + 1] };
   } else {
-    if (t === "add-brush" && !isThing(editor.currentClass)) {
-      return showError("pick an object class (round palette chips) to add objects");
-    }
     const mask = new Uint8Array(editor.state.width * editor.state.height);
     const r = brushRadius();
     stampDisc(mask, y, x, r);
@@ -604,6 +629,11 @@ function onPointerMove(event) {
   showLegend(y, x);
   if (!g) {
     if (tool() === "paint" || tool() === "add-brush") drawBrushCursor(y, x);
+    return;
+  }
+  if (g.kind === "polygon") {
+    g.hover = [y, x];
+    drawLabels();
     return;
   }
   if (g.kind === "pan") {
@@ -631,6 +661,10 @@ function onPointerMove(event) {
 function onPointerUp() {
   const g = editor.gesture;
   editor.gesture = null;
+  if (g && g.kind === "polygon") {
+    editor.gesture = g;  // a polygon spans several clicks
+    return;
+  }
   if (!g || g.kind === "pan") return;
   drawLabels();
   if (g.kind === "move") {
@@ -642,6 +676,15 @@ function onPointerUp() {
     const op = tool() === "add-brush" ? "add_object" : "paint";
     edit({ op, class: editor.currentClass, brush: region });
   }
+}
+
+function finishPolygon() {
+  const g = editor.gesture;
+  editor.gesture = null;
+  drawLabels();
+  if (!g || g.points.length < 3) return showError("a polygon needs 3 or more vertices");
+  const op = tool() === "add-polygon" ? "add_object" : "paint";
+  edit({ op, class: editor.currentClass, polygon: g.points });
 }
 
 function showLegend(y, x) {
@@ -669,7 +712,10 @@ function onKey(e) {
   const mod = e.ctrlKey || e.metaKey;
   const key = e.key;
   let handled = true;
-  if (mod && key.toLowerCase() === "z") history(e.shiftKey ? "redo" : "undo");
+  const polygon = editor.gesture && editor.gesture.kind === "polygon";
+  if (polygon && key === "Enter") finishPolygon();
+  else if (polygon && key === "Escape") { editor.gesture = null; drawLabels(); }
+  else if (mod && key.toLowerCase() === "z") history(e.shiftKey ? "redo" : "undo");
   else if (mod && key.toLowerCase() === "y") history("redo");
   else if (mod || e.altKey) handled = false;
   else if (key === "Delete" || key === "Backspace") objectAction({ op: "delete" });
@@ -719,6 +765,10 @@ const HINTS = {
   "paint": "drag to paint the chosen class",
   "add-rect": "drag a rectangle to add an object of the chosen class",
   "add-brush": "drag to draw a new object of the chosen class",
+  "paint-polygon": "click the vertices; double click, Enter or the first vertex closes; Esc cancels",
+  "add-polygon": "click the vertices of a new object; double click, Enter or the first vertex closes",
+  "paint-fill": "click a region: its connected part takes the chosen class",
+  "add-fill": "click a region: its connected part becomes a new object of the chosen class",
 };
 
 async function start() {
@@ -763,7 +813,11 @@ async function start() {
   $("redo").addEventListener("click", () => history("redo"));
   $("dismiss").addEventListener("click", () => { $("error").textContent = ""; editor.warnings = []; showWarnings(); });
   for (const radio of document.querySelectorAll("input[name=tool]")) {
-    radio.addEventListener("change", () => { $("tool-hint").textContent = HINTS[tool()]; if (editor.base) drawBrushCursor(null); });
+    radio.addEventListener("change", () => {
+      $("tool-hint").textContent = HINTS[tool()];
+      if (editor.gesture && editor.gesture.kind === "polygon") editor.gesture = null;
+      if (editor.state) drawLabels();
+    });
   }
   $("tool-hint").textContent = HINTS[tool()];
   document.addEventListener("keydown", onKey);
