@@ -373,6 +373,20 @@ def test_an_edit_right_after_selecting_goes_first_then_swatches_and_zoom(page):
     page.mouse.click(zx, zy)
     assert page.evaluate("editor.selected") == oid
     assert page.text_content("#legend").startswith(obj["class_name"])
+    # Alt+drag pans both views; a click still lands on the pixel under it.
+    pan = page.evaluate("editor.view.panX")
+    page.keyboard.down("Alt")
+    page.mouse.move(zx, zy)
+    page.mouse.down()
+    page.mouse.move(zx + 12, zy, steps=3)
+    page.mouse.up()
+    page.keyboard.up("Alt")
+    assert page.evaluate("editor.view.panX") != pan and page.evaluate("editor.selected") == oid
+    assert page.evaluate("document.getElementById('image').style.left") == page.evaluate(
+        "document.getElementById('label-canvas').style.left")
+    page.keyboard.press("Escape")
+    page.mouse.click(*_screen(page, y, x, flipped))
+    assert page.evaluate("editor.selected") == oid
 
     # Polygon (clicks, Enter closes) and flood fill tools, at 1:1 again.
     page.click("#zoom-reset")

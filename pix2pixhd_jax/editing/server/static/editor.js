@@ -793,6 +793,24 @@ async function start() {
     stage.addEventListener("wheel", (e) => { e.preventDefault(); zoomAt(Math.exp(-e.deltaY / 300), e.clientX, e.clientY, stage); },
                            { passive: false });
   }
+  // The image pans too (Alt+drag or the middle button); both views share one zoom and pan.
+  const image = $("image");
+  image.addEventListener("dragstart", (e) => e.preventDefault());
+  image.addEventListener("pointerdown", (e) => {
+    if (!editor.state || !(e.button === 1 || (e.button === 0 && e.altKey))) return;
+    e.preventDefault();
+    image.setPointerCapture(e.pointerId);
+    editor.gesture = { kind: "pan", cx: e.clientX, cy: e.clientY, panX: editor.view.panX, panY: editor.view.panY };
+  });
+  image.addEventListener("pointermove", (e) => {
+    const g = editor.gesture;
+    if (!g || g.kind !== "pan") return;
+    editor.view.panX = g.panX + e.clientX - g.cx;
+    editor.view.panY = g.panY + e.clientY - g.cy;
+    clampPan();
+    applyView();
+  });
+  image.addEventListener("pointerup", () => { if (editor.gesture && editor.gesture.kind === "pan") editor.gesture = null; });
   $("zoom-reset").addEventListener("click", () => { Object.assign(editor.view, { zoom: 1, panX: 0, panY: 0 }); applyView(); });
   $("delete").addEventListener("click", () => objectAction({ op: "delete" }));
   $("flip").addEventListener("click", () => objectAction({ op: "flip" }));
