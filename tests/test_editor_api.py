@@ -416,6 +416,11 @@ def test_swatches_yield_to_a_waiting_edit_and_resume_from_their_cache(client, sy
     _edit(client, sid, {"op": "set_feature", "instance": car["id"], "cluster": (car["cluster"] + 1) % k})
     again = client.get(f"/api/scenes/{sid}/swatches", params={"instance": car["id"]}).json()
     assert again["rendered"] == 0 and again["swatches"] == first["swatches"]
+    service.edits_waiting += 1  # a panel already rendered is served even while an edit waits
+    try:
+        assert client.get(f"/api/scenes/{sid}/swatches", params={"instance": car["id"]}).json()["rendered"] == 0
+    finally:
+        service.edits_waiting -= 1
     _edit(client, sid, {"op": "move", "instance": car["id"], "by": [0, 2]})
     moved = client.get(f"/api/scenes/{sid}/swatches", params={"instance": car["id"]}).json()
     assert moved["rendered"] == k

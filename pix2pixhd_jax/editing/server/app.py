@@ -15,6 +15,8 @@ Scenes live in memory, keyed by unguessable ids (one per browser tab), least rec
 out past `max_scenes`; undo depth is bounded by `max_history`. Request bodies are bounded
 (`max_upload_bytes`, `max_json_bytes`) and every request is validated. Work runs in a thread pool
 under one lock: the generator already uses every core, and a scene is never edited concurrently.
+Swatches take the lock one cluster at a time and give up (409) as soon as an edit request has
+arrived, so they never hold an edit back by more than one small window render.
 """
 from __future__ import annotations
 
@@ -308,20 +310,21 @@ class EditorService:
                 raise ApiError(400, str(e)) from None
         crops, rendered = opened.swatch_crops, 0
         for k in range(plan.num_clusters):
-            if (plan.key, k) in crops:
-                crops.move_to_end((plan.key, k))
-                continue
-            if self.edits_waiting:
+            if self.edits_waiting and (plan.key, k) not in crops:  # cached ones are served anyway
                 raise ApiError(409, "swatches superseded by an edit; ask again once the edits are done")
-            with self.lock:
+            with self.lock:  # the cache too: an aborted request of the same tab may still be running
+                if (plan.key, k) in crops:
+                    crops.move_to_end((plan.key, k))
+                    continue
                 crops[(plan.key, k)] = codec.png_base64(opened.editor.render_swatch(plan, k))
                 rendered += 1
-            while len(crops) > SWATCH_CACHE:
-                crops.popitem(last=False)
-        missing = [k for k in range(plan.num_clusters) if (plan.key, k) not in crops]
-        if missing:  # evicted meanwhile by another instance's swatches: rare, and asking again renders them
-            raise ApiError(409, f"swatches of clusters {missing} were evicted while rendering; ask again")
-        items = [{"cluster": k, "png": crops[(plan.key, k)]} for k in range(plan.num_clusters)]
+                while len(crops) > SWATCH_CACHE:
+                    crops.popitem(last=False)
+        with self.lock:
+            missing = [k for k in range(plan.num_clusters) if (plan.key, k) not in crops]
+            if missing:  # evicted meanwhile by other swatches of this scene: rare, and asking again renders them
+                raise ApiError(409, f"swatches of clusters {missing} were evicted while rendering; ask again")
+            items = [{"cluster": k, "png": crops[(plan.key, k)]} for k in range(plan.num_clusters)]
         return {"instance": inst_id, "class": plan.class_id, "current": plan.current, "swatches": items,
                 "rendered": rendered, "render_ms": round((time.perf_counter() - start) * 1e3, 1)}
 
