@@ -20,6 +20,7 @@ from PIL import Image
 from scipy import ndimage
 
 import feature_helpers as fh
+from configs import default
 from pix2pixhd_jax.editing.server.app import make_app
 from pix2pixhd_jax.inference import Synthesizer
 
@@ -31,8 +32,11 @@ WAIT_MS = 60_000
 
 
 def _serve(workdir: str):
-    """The editor of `workdir` on a uvicorn thread: yields its URL, stops it after."""
-    synth = Synthesizer.from_workdir(workdir)
+    """The editor of `workdir` on a uvicorn thread: yields its URL, stops it after.
+
+    The defaults complete a config saved by an older version, as the editor command does.
+    """
+    synth = Synthesizer.from_workdir(workdir, defaults=default.get_config())
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(make_app(synth), log_level="warning"))
