@@ -272,7 +272,8 @@ def test_errors_warnings_and_both_views_are_in_the_viewport(browser, server, tmp
         # With an object selected (the sidebar at its longest), a bad upload's error is in view.
         obj = max((r for r in before["rows"] if r["id"] >= 1000), key=lambda r: r["area"])
         page.mouse.click(*_screen(page, *_interior_pixel(before["inst"] == obj["id"]), before))
-        page.set_input_files("#upload-label", files=[{"name": "l.png", "mimeType": "image/png", "buffer": b"not a png"}])
+        not_png = {"name": "l.png", "mimeType": "image/png", "buffer": b"not a png"}
+        page.set_input_files("#upload-label", files=[not_png])
         page.click("#load-upload button")
         page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=WAIT_MS)
         assert "is not a PNG file" in page.text_content("#error") and _in_viewport(page, "#error")
@@ -286,7 +287,8 @@ def test_errors_warnings_and_both_views_are_in_the_viewport(browser, server, tmp
         page.click("#load-upload button")
         _wait_version(page, before["version"] + 1)
         assert "equals the label map" in page.text_content("#warning") and _in_viewport(page, "#warning")
-        assert page.text_content("#error") == "" and _in_viewport(page, "#label-canvas") and _in_viewport(page, "#image")
+        assert page.text_content("#error") == ""
+        assert _in_viewport(page, "#label-canvas") and _in_viewport(page, "#image")
         _shot(page, tmp_path, f"warning_{size}.png")
 
 
