@@ -16,6 +16,16 @@ warm-up edits compile and settle everything, then --rounds rounds alternate:
   forward  synth.synthesize(label, inst, feature_map) on the maps that edit produced, with the
            (1, H, W, feat_num) feature map precomputed, timed until the image is on the host
 Reported: medians and the ratio edit / forward, as one JSON line.
+
+Then --select_rounds rounds of "the first edit after selecting a new object" (issue 25's goal:
+<= 1.2x a plain edit): on a freshly uploaded scene (so no swatch is cached), a plain edit (a move
+of the largest car) is timed; then the page's selection is played: its swatches are asked for on a
+second connection, and a delay later (while they render; --select_delays_ms, cycled: a key pressed
+right away, or while the user looks at the object) the next edit (the move back) is sent and timed.
+The server renders swatches one cluster per turn of its lock and stops as soon as an edit waits
+(409), so the edit waits for one cluster's render at most. Reported: medians of both, their ratio,
+the same per delay, how many swatch requests yielded, and an uncached full swatch panel's time for
+scale.
 """
 from __future__ import annotations
 
@@ -29,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from pix2pixhd_jax.cli import process  # noqa: F401,E402  (sets XLA flags before JAX starts)
@@ -127,12 +138,66 @@ def measure_size(client: httpx.Client, synth: Synthesizer, width: int, height: i
             "ratio_edit_to_forward": round(med(edits) / med(forwards), 3)}
 
 
+def measure_select_then_edit(client: httpx.Client, swatch_client: httpx.Client, width: int, height: int,
+                             rounds: int, delays_ms: list[float]) -> dict:
+    """Plain edit vs the first edit after selecting a new object (its swatches rendering meanwhile)."""
+    ex = generate_example(7, 0, width, height)
+    files = {"label": ("label.png", png(ex["label"].astype(np.uint8)), "image/png"),
+             "inst": ("inst.png", png(ex["inst"].astype(np.uint16)), "image/png")}
+    plain, after_select, yielded, panel = [], [], 0, []
+    by_delay: dict[float, list[tuple[float, float]]] = {d: [] for d in delays_ms}
+    for i in range(rounds + 1):
+        delay_ms = delays_ms[i % len(delays_ms)]  # round 0 compiles the swatch window shape: not reported
+        scene = client.post("/api/scenes", files=files).raise_for_status().json()
+        sid = scene["scene_id"]
+        car = max((r for r in scene["instances"] if r["id"] // 1000 == 26), key=lambda r: r["area"])
+        edits = f"/api/scenes/{sid}/edits"
+        t0 = time.perf_counter()
+        client.post(edits, json={"op": "move", "instance": car["id"], "by": [0, 2]}).raise_for_status()
+        plain_ms = (time.perf_counter() - t0) * 1e3
+        answer = {}
+
+        def select() -> None:
+            answer["r"] = swatch_client.get(f"/api/scenes/{sid}/swatches", params={"instance": car["id"]})
+
+        selecting = threading.Thread(target=select)
+        selecting.start()
+        time.sleep(delay_ms / 1e3)
+        t0 = time.perf_counter()
+        client.post(edits, json={"op": "move", "instance": car["id"], "by": [0, -2]}).raise_for_status()
+        select_ms = (time.perf_counter() - t0) * 1e3
+        selecting.join()
+        t0 = time.perf_counter()
+        full = client.get(f"/api/scenes/{sid}/swatches", params={"instance": car["id"]}).raise_for_status().json()
+        panel_ms = (time.perf_counter() - t0) * 1e3
+        if i == 0:
+            continue
+        plain.append(plain_ms)
+        after_select.append(select_ms)
+        by_delay[delay_ms].append((plain_ms, select_ms))
+        yielded += answer["r"].status_code == 409
+        # A full panel only if the yielded request cached nothing (servers before issue 25 say nothing).
+        if full.get("rendered", len(full["swatches"])) == len(full["swatches"]):
+            panel.append(panel_ms)
+    med = statistics.median
+    per_delay = {str(d): round(med([s for _, s in v]) / med([p for p, _ in v]), 3) for d, v in by_delay.items() if v}
+    return {"size": f"{width}x{height}", "select_rounds": rounds, "select_delays_ms": delays_ms,
+            "plain_edit_ms": round(med(plain), 1), "edit_after_select_ms": round(med(after_select), 1),
+            "ratio_after_select_to_plain": round(med(after_select) / med(plain), 3),
+            "ratio_by_delay_ms": per_delay,
+            "swatch_requests_yielded": yielded,
+            "swatch_panel_uncached_ms": round(med(panel), 1) if panel else None}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="", help="trained workdir with a feature bank (default: initialise one)")
     parser.add_argument("--sizes", default="256x128,512x256", help="comma-separated WxH")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--select_rounds", type=int, default=10, help="0: skip the edit-after-select rounds")
+    parser.add_argument("--select_delays_ms", default="30,150,300,600",
+                        help="comma-separated: how long after the swatch request the edit is sent (cycled)")
     args = parser.parse_args()
     workdir = args.workdir or init_workdir(os.path.join(tempfile.mkdtemp(prefix="editor_latency_"), "w"))
     synth = Synthesizer.from_workdir(workdir, defaults=process.default_config())
@@ -153,8 +218,15 @@ def main() -> int:
         results = []
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.lower().split("x"))
-            results.append(measure_size(client, synth, width, height, args.rounds, args.warmup))
-            print(json.dumps(results[-1]), flush=True)
+            if args.rounds:
+                results.append(measure_size(client, synth, width, height, args.rounds, args.warmup))
+                print(json.dumps(results[-1]), flush=True)
+            if args.select_rounds:
+                with httpx.Client(base_url=client.base_url, timeout=300) as swatch_client:
+                    results.append(measure_select_then_edit(client, swatch_client, width, height,
+                                                            args.select_rounds,
+                                                            [float(d) for d in args.select_delays_ms.split(",")]))
+                print(json.dumps(results[-1]), flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)

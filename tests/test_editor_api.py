@@ -211,9 +211,15 @@ BAD_EDITS = [
     ({"op": "move", "instance": 7, "by": "left"}, "by .* must be two integers"),
     ({"op": "move", "instance": 424242, "by": [0, 1]}, "instance 424242 is not in the map"),
     ({"op": "set_feature", "instance": 7, "vector": [1, 2]}, "feature vector has 2 values; model.feat_num=3"),
-    ({"op": "resize", "instance": 7, "scale": 1e9}, "scale 1e\\+09 must be in"),
+    ({"op": "resize", "instance": "CAR", "scale": 1e9}, "scale 1e\\+09 must be in"),
     ({"op": "add_object", "class": "road", "rect": [0, 0, 2, 2], "bogus": 1}, r"unknown key\(s\) \['bogus'\]"),
-    ({"op": "move", "instance": 7, "by": [10 ** 30, 0]}, "leaves no pixel of instance 7"),
+    ({"op": "move", "instance": "CAR", "by": [10 ** 30, 0]}, "leaves no pixel of instance CAR"),
+    # Stuff regions are not objects: deleting the road would leave a scene no label map looks like.
+    ({"op": "delete", "instance": 7}, r"region 7 \(road\) is a stuff region, not an object instance: delete is for "
+                                      "objects"),
+    ({"op": "flip", "instance": 7}, "region 7 .road. is a stuff region.*flip is for objects"),
+    ({"op": "resize", "instance": 7, "scale": 1.5}, "region 7 .road. is a stuff region.*resize is for objects"),
+    ({"op": "move", "instance": 7, "by": [0, 3]}, "region 7 .road. is a stuff region.*move is for objects"),
     ({"op": "set_feature", "instance": 7, "vector": [1e300, 0, 0]}, "does not fit float32"),
     ({"op": "set_colour", "instance": 7, "rgb": [200, 30, 0]}, r"not anchored to colour \(loss.lambda_feature_colour=0\)"),
     ({"op": "paint", "class": 8, "brush": {"radius": 0.5, "points": [[0, 0], [31, 63]] * 9000}}, "brush stroke too large"),
@@ -222,7 +228,10 @@ BAD_EDITS = [
 
 @pytest.mark.parametrize("op, message", BAD_EDITS)
 def test_bad_edits_are_400_with_a_clear_message(client, op, message):
-    sid = _new_scene(client)["scene_id"]
+    data = _new_scene(client)
+    sid, car = data["scene_id"], _largest_object(data)["id"]
+    if op.get("instance") == "CAR":  # an object of this scene
+        op, message = {**op, "instance": car}, message.replace("CAR", str(car))
     body = _edit(client, sid, op, status=400)
     assert set(body) == {"error"}
     assert re.search(message, body["error"]), body["error"]
@@ -273,7 +282,8 @@ def test_malformed_requests_are_4xx_and_the_server_keeps_serving(client):
         assert r.status_code == status, (path, kwargs.keys(), r.text)
         assert re.search(message, r.json()["error"]), (message, r.json())
     assert client.get(f"/api/scenes/{sid}").status_code == 200
-    assert _edit(client, sid, {"op": "flip", "instance": 7})["can_undo"]
+    car = _largest_object(client.get(f"/api/scenes/{sid}").json())["id"]
+    assert _edit(client, sid, {"op": "flip", "instance": car})["can_undo"]
 
 
 def test_model_without_instance_features_hides_appearance(tmp_path):
@@ -355,3 +365,104 @@ def test_loopback_host_headers_pass_the_host_check_and_others_do_not(synth):
         with TestClient(app, base_url="http://127.0.0.1") as c:
             r = c.get("/api/info", headers={"host": header})
         assert r.status_code == status, (header, r.text[:80])
+
+
+def test_edit_count_and_history_steps_leave_out_undo_and_redo(client):
+    data = _new_scene(client)
+    sid, car = data["scene_id"], _largest_object(data)["id"]
+    assert (data["edit_count"], data["steps"], data["step"]) == (0, ["opened the scene"], 0)
+    _edit(client, sid, {"op": "move", "instance": car, "by": [0, 1]})
+    _edit(client, sid, {"op": "flip", "instance": car})
+    out = _edit(client, sid, {"op": "paint", "class": 8, "rect": [0, 0, 2, 2]})
+    assert out["steps"] == ["opened the scene", f"move #{car} by [0, 1]", f"flip #{car}", "paint class 8"]
+    client.post(f"/api/scenes/{sid}/undo")
+    client.post(f"/api/scenes/{sid}/undo")
+    out = client.post(f"/api/scenes/{sid}/redo").json()
+    assert out["edit_count"] == 3 and out["num_edits"] == 6  # num_edits: the log, undo and redo included
+    assert out["step"] == 2 and len(out["steps"]) == 4 and out["can_redo"]
+    off = client.post(f"/api/scenes/{sid}/local", json={"local": False}).json()
+    assert (off["edit_count"], off["step"], off["steps"]) == (3, 2, out["steps"])  # a setting is no step
+    out = _edit(client, sid, {"op": "delete", "instance": car})  # a new edit drops the redo branch
+    assert out["steps"][1:] == [f"move #{car} by [0, 1]", f"flip #{car}", f"delete #{car}"]
+    assert out["step"] == 3 and not out["can_redo"] and out["edit_count"] == 4
+
+
+def test_history_steps_follow_the_bounded_undo_depth(synth):
+    with TestClient(make_app(synth, limits=Limits(max_history=2))) as c:
+        data = _new_scene(c)
+        sid, car = data["scene_id"], _largest_object(data)["id"]
+        for dx in (1, 2, 3):
+            out = _edit(c, sid, {"op": "move", "instance": car, "by": [0, dx]})
+        assert out["steps"] == [f"move #{car} by [0, {dx}]" for dx in (1, 2, 3)] and out["step"] == 2
+        out = c.post(f"/api/scenes/{sid}/undo").json()
+        out = c.post(f"/api/scenes/{sid}/undo").json()
+        assert out["step"] == 0 and not out["can_undo"] and len(out["steps"]) == 3
+
+
+def test_swatches_yield_to_a_waiting_edit_and_resume_from_their_cache(client, synth):
+    service = client.app.state.service
+    data = _new_scene(client)
+    sid, car = data["scene_id"], _largest_object(data)
+    k = synth.bank.num_clusters(car["class"])
+    service.edits_waiting += 1  # as while an edit request waits for the lock
+    try:
+        r = client.get(f"/api/scenes/{sid}/swatches", params={"instance": car["id"]})
+    finally:
+        service.edits_waiting -= 1
+    assert r.status_code == 409 and "superseded by an edit" in r.json()["error"]
+    first = client.get(f"/api/scenes/{sid}/swatches", params={"instance": car["id"]}).json()
+    assert first["rendered"] == k and [s["cluster"] for s in first["swatches"]] == list(range(k))
+    # Its own cluster does not change its swatches (each shows one cluster): served from the cache.
+    _edit(client, sid, {"op": "set_feature", "instance": car["id"], "cluster": (car["cluster"] + 1) % k})
+    again = client.get(f"/api/scenes/{sid}/swatches", params={"instance": car["id"]}).json()
+    assert again["rendered"] == 0 and again["swatches"] == first["swatches"]
+    service.edits_waiting += 1  # a panel already rendered is served even while an edit waits
+    try:
+        assert client.get(f"/api/scenes/{sid}/swatches", params={"instance": car["id"]}).json()["rendered"] == 0
+    finally:
+        service.edits_waiting -= 1
+    _edit(client, sid, {"op": "move", "instance": car["id"], "by": [0, 2]})
+    moved = client.get(f"/api/scenes/{sid}/swatches", params={"instance": car["id"]}).json()
+    assert moved["rendered"] == k
+
+
+@pytest.mark.parametrize("inst_of", ["label", "8-bit"])
+def test_upload_without_object_ids_is_accepted_with_a_warning(client, inst_of):
+    label = np.full((32, 64), 7, np.uint8)
+    label[:, 40:] = 11
+    label[10:20, 10:20] = 26
+    inst = label.copy() if inst_of == "label" else np.where(label == 26, 200, label).astype(np.uint8)
+    r = client.post("/api/scenes", files={"label": ("l.png", _png(label), "image/png"),
+                                          "inst": ("i.png", _png(inst), "image/png")})
+    assert r.status_code == 200, r.text
+    (warning,) = r.json()["warnings"]
+    expected = "equals the label map" if inst_of == "label" else "largest id 200 < 1000; an 8-bit PNG"
+    assert expected in warning and "upload the 16-bit instance map" in warning
+    good = np.where(label == 26, 26000, label.astype(np.uint16)).astype(np.uint16)
+    r = client.post("/api/scenes", files={"label": ("l.png", _png(label), "image/png"),
+                                          "inst": ("i.png", _png(good), "image/png")})
+    assert r.json()["warnings"] == []
+
+
+def test_polygon_and_flood_fill_regions(client):
+    data = _new_scene(client)
+    sid, inst = data["scene_id"], _inst(data)
+    # A triangle: its inside and its outline take the class, nothing else changes.
+    out = _edit(client, sid, {"op": "paint", "class": "sidewalk", "polygon": [[2, 2], [14, 8], [2, 20]]})
+    painted = _decode(out["label_png"]) == 8
+    expected = editing.ops.polygon_mask(inst.shape, [[2, 2], [14, 8], [2, 20]])
+    assert painted[expected].all() and expected[8, 8] and not expected[14, 2] and not expected[2, 21]
+    np.testing.assert_array_equal(_inst(out)[~expected], inst[~expected])
+    # A flood fill from a pixel: the 4-connected part of the region under it, as a new object.
+    before = _inst(out)
+    filled = _edit(client, sid, {"op": "add_object", "class": "car", "fill": [5, 8]})
+    region = editing.ops.fill_mask(before, [5, 8])
+    new = filled["region"]
+    assert new // 1000 == 26 and region[5, 8] and region.sum() < region.size
+    np.testing.assert_array_equal(_inst(filled) == new, region)
+    script = client.get(f"/api/scenes/{sid}/script").json()
+    assert [e.get("polygon", e.get("fill")) for e in script["edits"]] == [[[2, 2], [14, 8], [2, 20]], [5, 8]]
+    for bad, message in [({"polygon": [[0, 0], [1, 1]]}, "3..20000"), ({"fill": [0, 999]}, "fill point .* outside"),
+                         ({"polygon": [[0, 0], [1, 1], [99, 0]]}, "polygon vertex .* outside")]:
+        body = _edit(client, sid, {"op": "paint", "class": 8, **bad}, status=400)
+        assert re.search(message, body["error"]), body["error"]

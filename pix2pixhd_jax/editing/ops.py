@@ -180,6 +180,39 @@ def brush_mask(shape: tuple[int, int], brush: Any) -> np.ndarray:
     return mask
 
 
+def polygon_mask(shape: tuple[int, int], points: Any) -> np.ndarray:
+    """[[y, x], ...] (3 or more vertices inside the map): the pixels inside the closed polygon (even-odd
+    rule on pixel positions) and on its outline, so a thin polygon still has pixels."""
+    if not isinstance(points, list) or not 3 <= len(points) <= MAX_BRUSH_POINTS:
+        raise ValueError(f"polygon must be a list of 3..{MAX_BRUSH_POINTS} [y, x] vertices, got {str(points)[:80]}")
+    pts = np.array([[as_float(v, "polygon vertex") for v in _pair(p)] for p in points], np.float64)
+    for y, x in pts:
+        _check_point(shape, y, x, "polygon vertex")
+    y0, x0 = np.floor(pts.min(0)).astype(np.int64)
+    y1, x1 = np.ceil(pts.max(0)).astype(np.int64) + 1
+    work = len(pts) * int((y1 - y0) * (x1 - x0))
+    if work > MAX_BRUSH_WORK:
+        raise ValueError(f"polygon too large ({work} pixel tests, limit {MAX_BRUSH_WORK}): use fewer vertices")
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    inside = np.zeros(yy.shape, bool)
+    for (ay, ax), (by, bx) in zip(pts, np.roll(pts, -1, axis=0)):
+        if ay == by:
+            continue
+        crosses = (ay > yy) != (by > yy)
+        inside ^= crosses & (xx < ax + (yy - ay) * (bx - ax) / (by - ay))
+    mask = brush_mask(shape, {"radius": 0.5, "points": pts.tolist() + [pts[0].tolist()]})
+    mask[y0:y1, x0:x1] |= inside
+    return mask
+
+
+def fill_mask(inst: np.ndarray, point: Any) -> np.ndarray:
+    """[y, x]: the 4-connected part of the region under the pixel (a flood fill of its instance id)."""
+    y, x = _ints(point, 2, "fill [y, x]")
+    _check_point(inst.shape, y, x, "fill point")
+    parts, _ = ndimage.label(inst == inst[y, x])
+    return parts == parts[y, x]
+
+
 def _pair(p: Any) -> Sequence[Any]:
     if not isinstance(p, (list, tuple)) or len(p) != 2:
         raise ValueError(f"a brush point must be [y, x], got {p!r}")

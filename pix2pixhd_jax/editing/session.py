@@ -15,6 +15,7 @@ dispatch, script export) is `vocabulary.Editor`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from typing import Any, Mapping, Optional, Sequence
 
@@ -42,6 +43,19 @@ class EditResult:
 class Render:
     image: np.ndarray  # (H, W, 3) uint8
     seconds: float  # wall time of the generator call, until the image was on the host
+
+
+@dataclasses.dataclass(frozen=True)
+class SwatchPlan:
+    """The swatches of one instance in one scene state, before rendering (EditSession.swatch_plan)."""
+
+    instance: int
+    class_id: int
+    current: Optional[int]  # the instance's cluster now (None: a vector, not a bank centre)
+    num_clusters: int
+    window: Scene  # the maps cut to the render window, with the scene's features
+    bbox: list[int]  # the instance's box inside the window [y0, x0, y1, x1]
+    key: tuple  # equal keys render equal swatches (instance, window, content digest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +173,12 @@ class EditSession:
     def swatches(self, inst_id: int) -> Swatches:
         """Instance `inst_id` rendered with each cluster of its class, in a window around it (not the
         whole map: an object's look is decided locally), cropped around the object."""
+        plan = self.swatch_plan(inst_id)
+        crops = [self.render_swatch(plan, k) for k in range(plan.num_clusters)]
+        return Swatches(plan.instance, plan.class_id, plan.current, crops)
+
+    def swatch_plan(self, inst_id: int) -> "SwatchPlan":
+        """What the swatches of `inst_id` in the current scene render: its window, class and a content key."""
         self.require_features("swatches")
         scene = self.scene
         mask = scene.inst == int(inst_id)
@@ -170,13 +190,24 @@ class EditSession:
         (h, w), divisor = scene.label.shape, self.synth.divisor
         wy0, wy1 = _swatch_window(int(ys.min()), int(ys.max()) + 1, h, divisor)
         wx0, wx1 = _swatch_window(int(xs.min()), int(xs.max()) + 1, w, divisor)
-        window = scene.replace(label=scene.label[wy0:wy1, wx0:wx1], inst=scene.inst[wy0:wy1, wx0:wx1])
+        label, inst = scene.label[wy0:wy1, wx0:wx1], scene.inst[wy0:wy1, wx0:wx1]
+        window = scene.replace(label=label, inst=inst)
         bbox = [int(ys.min()) - wy0, int(xs.min()) - wx0, int(ys.max()) + 1 - wy0, int(xs.max()) + 1 - wx0]
-        crops = []
-        for k in range(bank.num_clusters(class_id)):
-            render = self.render(window.replace(features={**scene.features, int(inst_id): bank.center(class_id, k)}))
-            crops.append(np.ascontiguousarray(_crop_around(render.image, bbox)))
-        return Swatches(int(inst_id), class_id, scene.clusters.get(int(inst_id)), crops)
+        # The swatches depend on the window's maps and the features of the other regions in it only:
+        # an edit elsewhere keeps them.
+        digest = hashlib.sha1(np.ascontiguousarray(label).tobytes() + np.ascontiguousarray(inst).tobytes())
+        for rid in ops.region_ids(inst).tolist():
+            if rid != int(inst_id) and rid in scene.features:
+                digest.update(np.asarray(scene.features[rid], np.float32).tobytes())
+        key = (int(inst_id), (wy0, wy1, wx0, wx1), digest.hexdigest())
+        return SwatchPlan(int(inst_id), class_id, scene.clusters.get(int(inst_id)), bank.num_clusters(class_id),
+                          window, bbox, key)
+
+    def render_swatch(self, plan: "SwatchPlan", cluster: int) -> np.ndarray:
+        """The swatch of one cluster: the plan's window rendered with that bank centre, cropped."""
+        centre = self.synth.require_bank().center(plan.class_id, cluster)
+        render = self.render(plan.window.replace(features={**plan.window.features, plan.instance: centre}))
+        return np.ascontiguousarray(_crop_around(render.image, plan.bbox))
 
     # ------------------------------------------------------------------------------ history
     def commit(self, scene: Scene, region: Optional[int], record: dict[str, Any]) -> EditResult:

@@ -26,7 +26,7 @@ from pix2pixhd_jax.editing.scene import (Scene, add_object, check_class, check_r
                                          relabel_instance, resize_instance, set_feature)
 from pix2pixhd_jax.editing.session import EditResult, EditSession
 
-REGION_KEYS = ("rect", "circle", "brush", "mask")
+REGION_KEYS = ("rect", "circle", "brush", "polygon", "fill", "mask")
 OPS: dict[str, tuple[str, ...]] = {  # op -> keys it accepts (one of the region keys for paint / add_object)
     "relabel": ("instance", "at", "to"),
     "paint": ("class",) + REGION_KEYS,
@@ -83,7 +83,22 @@ def _too_deep(what: str) -> str:
 
 
 class Editor(EditSession):
-    """An editing session (EditSession) that takes edits as typed calls, JSON edits or whole scripts."""
+    """An editing session (EditSession) that takes edits as typed calls, JSON edits or whole scripts.
+
+    objects_only=True (the editor server's setting) refuses move / delete / resize / flip of a stuff
+    region (id < 1000): removing or shifting the road leaves a scene no label map looks like.
+    """
+
+    def __init__(self, *args: Any, objects_only: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.objects_only = bool(objects_only)
+
+    def require_object(self, inst_id: int, op: str) -> None:
+        """With objects_only, `op` is refused for stuff regions, with what to do instead."""
+        if self.objects_only and inst_id < 1000:
+            name = cs.ID_TO_NAME.get(int(inst_id), f"class {int(inst_id)}")
+            raise ValueError(f"region {inst_id} ({name}) is a stuff region, not an object instance: {op} is for "
+                             "objects (ids >= 1000, e.g. a car); paint over the region with another class instead")
 
     # Typed edits: each builds the JSON edit and runs it (errors are raised as they are) --------
     def relabel(self, inst_id: int, new_class: int) -> EditResult:
@@ -204,13 +219,18 @@ class Editor(EditSession):
         given = [k for k in REGION_KEYS if k in edit]
         if len(given) != 1:
             raise KeyError("give the region as exactly one of 'rect': [y0, x0, y1, x1], 'circle': [y, x, r], "
-                           "'brush': {\"radius\": r, \"points\": [[y, x], ...]} or 'mask': 'file.png'")
+                           "'brush': {\"radius\": r, \"points\": [[y, x], ...]}, 'polygon': [[y, x], ...], "
+                           "'fill': [y, x] or 'mask': 'file.png'")
         if "rect" in edit:  # [y0, x0, y1, x1], end-exclusive
             return ops.rect_mask(shape, edit["rect"])
         if "circle" in edit:  # [y, x, radius]: the official brush is a square; a disc paints rounder strokes
             return ops.disc_mask(shape, edit["circle"])
         if "brush" in edit:
             return ops.brush_mask(shape, edit["brush"])
+        if "polygon" in edit:  # [[y, x], ...]: the closed polygon's inside and outline
+            return ops.polygon_mask(shape, edit["polygon"])
+        if "fill" in edit:  # [y, x]: the connected part of the region under the pixel (flood fill)
+            return ops.fill_mask(self.scene.inst, edit["fill"])
         if isinstance(edit["mask"], np.ndarray):  # from Python (paint / add_object); never from JSON
             return edit["mask"]
         if mask_loader is None:
@@ -273,20 +293,26 @@ def _copy_feature(ed: Editor, edit: Mapping[str, Any], mask_loader) -> Change:
 def _move(ed: Editor, edit: Mapping[str, Any], mask_loader) -> Change:
     dy, dx = _pair_of_ints(_get(edit, "by"), "by [dy, dx]")
     inst_id = ed.instance_of(edit)
+    ed.require_object(inst_id, "move")
     return move_instance(ed.scene, inst_id, dy, dx), inst_id
 
 
 def _delete(ed: Editor, edit: Mapping[str, Any], mask_loader) -> Change:
-    return delete_instance(ed.scene, ed.instance_of(edit)), None
+    inst_id = ed.instance_of(edit)
+    ed.require_object(inst_id, "delete")
+    return delete_instance(ed.scene, inst_id), None
 
 
 def _resize(ed: Editor, edit: Mapping[str, Any], mask_loader) -> Change:
     inst_id = ed.instance_of(edit)
-    return resize_instance(ed.scene, inst_id, ops.as_float(_get(edit, "scale"), "scale")), inst_id
+    scale = ops.as_float(_get(edit, "scale"), "scale")
+    ed.require_object(inst_id, "resize")
+    return resize_instance(ed.scene, inst_id, scale), inst_id
 
 
 def _flip(ed: Editor, edit: Mapping[str, Any], mask_loader) -> Change:
     inst_id = ed.instance_of(edit)
+    ed.require_object(inst_id, "flip")
     return flip_instance(ed.scene, inst_id), inst_id
 
 

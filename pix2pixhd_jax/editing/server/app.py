@@ -15,9 +15,12 @@ Scenes live in memory, keyed by unguessable ids (one per browser tab), least rec
 out past `max_scenes`; undo depth is bounded by `max_history`. Request bodies are bounded
 (`max_upload_bytes`, `max_json_bytes`) and every request is validated. Work runs in a thread pool
 under one lock: the generator already uses every core, and a scene is never edited concurrently.
+Swatches take the lock one cluster at a time and give up (409) as soon as an edit request has
+arrived, so they never hold an edit back by more than one small window render.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -25,7 +28,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
 import numpy as np
 from starlette.applications import Starlette
@@ -50,6 +53,7 @@ from pix2pixhd_jax.editing.vocabulary import Editor
 log = logging.getLogger(__name__)
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+SWATCH_CACHE = 256  # swatch crops kept per scene (a few instances' panels)
 SceneLoader = Callable[[int], tuple[np.ndarray, Optional[np.ndarray]]]
 
 
@@ -78,8 +82,26 @@ class OpenScene:
     editor: Editor
     source: dict[str, Any]
     encoded: "OrderedDict[tuple[int, str], tuple[np.ndarray, str]]" = dataclasses.field(default_factory=OrderedDict)
-    swatches: Optional[tuple[Scene, int, dict[str, Any]]] = None
+    # Swatch crops by (SwatchPlan.key, cluster): a superseded request resumes where it stopped.
+    swatch_crops: "OrderedDict[tuple, str]" = dataclasses.field(default_factory=OrderedDict)
+    steps: list[str] = dataclasses.field(default_factory=lambda: ["opened the scene"])  # one per state
+    step: int = 0  # the current state's index in steps
     geometry: Optional[tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]] = None
+
+    def record_step(self, op: str, edit: dict[str, Any]) -> None:
+        """Keep `steps` (what made each state of the history) in line with the editor after `op`."""
+        if op == "undo":
+            self.step -= 1
+        elif op == "redo":
+            self.step += 1
+        elif op != "local":
+            self.steps = self.steps[:self.step + 1] + [step_label(edit)]
+            self.step += 1
+        ed = self.editor
+        drop = self.step - len(ed.history)  # states max_history dropped from the bottom of either stack
+        if drop > 0:
+            self.steps, self.step = self.steps[drop:], self.step - drop
+        del self.steps[self.step + 1 + len(ed.future):]
 
     def instances(self, scene: Scene) -> list[dict[str, Any]]:
         """The instance table; its geometry is recomputed only when the maps changed."""
@@ -139,6 +161,8 @@ class EditorService:
         self._load_scene, self._num_scenes = load_scene, num_scenes
         self.scenes: "OrderedDict[str, OpenScene]" = OrderedDict()
         self.lock = threading.Lock()
+        self.edits_waiting = 0  # edit requests waiting for the lock: swatch rendering yields to them
+        self._waiting_lock = threading.Lock()
         self._loader_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------ facts
@@ -192,7 +216,8 @@ class EditorService:
                                             max_pixels=self.limits.max_pixels)
         except codec.UploadError as e:
             raise ApiError(400, str(e)) from None
-        return self._create(label, inst, {"upload": True}, seed, local)
+        warnings = codec.instance_warnings(label, inst) if inst_bytes is not None else []
+        return {**self._create(label, inst, {"upload": True}, seed, local), "warnings": warnings}
 
     def _create(self, label: np.ndarray, inst: Optional[np.ndarray], source: dict[str, Any], seed: Any,
                 local: Any) -> dict[str, Any]:
@@ -204,7 +229,7 @@ class EditorService:
         with self.lock:
             try:
                 editor = Editor(self.synth, label, inst, seed=seed, max_history=self.limits.max_history,
-                                local=self.local if local is None else local)
+                                local=self.local if local is None else local, objects_only=True)
             except (ValueError, KeyError, IndexError) as e:
                 raise ApiError(400, f"cannot edit this scene: {e.args[0] if e.args else e}") from None
             scene_id = secrets.token_urlsafe(12)
@@ -229,13 +254,35 @@ class EditorService:
 
     def edit(self, scene_id: str, edit: Any) -> dict[str, Any]:
         start = time.perf_counter()
-        with self.lock:
+        with self._edit_turn():
             opened = self.scene(scene_id)
             try:
                 result = opened.editor.apply_edit(edit)
             except ValueError as e:
                 raise ApiError(400, str(e)) from None
+            opened.record_step(edit["op"], edit)
             return {**self.payload(scene_id, opened, start, result.render_seconds), "region": result.region}
+
+    @contextlib.contextmanager
+    def edit_waiting(self) -> Iterator[None]:
+        """Counts an edit as waiting while inside: swatch rendering stops at its next cluster meanwhile."""
+        with self._waiting_lock:
+            self.edits_waiting += 1
+        try:
+            yield
+        finally:
+            with self._waiting_lock:
+                self.edits_waiting -= 1
+
+    @contextlib.contextmanager
+    def _edit_turn(self) -> Iterator[None]:
+        """The lock, for an edit (counted as waiting until it has the lock)."""
+        with self.edit_waiting():
+            self.lock.acquire()
+        try:
+            yield
+        finally:
+            self.lock.release()
 
     def script(self, scene_id: str) -> dict[str, Any]:
         with self.lock:
@@ -243,7 +290,11 @@ class EditorService:
             return {**opened.editor.script(), "scene": opened.source}
 
     def swatches(self, scene_id: str, instance: Any) -> dict[str, Any]:
-        """The instance rendered with each cluster of its class: crops of a window around it (cached per scene)."""
+        """The instance rendered with each cluster of its class: crops of a window around it.
+
+        Off the edit path: one cluster per turn of the lock, and a 409 as soon as an edit waits
+        (the crops made so far are kept, per window content, so asking again resumes).
+        """
         if not self.synth.uses_features:
             raise ApiError(400, "this model takes no appearance features, so it has no clusters to show")
         try:
@@ -253,19 +304,29 @@ class EditorService:
         start = time.perf_counter()
         with self.lock:
             opened = self.scene(scene_id)
-            scene = opened.editor.scene
-            cached = opened.swatches
-            if cached is not None and cached[0] is scene and cached[1] == inst_id:
-                return cached[2]
             try:
-                panel = opened.editor.swatches(inst_id)
+                plan = opened.editor.swatch_plan(inst_id)
             except ValueError as e:
                 raise ApiError(400, str(e)) from None
-            items = [{"cluster": k, "png": codec.png_base64(crop)} for k, crop in enumerate(panel.crops)]
-            out = {"instance": inst_id, "class": panel.class_id, "current": panel.current, "swatches": items,
-                   "render_ms": round((time.perf_counter() - start) * 1e3, 1)}
-            opened.swatches = (scene, inst_id, out)
-            return out
+        crops, rendered = opened.swatch_crops, 0
+        for k in range(plan.num_clusters):
+            if self.edits_waiting and (plan.key, k) not in crops:  # cached ones are served anyway
+                raise ApiError(409, "swatches superseded by an edit; ask again once the edits are done")
+            with self.lock:  # the cache too: an aborted request of the same tab may still be running
+                if (plan.key, k) in crops:
+                    crops.move_to_end((plan.key, k))
+                    continue
+                crops[(plan.key, k)] = codec.png_base64(opened.editor.render_swatch(plan, k))
+                rendered += 1
+                while len(crops) > SWATCH_CACHE:
+                    crops.popitem(last=False)
+        with self.lock:
+            missing = [k for k in range(plan.num_clusters) if (plan.key, k) not in crops]
+            if missing:  # evicted meanwhile by other swatches of this scene: rare, and asking again renders them
+                raise ApiError(409, f"swatches of clusters {missing} were evicted while rendering; ask again")
+            items = [{"cluster": k, "png": crops[(plan.key, k)]} for k in range(plan.num_clusters)]
+        return {"instance": inst_id, "class": plan.class_id, "current": plan.current, "swatches": items,
+                "rendered": rendered, "render_ms": round((time.perf_counter() - start) * 1e3, 1)}
 
     def payload(self, scene_id: str, opened: OpenScene, start: float, render_seconds: float) -> dict[str, Any]:
         """The scene response; render_seconds is the generator time this request spent (0: none)."""
@@ -284,6 +345,8 @@ class EditorService:
             "inst_raw": opened.encode(scene.inst, codec.raw_base64),
             "render_ms": round(render_seconds * 1e3, 1),
             "can_undo": bool(editor.history), "can_redo": bool(editor.future), "num_edits": len(editor.log),
+            "edit_count": sum(e["op"] not in vocabulary.HISTORY_OPS for e in editor.log),
+            "steps": opened.steps, "step": opened.step,
             "source": opened.source, "local": editor.local,
         }
         out["server_ms"] = round((time.perf_counter() - start) * 1e3, 1)
@@ -376,10 +439,11 @@ def make_app(synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scene
         return JSONResponse(await run_in_threadpool(service.state, request.path_params["scene_id"]))
 
     async def edit(request: Request) -> Response:
-        body = await _json_body(request, lim.max_json_bytes)
-        if not isinstance(body, dict):
-            raise ApiError(400, 'an edit is a JSON object, e.g. {"op": "move", "instance": 26001, "by": [0, 12]}')
-        return JSONResponse(await run_in_threadpool(service.edit, request.path_params["scene_id"], body))
+        with service.edit_waiting():  # from its arrival: a swatch render starting now would delay it
+            body = await _json_body(request, lim.max_json_bytes)
+            if not isinstance(body, dict):
+                raise ApiError(400, 'an edit is a JSON object, e.g. {"op": "move", "instance": 26001, "by": [0, 12]}')
+            return JSONResponse(await run_in_threadpool(service.edit, request.path_params["scene_id"], body))
 
     async def set_local(request: Request) -> Response:
         body = await _json_body(request, lim.max_json_bytes)
@@ -432,6 +496,19 @@ def make_app(synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scene
                     exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error})
     app.state.service = service
     return app
+
+
+def step_label(edit: dict[str, Any]) -> str:
+    """A short line for the history list: the op and what it acted on ("move #26001 by [0, 3]")."""
+    op = str(edit.get("op"))
+    if op == "reset":
+        return "reset to the opened scene"
+    parts = [op]
+    for key in ("instance", "src", "class", "to", "by", "scale", "cluster", "rgb"):
+        if key in edit:
+            value = edit[key]
+            parts.append(f"#{value}" if key in ("instance", "src") and isinstance(value, int) else f"{key} {value}")
+    return " ".join(parts)[:80]
 
 
 def host_pattern(host: str) -> str:

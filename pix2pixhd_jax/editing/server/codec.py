@@ -114,6 +114,18 @@ def read_upload(label_bytes: bytes, inst_bytes: Optional[bytes], *, label_nc: in
     return label.astype(np.int32), inst.astype(np.int32)
 
 
+def instance_warnings(label: np.ndarray, inst: np.ndarray) -> list[str]:
+    """Why an uploaded instance map holds no objects, when it holds none (an upload mistake, not an error)."""
+    if (inst >= 1000).any():
+        return []
+    fix = ("so nothing can be selected, moved or recoloured as an object; upload the 16-bit instance map "
+           "(objects as class*1000+k, e.g. Cityscapes *_instanceIds.png)")
+    if np.array_equal(inst, label):
+        return [f"the instance map equals the label map: it holds no object instances, {fix}"]
+    return [f"the instance map holds no object ids (largest id {int(inst.max())} < 1000; an 8-bit PNG cannot "
+            f"hold them), {fix}"]
+
+
 def class_name(class_id: int) -> str:
     return cs.ID_TO_NAME.get(int(class_id), f"class {int(class_id)}")
 

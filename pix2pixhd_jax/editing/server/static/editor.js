@@ -1,6 +1,8 @@
 // The editor page: draws the label map from the instance ids the API returns, turns mouse
-// gestures into edits of the script vocabulary, and shows what the server renders.
-// Everything goes through the HTTP API (see pix2pixhd_jax/editing/server/app.py); requests run one at a time.
+// gestures and keys into edits of the script vocabulary, and shows what the server renders.
+// Everything goes through the HTTP API (see pix2pixhd_jax/editing/server/app.py); edits run one at
+// a time, and swatches are asked for only while no edit is queued (the server also stops them as
+// soon as an edit waits), so they never delay an edit.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -11,39 +13,59 @@ const editor = {
   inst: null,        // Uint16Array of instance ids, row-major
   classOf: new Map(),  // instance id -> class id
   rows: new Map(),     // instance id -> row of state.instances
+  colours: [],       // display colour per class: the Cityscapes colours, repeats made distinct
   selected: null,    // selected instance id
   currentClass: 26,  // class for paint / add-object tools and the palette highlight
-  swatchesFor: null, // instance id whose swatches are shown
+  swatchesFor: null, // "id:class" whose swatches are shown (or wanted)
   version: 0,        // scene responses received (tests wait on this)
-  busy: false,
+  busy: false,       // an edit (or load) is queued or running
+  pending: 0,        // queued API tasks
   errors: 0,
-  gesture: null,     // the drag / stroke / rectangle in progress
+  warnings: [],      // the current scene's upload warnings
+  gesture: null,     // the drag / stroke / rectangle / pan in progress
+  base: null,        // the label map's ImageData as last drawn (the brush cursor draws over it)
+  view: { fit: 1, zoom: 1, panX: 0, panY: 0 },  // CSS px per map pixel at zoom 1; zoom; pan in CSS px
 };
 window.editor = editor;
+
+const OBJECT_OPS_REASON = (row) =>
+  `${row.class_name} (region ${row.id}) is a stuff region: delete, flip, resize and move are for objects ` +
+  "(cars, people, ...); paint over it with another class instead";
 
 // ---------------------------------------------------------------------------- API calls
 
 let queue = Promise.resolve();
 
+function setBusy() {
+  editor.busy = editor.pending > 0;
+  document.body.dataset.busy = editor.busy ? "1" : "";
+}
+
 function enqueue(task) {
-  // One request at a time, in the order the user made them.
+  // One request at a time, in the order the user made them; swatches wait until the queue is empty.
+  editor.pending += 1;
+  setBusy();
+  abortSwatches();
   queue = queue.then(async () => {
-    editor.busy = true;
-    document.body.dataset.busy = "1";
     try {
       await task();
     } catch (err) {
       showError(err.message);
     } finally {
-      editor.busy = false;
-      document.body.dataset.busy = "";
+      editor.pending -= 1;
+      setBusy();
+      if (!editor.pending) pumpSwatches();
     }
   });
   return queue;
 }
 
-async function api(method, path, body) {
-  const options = { method };
+class ApiError extends Error {
+  constructor(message, status) { super(message); this.status = status; }
+}
+
+async function api(method, path, body, signal) {
+  const options = { method, signal };
   if (body instanceof FormData) {
     options.body = body;
   } else if (body !== undefined) {
@@ -56,18 +78,25 @@ async function api(method, path, body) {
   try {
     data = await response.json();
   } catch (err) {
-    throw new Error(`${method} ${path}: HTTP ${response.status}`);
+    throw new ApiError(`${method} ${path}: HTTP ${response.status}`, response.status);
   }
   if (!response.ok) {
-    throw new Error(data.error || `${method} ${path}: HTTP ${response.status}`);
+    throw new ApiError(data.error || `${method} ${path}: HTTP ${response.status}`, response.status);
   }
   data.roundTripMs = performance.now() - started;
   return data;
 }
 
 function showError(message) {
+  // In the status bar above the views: visible whatever the window size and scroll position.
   editor.errors += 1;
   $("error").textContent = message;
+  $("dismiss").hidden = false;
+}
+
+function showWarnings() {
+  $("warning").textContent = editor.warnings.join("\n");
+  $("dismiss").hidden = !$("error").textContent && !editor.warnings.length;
 }
 
 function edit(op) {
@@ -92,6 +121,20 @@ function history(which) {
   return enqueue(async () => setState(await api("POST", `/api/scenes/${editor.state.scene_id}/${which}`)));
 }
 
+function jumpTo(step) {
+  // Back or forward to a state of the history list: that many undo / redo requests (no render).
+  if (!editor.state) return Promise.resolve();
+  return enqueue(async () => {
+    let data = editor.state;
+    while (data.step !== step) {
+      const which = step < data.step ? "undo" : "redo";
+      if (which === "undo" ? !data.can_undo : !data.can_redo) break;
+      data = await api("POST", `/api/scenes/${data.scene_id}/${which}`);
+    }
+    if (data !== editor.state) setState(data);
+  });
+}
+
 // ---------------------------------------------------------------------------- state
 
 function decodeIds(b64) {
@@ -100,6 +143,7 @@ function decodeIds(b64) {
 }
 
 function setState(data) {
+  const sizeChanged = !editor.state || editor.state.width !== data.width || editor.state.height !== data.height;
   editor.state = data;
   editor.inst = decodeIds(data.inst_raw);
   editor.classOf = new Map(data.instances.map((r) => [r.id, r.class]));
@@ -109,10 +153,8 @@ function setState(data) {
   if (canvas.width !== data.width || canvas.height !== data.height) {
     canvas.width = data.width;
     canvas.height = data.height;
-    const scale = Math.max(1, Math.floor(512 / data.width));
-    canvas.style.width = `${data.width * scale}px`;
-    $("image").style.width = `${data.width * scale}px`;
   }
+  if (sizeChanged) Object.assign(editor.view, { zoom: 1, panX: 0, panY: 0 });
   $("image").src = `data:image/png;base64,${data.image_png}`;
   $("dl-image").href = $("image").src;
   $("dl-label").href = `data:image/png;base64,${data.label_png}`;
@@ -120,18 +162,117 @@ function setState(data) {
   $("dl-script").href = `/api/scenes/${data.scene_id}/script`;
   $("undo").disabled = !data.can_undo;
   $("redo").disabled = !data.can_redo;
-  $("edit-count").textContent = `${data.num_edits} edits`;
+  const count = data.edit_count !== undefined ? data.edit_count : data.num_edits;
+  $("edit-count").textContent = `${count} edit${count === 1 ? "" : "s"}`;
+  showHistory(data);
   $("local").checked = Boolean(data.local);
   const render = data.render_ms > 0 ? `render ${data.render_ms.toFixed(0)} ms, ` : "no render (history), ";
   $("render-time").textContent =
     `(${render}server ${data.server_ms.toFixed(0)} ms, round trip ${data.roundTripMs.toFixed(0)} ms)`;
   $("error").textContent = "";
+  showWarnings();
   editor.version += 1;
+  layout();
   drawLabels();
   showSelection();
 }
 
+function showHistory(data) {
+  const list = $("history");
+  list.textContent = "";
+  (data.steps || []).forEach((label, i) => {
+    const item = document.createElement("li");
+    item.textContent = label;
+    item.dataset.step = String(i);
+    if (i === data.step) item.classList.add("current");
+    if (i > data.step) item.classList.add("future");
+    item.addEventListener("click", () => jumpTo(i));
+    list.appendChild(item);
+  });
+  const current = list.querySelector("li.current");
+  if (current) current.scrollIntoView({ block: "nearest" });
+}
+
+// ---------------------------------------------------------------------------- layout and view
+
+function layout() {
+  // Label map and image both in view: side by side or stacked, whichever shows them larger.
+  if (!editor.state) return;
+  const { width: w, height: h } = editor.state;
+  const figures = $("figures");
+  const top = figures.getBoundingClientRect().top;
+  const caption = 22, gap = 10;
+  const availW = Math.max(50, figures.parentElement.clientWidth - 4);
+  const availH = Math.max(50, window.innerHeight - top - 12);
+  const side = Math.min((availW - gap) / (2 * w), (availH - caption) / h);
+  const stacked = Math.min(availW / w, (availH - 2 * caption - gap) / (2 * h));
+  figures.classList.toggle("stacked", stacked > side);
+  editor.view.fit = Math.max(0.1, Math.max(side, stacked));
+  const fw = `${Math.floor(w * editor.view.fit)}px`, fh = `${Math.floor(h * editor.view.fit)}px`;
+  for (const stage of [$("label-stage"), $("image-stage")]) {
+    stage.style.width = fw;
+    stage.style.height = fh;
+  }
+  applyView();
+}
+
+function applyView() {
+  const v = editor.view;
+  if (!editor.state) return;
+  const { width: w, height: h } = editor.state;
+  for (const el of [$("label-canvas"), $("image")]) {
+    el.style.width = `${w * v.fit * v.zoom}px`;
+    el.style.height = `${h * v.fit * v.zoom}px`;
+    el.style.left = `${v.panX}px`;
+    el.style.top = `${v.panY}px`;
+  }
+  $("zoom-reset").textContent = v.zoom === 1 ? "Zoom 1:1" : `Zoom ${v.zoom.toFixed(1)}x (reset)`;
+}
+
+function clampPan() {
+  const v = editor.view;
+  const { width: w, height: h } = editor.state;
+  const sw = w * v.fit, sh = h * v.fit;
+  v.panX = Math.min(0, Math.max(sw - sw * v.zoom, v.panX));
+  v.panY = Math.min(0, Math.max(sh - sh * v.zoom, v.panY));
+}
+
+function zoomAt(factor, clientX, clientY, stage) {
+  // Zoom about the point under the cursor: it stays under the cursor.
+  if (!editor.state) return;
+  const v = editor.view;
+  const zoom = Math.min(16, Math.max(1, v.zoom * factor));
+  const rect = stage.getBoundingClientRect();
+  const sx = clientX - rect.left, sy = clientY - rect.top;
+  v.panX = sx - ((sx - v.panX) * zoom) / v.zoom;
+  v.panY = sy - ((sy - v.panY) * zoom) / v.zoom;
+  v.zoom = zoom;
+  clampPan();
+  applyView();
+}
+
 // ---------------------------------------------------------------------------- drawing
+
+function displayColours(classes) {
+  // The Cityscapes table repeats colours (five blacks): repeats get a distinct hue of their own.
+  const seen = new Set();
+  return classes.map((c, i) => {
+    let rgb = c.color;
+    if (seen.has(rgb.join(","))) {
+      const hue = (i * 137.508) % 360;
+      rgb = hslToRgb(hue, 0.45, 0.3 + 0.1 * (i % 3));
+    }
+    seen.add(rgb.join(","));
+    return rgb;
+  });
+}
+
+function hslToRgb(hue, s, l) {
+  const k = (n) => (n + hue / 30) % 12;
+  const a = s * Math.min(l, 1 - l);
+  const f = (n) => l - a * Math.max(-1, Math.min(k(n) - 3, Math.min(9 - k(n), 1)));
+  return [f(0), f(8), f(4)].map((x) => Math.round(x * 255));
+}
 
 function drawLabels() {
   const canvas = $("label-canvas");
@@ -140,7 +281,7 @@ function drawLabels() {
   const img = ctx.createImageData(w, h);
   const px = img.data;
   const inst = editor.inst;
-  const colours = editor.info.classes.map((c) => c.color);
+  const colours = editor.colours;
   const g = editor.gesture;
   const moving = g && g.kind === "move" && (g.dy || g.dx) ? g : null;
   for (let y = 0; y < h; y++) {
@@ -178,6 +319,18 @@ function drawLabels() {
     }
   }
   ctx.putImageData(img, 0, 0);
+  editor.base = img;
+  if (g && g.kind === "polygon") {
+    const pts = g.hover ? [...g.points, g.hover] : g.points;
+    ctx.beginPath();
+    pts.forEach(([y, x], i) => (i ? ctx.lineTo(x + 0.5, y + 0.5) : ctx.moveTo(x + 0.5, y + 0.5)));
+    ctx.closePath();
+    ctx.fillStyle = "rgba(255, 221, 0, 0.35)";
+    ctx.fill();
+    ctx.lineWidth = Math.max(0.5, 1 / (editor.view.fit * editor.view.zoom));
+    ctx.strokeStyle = "#ffdd00";
+    ctx.stroke();
+  }
   if (g && g.kind === "rect" && g.rect) {
     const [y0, x0, y1, x1] = g.rect;
     ctx.strokeStyle = "#ffdd00";
@@ -186,13 +339,34 @@ function drawLabels() {
   }
 }
 
+function drawBrushCursor(y, x) {
+  // The brush's footprint under the pointer (paint / add-brush tools), drawn over the last map.
+  if (!editor.base) return;
+  const ctx = $("label-canvas").getContext("2d");
+  ctx.putImageData(editor.base, 0, 0);
+  if (y === null) return;
+  ctx.beginPath();
+  ctx.arc(x + 0.5, y + 0.5, brushRadius() + 0.5, 0, 2 * Math.PI);
+  ctx.lineWidth = Math.max(0.5, 1 / (editor.view.fit * editor.view.zoom));
+  ctx.strokeStyle = "#fff";
+  ctx.stroke();
+}
+
+function isObject(id) {
+  return id !== null && id >= 1000;  // the Cityscapes convention: stuff regions keep their class id
+}
+
 function showSelection() {
   const id = editor.selected;
   const row = id === null ? null : editor.rows.get(id);
   $("sel-id").textContent = row ? `#${row.id}` : "none";
   $("sel-class").textContent = row ? row.class_name : "";
   $("sel-cluster").textContent = row && row.cluster !== null ? `cluster ${row.cluster}` : "";
-  for (const b of ["delete", "flip", "shrink", "grow"]) $(b).disabled = !row;
+  const object = Boolean(row) && isObject(row.id);
+  for (const b of ["delete", "flip", "shrink", "grow"]) $(b).disabled = !object;
+  const reason = row && !object ? OBJECT_OPS_REASON(row) : "";
+  $("object-actions").title = reason;
+  $("sel-note").textContent = reason;
   const k = row ? editor.info.clusters[String(row.class)] || 0 : 0;
   const showAppearance = editor.info.uses_features && row && k > 0;
   $("appearance").hidden = !showAppearance;
@@ -200,9 +374,14 @@ function showSelection() {
   if (!showAppearance) {
     $("swatches").textContent = "";
     editor.swatchesFor = null;
+    delete $("swatches").dataset.instance;
   } else if (editor.swatchesFor !== `${id}:${row.class}`) {
-    // Rendered once per selection: a cluster's look barely depends on where the object stands.
-    loadSwatches(id, row.class);
+    // Asked for once per selection (a cluster's look barely depends on where the object stands),
+    // and only once the edit queue is empty.
+    editor.swatchesFor = `${id}:${row.class}`;
+    $("swatches").textContent = "clusters render once the edits are done ...";
+    delete $("swatches").dataset.instance;
+    pumpSwatches();
   } else {
     for (const b of $("swatches").children) b.classList.toggle("current", Number(b.dataset.cluster) === row.cluster);
   }
@@ -230,30 +409,65 @@ function pickColour() {
   edit({ op: "set_colour", instance: row.id, rgb });
 }
 
-async function loadSwatches(id, classId) {
-  editor.swatchesFor = `${id}:${classId}`;
+// ---------------------------------------------------------------------------- swatches
+
+const swatchRequest = { controller: null, key: null };
+
+function abortSwatches() {
+  if (swatchRequest.controller) swatchRequest.controller.abort();
+}
+
+function setSwatchesBusy(on) {
+  document.body.dataset.swatches = on ? "1" : "";
+}
+
+async function pumpSwatches() {
+  // Ask for the wanted swatches if no edit is queued and none are on the way.
+  const key = editor.swatchesFor;
+  const box = $("swatches");
+  if (!key || editor.pending || swatchRequest.controller || box.dataset.instance !== undefined) return;
+  const id = Number(key.split(":")[0]);
   const sceneId = editor.state.scene_id;
-  $("swatches").textContent = "rendering clusters ...";
-  let data;
+  const controller = new AbortController();
+  swatchRequest.controller = controller;
+  setSwatchesBusy(true);
+  let data = null;
   try {
-    data = await api("GET", `/api/scenes/${sceneId}/swatches?instance=${id}`);
+    data = await api("GET", `/api/scenes/${sceneId}/swatches?instance=${id}`, undefined, controller.signal);
   } catch (err) {
-    showError(err.message);
-    return;
+    // 409 / abort: an edit came first (here or in another tab); asked again once the queue is empty.
+    if (err.name !== "AbortError" && err.status !== 409 && editor.swatchesFor === key) {
+      showError(err.message);
+      box.dataset.instance = "failed";  // not asked again until the selection changes
+    }
+  } finally {
+    swatchRequest.controller = null;
+    setSwatchesBusy(false);
   }
-  if (editor.swatchesFor !== `${id}:${classId}` || editor.state.scene_id !== sceneId) return;  // selection moved on
+  if (data && editor.swatchesFor === key && editor.state.scene_id === sceneId) fillSwatches(id, data);
+  if (!editor.pending) setTimeout(pumpSwatches, data ? 0 : 100);  // the selection may have moved on meanwhile
+}
+
+function fillSwatches(id, data) {
   const box = $("swatches");
   box.textContent = "";
+  const row = editor.rows.get(id);
   for (const s of data.swatches) {
     const button = document.createElement("button");
-    button.title = `cluster ${s.cluster}`;
+    const key = s.cluster < 9 ? String(s.cluster + 1) : s.cluster === 9 ? "0" : "";
+    button.title = `cluster ${s.cluster}${key ? ` (key ${key})` : ""}`;
     button.dataset.cluster = String(s.cluster);
-    const row = editor.rows.get(id);
     if (row && s.cluster === row.cluster) button.classList.add("current");
     const img = document.createElement("img");
     img.src = `data:image/png;base64,${s.png}`;
     img.alt = `cluster ${s.cluster}`;
     button.appendChild(img);
+    if (key) {
+      const label = document.createElement("span");
+      label.className = "key";
+      label.textContent = key;
+      button.appendChild(label);
+    }
     button.addEventListener("click", () => edit({ op: "set_feature", instance: id, cluster: s.cluster }));
     box.appendChild(button);
   }
@@ -261,23 +475,53 @@ async function loadSwatches(id, classId) {
   box.dataset.version = String(editor.version);
 }
 
+function setCluster(cluster) {
+  const row = editor.rows.get(editor.selected);
+  const k = row ? editor.info.clusters[String(row.class)] || 0 : 0;
+  if (!row || !editor.info.uses_features) return;
+  if (cluster >= k) return showError(`${row.class_name} has ${k} clusters (keys 1-${Math.min(k, 9)}${k > 9 ? ", 0" : ""})`);
+  edit({ op: "set_feature", instance: row.id, cluster });
+}
+
+// ---------------------------------------------------------------------------- palette
+
 function buildPalette() {
   const box = $("palette");
-  for (const c of editor.info.classes) {
-    if (c.name.startsWith("class ") && !c.thing) continue;  // ids without a name in this label set
-    const button = document.createElement("button");
-    button.style.background = `rgb(${c.color.join(",")})`;
-    button.title = `${c.id} ${c.name}${c.thing ? " (object class)" : ""}`;
-    button.dataset.classId = String(c.id);
-    if (c.thing) button.classList.add("thing");
-    button.addEventListener("click", () => pickClass(c.id));
-    box.appendChild(button);
+  const groups = [["Objects (things)", (c) => c.thing], ["Regions (stuff)", (c) => !c.thing]];
+  for (const [title, member] of groups) {
+    const heading = document.createElement("h4");
+    heading.textContent = title;
+    const chips = document.createElement("div");
+    chips.className = "chips";
+    for (const c of editor.info.classes) {
+      if (!member(c) || (c.name.startsWith("class ") && !c.thing)) continue;  // ids without a name in this label set
+      const button = document.createElement("button");
+      const chip = document.createElement("span");
+      chip.className = "chip";
+      chip.style.background = `rgb(${editor.colours[c.id].join(",")})`;
+      button.append(chip, c.name);
+      button.title = `${c.id} ${c.name}${c.thing ? " (object class)" : " (stuff)"}`;
+      button.dataset.classId = String(c.id);
+      button.dataset.name = c.name.toLowerCase();
+      if (c.thing) button.classList.add("thing");
+      button.addEventListener("click", () => pickClass(c.id));
+      chips.appendChild(button);
+    }
+    box.append(heading, chips);
   }
+  $("class-search").addEventListener("input", filterPalette);
   highlightPalette();
 }
 
+function filterPalette() {
+  const query = $("class-search").value.trim().toLowerCase();
+  for (const b of $("palette").querySelectorAll("button")) {
+    b.hidden = Boolean(query) && !b.dataset.name.includes(query) && b.dataset.classId !== query;
+  }
+}
+
 function highlightPalette() {
-  for (const b of $("palette").children) {
+  for (const b of $("palette").querySelectorAll("button")) {
     b.classList.toggle("current", Number(b.dataset.classId) === editor.currentClass);
   }
   const c = editor.info.classes[editor.currentClass];
@@ -299,6 +543,7 @@ function tool() {
 }
 
 function mapPoint(event) {
+  // Client coordinates -> map pixel, through whatever zoom and pan the canvas is shown at.
   const canvas = $("label-canvas");
   const rect = canvas.getBoundingClientRect();
   const x = Math.floor(((event.clientX - rect.left) * canvas.width) / rect.width);
@@ -326,25 +571,49 @@ function isThing(classId) {
 }
 
 function onPointerDown(event) {
-  if (!editor.state || event.button !== 0) return;
+  if (!editor.state) return;
+  const canvas = $("label-canvas");
+  // preventDefault keeps the page from selecting text while dragging; it also keeps focus where
+  // it was, so the canvas takes it here: the shortcuts then act on the scene, not a text field.
   event.preventDefault();
-  $("label-canvas").setPointerCapture(event.pointerId);
+  canvas.focus({ preventScroll: true });
+  if (event.button === 1 || (event.button === 0 && event.altKey)) {
+    editor.gesture = { kind: "pan", cx: event.clientX, cy: event.clientY, panX: editor.view.panX, panY: editor.view.panY };
+    canvas.setPointerCapture(event.pointerId);
+    return;
+  }
+  if (event.button !== 0) return;
+  canvas.setPointerCapture(event.pointerId);
   const [y, x] = mapPoint(event);
   const t = tool();
-  if (t === "select") {
+  if (t.startsWith("add-") && !isThing(editor.currentClass)) {
+    return showError("pick an object class (round palette chips) to add objects");
+  }
+  if (t.endsWith("-fill")) {
+    edit({ op: t === "add-fill" ? "add_object" : "paint", class: editor.currentClass, fill: [y, x] });
+  } else if (t.endsWith("-polygon")) {
+    // Click the vertices; a double click, Enter or a click on the first vertex closes it; Esc cancels.
+    const g = editor.gesture && editor.gesture.kind === "polygon" ? editor.gesture : null;
+    if (!g) {
+      editor.gesture = { kind: "polygon", points: [[y, x]], hover: null };
+    } else {
+      const [fy, fx] = g.points[0];
+      const [ly, lx] = g.points[g.points.length - 1];
+      const closes = g.points.length >= 3 && Math.abs(fy - y) <= 1 && Math.abs(fx - x) <= 1;
+      if (!closes && (ly !== y || lx !== x)) g.points.push([y, x]);
+      if (closes || event.detail >= 2) return finishPolygon();
+    }
+    drawLabels();
+  } else if (t === "select") {
     const id = editor.inst[y * editor.state.width + x];
     editor.selected = id;
-    // Objects (ids >= 1000) can be dragged; stuff regions are only selected.
-    editor.gesture = id >= 1000 ? { kind: "move", y, x, dy: 0, dx: 0 } : null;
+    // Objects can be dragged; stuff regions are only selected.
+    editor.gesture = isObject(id) ? { kind: "move", y, x, dy: 0, dx: 0 } : null;
     drawLabels();
     showSelection();
   } else if (t === "add-rect") {
-    if (!isThing(editor.currentClass)) return showError("pick an object class (round palette buttons) to add objects");
     editor.gesture = { kind: "rect", y, x, rect: [y, x, y + 1, x + 1] };
   } else {
-    if (t === "add-brush" && !isThing(editor.currentClass)) {
-      return showError("pick an object class (round palette buttons) to add objects");
-    }
     const mask = new Uint8Array(editor.state.width * editor.state.height);
     const r = brushRadius();
     stampDisc(mask, y, x, r);
@@ -355,8 +624,25 @@ function onPointerDown(event) {
 
 function onPointerMove(event) {
   const g = editor.gesture;
-  if (!g) return;
+  if (!editor.state) return;
   const [y, x] = mapPoint(event);
+  showLegend(y, x);
+  if (!g) {
+    if (tool() === "paint" || tool() === "add-brush") drawBrushCursor(y, x);
+    return;
+  }
+  if (g.kind === "polygon") {
+    g.hover = [y, x];
+    drawLabels();
+    return;
+  }
+  if (g.kind === "pan") {
+    editor.view.panX = g.panX + event.clientX - g.cx;
+    editor.view.panY = g.panY + event.clientY - g.cy;
+    clampPan();
+    applyView();
+    return;
+  }
   if (g.kind === "move") {
     g.dy = y - g.y;
     g.dx = x - g.x;
@@ -375,7 +661,11 @@ function onPointerMove(event) {
 function onPointerUp() {
   const g = editor.gesture;
   editor.gesture = null;
-  if (!g) return;
+  if (g && g.kind === "polygon") {
+    editor.gesture = g;  // a polygon spans several clicks
+    return;
+  }
+  if (!g || g.kind === "pan") return;
   drawLabels();
   if (g.kind === "move") {
     if (g.dy || g.dx) edit({ op: "move", instance: editor.selected, by: [g.dy, g.dx] });
@@ -388,11 +678,68 @@ function onPointerUp() {
   }
 }
 
+function finishPolygon() {
+  const g = editor.gesture;
+  editor.gesture = null;
+  drawLabels();
+  if (!g || g.points.length < 3) return showError("a polygon needs 3 or more vertices");
+  const op = tool() === "add-polygon" ? "add_object" : "paint";
+  edit({ op, class: editor.currentClass, polygon: g.points });
+}
+
+function showLegend(y, x) {
+  // Legend on hover: the class and region under the pointer.
+  const id = editor.inst[y * editor.state.width + x];
+  const row = editor.rows.get(id);
+  $("legend").textContent = row ? `${row.class_name} #${id}${isObject(id) ? "" : " (stuff)"} at (${y}, ${x})` : "";
+}
+
+// ---------------------------------------------------------------------------- keyboard
+
+function objectAction(op) {
+  // Delete / flip / resize / nudge the selected object; for a stuff region, say why not.
+  const row = editor.rows.get(editor.selected);
+  if (!row) return;
+  if (!isObject(row.id)) return showError(OBJECT_OPS_REASON(row));
+  edit({ ...op, instance: row.id });
+}
+
+function onKey(e) {
+  const t = e.target;
+  const typing = (t.tagName === "INPUT" && !["radio", "checkbox", "button", "submit", "color"].includes(t.type)) ||
+                 t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable;
+  if (typing) return;  // text fields keep their own keys (Enter, Ctrl+Z, digits, Backspace)
+  const mod = e.ctrlKey || e.metaKey;
+  const key = e.key;
+  let handled = true;
+  const polygon = editor.gesture && editor.gesture.kind === "polygon";
+  if (polygon && key === "Enter") finishPolygon();
+  else if (polygon && key === "Escape") { editor.gesture = null; drawLabels(); }
+  else if (mod && key.toLowerCase() === "z") history(e.shiftKey ? "redo" : "undo");
+  else if (mod && key.toLowerCase() === "y") history("redo");
+  else if (mod || e.altKey) handled = false;
+  else if (key === "Delete" || key === "Backspace") objectAction({ op: "delete" });
+  else if (key === "f" || key === "F") objectAction({ op: "flip" });
+  else if (key === "+" || key === "=") objectAction({ op: "resize", scale: 1.25 });
+  else if (key === "-" || key === "_") objectAction({ op: "resize", scale: 0.8 });
+  else if (key.startsWith("Arrow")) {
+    const step = e.shiftKey ? 10 : 1;
+    const by = { ArrowUp: [-step, 0], ArrowDown: [step, 0], ArrowLeft: [0, -step], ArrowRight: [0, step] }[key];
+    objectAction({ op: "move", by });
+  } else if (/^[0-9]$/.test(key)) setCluster(key === "0" ? 9 : Number(key) - 1);
+  else if (key === "Escape") {
+    editor.selected = null;
+    if (editor.state) { drawLabels(); showSelection(); }
+  } else handled = false;
+  if (handled) e.preventDefault();
+}
+
 // ---------------------------------------------------------------------------- loading
 
 function loadIndex(index) {
   return enqueue(async () => {
     editor.selected = null;
+    editor.warnings = [];
     setState(await api("POST", "/api/scenes", { index, local: $("local").checked }));
   });
 }
@@ -406,16 +753,22 @@ function loadUpload() {
   if (inst) form.append("inst", inst);
   form.append("local", $("local").checked ? "true" : "false");
   return enqueue(async () => {
+    const data = await api("POST", "/api/scenes", form);
     editor.selected = null;
-    setState(await api("POST", "/api/scenes", form));
+    editor.warnings = (data.warnings || []).map((w) => `upload: ${w}`);
+    setState(data);
   });
 }
 
 const HINTS = {
-  "select": "click an object to select it, drag to move it",
+  "select": "click an object to select it, drag to move it; keys act on the selection",
   "paint": "drag to paint the chosen class",
   "add-rect": "drag a rectangle to add an object of the chosen class",
   "add-brush": "drag to draw a new object of the chosen class",
+  "paint-polygon": "click the vertices; double click, Enter or the first vertex closes; Esc cancels",
+  "add-polygon": "click the vertices of a new object; double click, Enter or the first vertex closes",
+  "paint-fill": "click a region: its connected part takes the chosen class",
+  "add-fill": "click a region: its connected part becomes a new object of the chosen class",
 };
 
 async function start() {
@@ -424,6 +777,7 @@ async function start() {
   } catch (err) {
     return showError(err.message);
   }
+  editor.colours = displayColours(editor.info.classes);
   buildPalette();
   const n = editor.info.test_scenes;
   if (n) $("scene-index").max = String(n - 1);
@@ -434,11 +788,34 @@ async function start() {
   canvas.addEventListener("pointermove", onPointerMove);
   canvas.addEventListener("pointerup", onPointerUp);
   canvas.addEventListener("pointercancel", () => { editor.gesture = null; drawLabels(); });
-  const selected = (op) => () => editor.selected !== null && edit({ ...op, instance: editor.selected });
-  $("delete").addEventListener("click", selected({ op: "delete" }));
-  $("flip").addEventListener("click", selected({ op: "flip" }));
-  $("shrink").addEventListener("click", selected({ op: "resize", scale: 0.8 }));
-  $("grow").addEventListener("click", selected({ op: "resize", scale: 1.25 }));
+  canvas.addEventListener("pointerleave", () => { $("legend").textContent = ""; if (!editor.gesture) drawBrushCursor(null); });
+  for (const stage of [$("label-stage"), $("image-stage")]) {
+    stage.addEventListener("wheel", (e) => { e.preventDefault(); zoomAt(Math.exp(-e.deltaY / 300), e.clientX, e.clientY, stage); },
+                           { passive: false });
+  }
+  // The image pans too (Alt+drag or the middle button); both views share one zoom and pan.
+  const image = $("image");
+  image.addEventListener("dragstart", (e) => e.preventDefault());
+  image.addEventListener("pointerdown", (e) => {
+    if (!editor.state || !(e.button === 1 || (e.button === 0 && e.altKey))) return;
+    e.preventDefault();
+    image.setPointerCapture(e.pointerId);
+    editor.gesture = { kind: "pan", cx: e.clientX, cy: e.clientY, panX: editor.view.panX, panY: editor.view.panY };
+  });
+  image.addEventListener("pointermove", (e) => {
+    const g = editor.gesture;
+    if (!g || g.kind !== "pan") return;
+    editor.view.panX = g.panX + e.clientX - g.cx;
+    editor.view.panY = g.panY + e.clientY - g.cy;
+    clampPan();
+    applyView();
+  });
+  image.addEventListener("pointerup", () => { if (editor.gesture && editor.gesture.kind === "pan") editor.gesture = null; });
+  $("zoom-reset").addEventListener("click", () => { Object.assign(editor.view, { zoom: 1, panX: 0, panY: 0 }); applyView(); });
+  $("delete").addEventListener("click", () => objectAction({ op: "delete" }));
+  $("flip").addEventListener("click", () => objectAction({ op: "flip" }));
+  $("shrink").addEventListener("click", () => objectAction({ op: "resize", scale: 0.8 }));
+  $("grow").addEventListener("click", () => objectAction({ op: "resize", scale: 1.25 }));
   $("random").addEventListener("click", () => {
     const row = editor.rows.get(editor.selected);
     const k = row ? editor.info.clusters[String(row.class)] || 0 : 0;
@@ -452,19 +829,17 @@ async function start() {
   $("local").addEventListener("change", () => setLocal($("local").checked));
   $("undo").addEventListener("click", () => history("undo"));
   $("redo").addEventListener("click", () => history("redo"));
+  $("dismiss").addEventListener("click", () => { $("error").textContent = ""; editor.warnings = []; showWarnings(); });
   for (const radio of document.querySelectorAll("input[name=tool]")) {
-    radio.addEventListener("change", () => { $("tool-hint").textContent = HINTS[tool()]; });
+    radio.addEventListener("change", () => {
+      $("tool-hint").textContent = HINTS[tool()];
+      if (editor.gesture && editor.gesture.kind === "polygon") editor.gesture = null;
+      if (editor.state) drawLabels();
+    });
   }
   $("tool-hint").textContent = HINTS[tool()];
-  document.addEventListener("keydown", (e) => {
-    if (e.target.tagName === "INPUT" && ["number", "text", "file"].includes(e.target.type)) return;  // typing
-    const mod = e.ctrlKey || e.metaKey;
-    if (mod && e.key.toLowerCase() === "z") { e.preventDefault(); history(e.shiftKey ? "redo" : "undo"); }
-    else if (mod && e.key.toLowerCase() === "y") { e.preventDefault(); history("redo"); }
-    else if ((e.key === "Delete" || e.key === "Backspace") && editor.selected !== null) {
-      edit({ op: "delete", instance: editor.selected });
-    }
-  });
+  document.addEventListener("keydown", onKey);
+  window.addEventListener("resize", layout);
   if (n) loadIndex(0);
 }
 
