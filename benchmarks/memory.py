@@ -28,7 +28,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="config file, e.g. configs/label2city_4k.py")
     p.add_argument("--devices", type=int, default=1, help="devices of the mesh (host CPU devices stand in)")
-    p.add_argument("--space", type=int, default=1, help="mesh.space: devices one image's height is split over")
+    p.add_argument("--space", type=int, default=0, help="mesh.space: devices one image's height is split over "
+                   "(default: the config's)")
     p.add_argument("--shard_params", action="store_true", help="mesh.shard_params: params and Adam moments split on data")
     p.add_argument("--compute_dtype", default="", help="model.compute_dtype (default: the config's)")
     p.add_argument("--remat", action="store_true", help="model.remat_blocks")
@@ -130,7 +131,8 @@ def plan(config, devices: Sequence[Any], *, height: int, width: int, batch: int 
 def planned_config(args: argparse.Namespace):
     """The config file with the planner's flags applied."""
     config = load_config(args.config)
-    config.mesh.space, config.mesh.shard_params = args.space, args.shard_params
+    config.mesh.space = args.space or config.mesh.space
+    config.mesh.shard_params = args.shard_params or config.mesh.shard_params
     config.model.conv_impl = args.conv_impl
     config.model.remat_blocks = args.remat or config.model.remat_blocks
     if args.compute_dtype:
