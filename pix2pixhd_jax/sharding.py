@@ -32,8 +32,8 @@ SHARDABLE_FIELDS = ("g_params", "g_opt_state", "d_params", "d_opt_state", "g_ema
 def make_mesh(devices: Optional[Sequence[jax.Device]] = None, space: int = 1) -> Mesh:
     """(data, space) mesh over all (or the given) devices; `space` devices share one image's height.
 
-    Devices are taken in order, so `space` consecutive devices form one image's group: on a pod
-    slice that keeps the halo exchanges on one host's chips when `space` divides the chips per host.
+    Devices are taken in order, so `space` consecutive devices form one image's group: with `space`
+    dividing each host's devices, one image's halo exchanges stay on one host's chips.
     """
     devices = list(devices) if devices is not None else jax.devices()
     if space < 1 or len(devices) % space:
@@ -42,9 +42,11 @@ def make_mesh(devices: Optional[Sequence[jax.Device]] = None, space: int = 1) ->
     if jax.process_count() > 1 and jax.local_device_count() % space:
         raise ValueError(f"mesh.space={space} must divide the {jax.local_device_count()} devices of each host, "
                          "so that one image's rows are read and exchanged within one host")
+    # In the given order (jax.devices() lists each host's devices together), not a topology-driven
+    # reordering: a `space` group must not straddle hosts.
+    grid = np.array(devices, dtype=object).reshape(len(devices) // space, space)
     auto = jax.sharding.AxisType.Auto
-    return jax.make_mesh((len(devices) // space, space), (DATA_AXIS, SPACE_AXIS), axis_types=(auto, auto),
-                         devices=devices)
+    return Mesh(grid, (DATA_AXIS, SPACE_AXIS), axis_types=(auto, auto))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
