@@ -22,12 +22,14 @@ def _init_state(config):
     return jax.jit(program.init)(jax.random.PRNGKey(config.seed))
 
 
-def test_the_4k_config_is_valid_and_splits_its_height_over_16_devices():
+def test_the_4k_config_is_valid_and_splits_its_height_over_8_and_16_devices():
     config = label2city_4k.get_config()
     run_config.validate(config)
     assert (config.model.netG, config.model.n_local_enhancers, config.data.loadSize) == ("local", 2, 4096)
     config.model.conv_impl = "lax"
-    sharding.check_spatial(2048, config.mesh.space, config.model, config.loss)
+    assert config.mesh.space == 8
+    for space in (8, 16):
+        sharding.check_spatial(2048, space, config.model, config.loss)
 
 
 def test_a_two_enhancer_g_takes_the_one_enhancer_run_by_name():
