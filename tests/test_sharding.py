@@ -161,3 +161,16 @@ def test_odd_heights_fail_naming_the_scale_and_the_fix():
         sharding.check_spatial(H, 4, m, l)
     with pytest.raises(ValueError, match="mesh.space=3 must .* divide the 8 devices"):
         sharding.make_mesh(space=3)
+
+
+def test_configs_saved_before_the_mesh_section_complete_to_one_image_per_device():
+    from configs import default
+    from pix2pixhd_jax import run_config
+
+    saved = default.get_config().to_dict()
+    del saved["mesh"]
+    done = run_config.complete(saved, default.get_config())
+    assert (done.mesh.space, done.mesh.shard_params) == (1, False)
+    done.mesh.space = 0
+    with pytest.raises(run_config.ConfigError, match="mesh.space=0"):
+        run_config.validate(done)
