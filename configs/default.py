@@ -154,5 +154,9 @@ def get_config() -> ml_collections.ConfigDict:
     ed.local_feather_px = 4  # then a linear blend to the previous image over this many pixels; beyond: unchanged
 
     config.num_devices = 0  # devices in the mesh (0 = all; a prefix of jax.devices() otherwise)
+    ms = config.mesh = ml_collections.ConfigDict()  # the (data x space) device mesh (sharding.py)
+    ms.space = 1  # devices one image's height is split over (a divisor of the devices, within a host); data = the rest
+    ms.shard_params = False  # store params, Adam moments and EMA split on the data axis (ZeRO/FSDP); XLA gathers each weight where used
+    ms.min_shard_size = 16384  # arrays with fewer elements stay replicated under shard_params (gathering them costs more than they hold)
     config.seed = 0  # parameter init and sampling seed
     return config

@@ -43,14 +43,19 @@ def with_learning_rate(opt_state, lr: jax.Array):
 
 
 def mask_frozen_trunk(g_grads: dict, frozen: jax.Array) -> dict:
-    """Zero the gradients of the LocalEnhancer's global trunk while `frozen` (niter_fix_global).
+    """Zero the gradients of all but the finest local enhancer while `frozen` (niter_fix_global).
 
-    With zero gradients and zero Adam moments the trunk's update is exactly zero, which is what
-    the official code gets by leaving the trunk out of the optimizer; the optimizer state keeps
-    one shape through all phases, so every checkpoint restores.
+    As the official code, which then optimises only `model{n_local_enhancers}` (and E): with one
+    enhancer the global trunk is frozen, with two (G3) the trunk and the first enhancer `enh1_*`.
+    The final output conv belongs to the finest enhancer and trains. With zero gradients and zero
+    Adam moments a frozen update is exactly zero, which is what the official code gets by leaving
+    those params out of the optimizer; the optimizer state keeps one shape through all phases, so
+    every checkpoint restores.
     """
     generator = g_grads["generator"]
     if "global_trunk" not in generator:
         return g_grads
-    trunk = jax.tree_util.tree_map(lambda g: jnp.where(frozen, jnp.zeros_like(g), g), generator["global_trunk"])
-    return {**g_grads, "generator": {**generator, "global_trunk": trunk}}
+    finest = max(int(k[3:].split("_")[0]) for k in generator if k.startswith("enh"))
+    is_frozen = lambda name: name == "global_trunk" or (name.startswith("enh") and int(name[3:].split("_")[0]) < finest)
+    zero = lambda tree: jax.tree_util.tree_map(lambda g: jnp.where(frozen, jnp.zeros_like(g), g), tree)
+    return {**g_grads, "generator": {k: zero(v) if is_frozen(k) else v for k, v in generator.items()}}

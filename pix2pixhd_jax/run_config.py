@@ -20,7 +20,7 @@ from pix2pixhd_jax.data.transforms import RESIZE_OR_CROP_MODES
 # loadSize / fineSize / synthetic size that mode uses), so their values are compared. Everything
 # else may change on resume: optimizer and schedule (optim.*, as the official --continue_train
 # allows), train.* (max_steps, intervals, keep_checkpoints), where the data lives (data.dataroot,
-# source, batch_size), eval.*, features.*, num_devices and seed.
+# source, batch_size), eval.*, features.*, num_devices, mesh.* (a checkpoint restores onto any mesh) and seed.
 RESUME_MUST_MATCH = ("model", "loss", "augment", "data.resize_or_crop")
 # Inside those sections, keys that pick how (not what) is computed, or where a file lives.
 RESUME_MAY_CHANGE = ("model.conv_impl", "model.upsample_impl", "model.remat_blocks", "model.compute_dtype",
@@ -196,6 +196,10 @@ def _validate_more(config: ml_collections.ConfigDict) -> None:
     _require(not unknown, "augment.policy", a.policy, "must be a comma list of 'color', 'translation', 'cutout'")
     for key in ("p_color", "p_translation", "p_cutout", "translation_ratio", "cutout_ratio"):
         _require(0 <= a[key] <= 1, f"augment.{key}", a[key], "must be in [0, 1]")
+    ms = config.mesh
+    _require(isinstance(ms.space, int) and ms.space >= 1, "mesh.space", ms.space,
+             "must be an integer >= 1 (devices one image's height is split over)")
+    _require(ms.min_shard_size >= 0, "mesh.min_shard_size", ms.min_shard_size, "must be >= 0")
     for key in ("local_margin_px", "local_feather_px"):
         v = config.editing[key]
         _require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"editing.{key}", v,

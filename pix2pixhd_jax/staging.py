@@ -26,11 +26,15 @@ def transfer_from_stage1(state: GANState, stage1: GANState) -> tuple[GANState, l
     Returns (state, copied leaf paths, freshly initialised leaf paths). Official naming puts
     scale{i} at the same absolute resolution in both pyramids, so scales map by name.
     """
-    has_trunk = any(k[:2] == ("generator", "global_trunk") for k in traverse_util.flatten_dict(state.g_params))
+    def has_trunk(g_params) -> bool:
+        return any(k[:2] == ("generator", "global_trunk") for k in traverse_util.flatten_dict(g_params))
+
+    # A global stage 1 (G1) lands in the trunk, its final out conv finding no partner; a local stage 1
+    # (the 1024p run under G3) keeps its names: trunk to trunk, enh1 to enh1.
+    into_trunk = has_trunk(state.g_params) and not has_trunk(stage1.g_params)
 
     def remap_g(path: tuple) -> tuple:
-        # Stage-1 G1 params land in the trunk; its final out conv finds no partner and is dropped.
-        return ("generator", "global_trunk") + path[1:] if has_trunk and path[0] == "generator" else path
+        return ("generator", "global_trunk") + path[1:] if into_trunk and path[0] == "generator" else path
 
     copied, fresh = [], []
 

@@ -141,13 +141,15 @@ def plan_run(config: ml_collections.ConfigDict) -> Plan:
     if config.num_devices > jax.device_count():
         raise run_config.ConfigError(f"num_devices={config.num_devices}: only {jax.device_count()} devices "
                                      "are available (0 = all of them)")
-    mesh = sharding.make_mesh(jax.devices()[: config.num_devices] if config.num_devices else None)
+    mesh = sharding.make_mesh(jax.devices()[: config.num_devices] if config.num_devices else None,
+                              space=config.mesh.space)
     sharding.check_global_batch(d_cfg.batch_size, mesh)
     n_proc = jax.process_count()
     if d_cfg.batch_size % n_proc:
         raise run_config.ConfigError(f"data.batch_size={d_cfg.batch_size} is not divisible by {n_proc} processes")
     source = inputs.train_source(config)
     height, width = inputs.example_size(source, inputs.transform_config(config), skip_bad=d_cfg.skip_bad_examples)
+    sharding.check_spatial(height, config.mesh.space, config.model, config.loss)
     local_batch = d_cfg.batch_size // n_proc
     steps_per_epoch = pipeline.steps_per_epoch(len(source), batch_size=local_batch, shard_count=n_proc)
     total_steps = total_steps_of(config, steps_per_epoch)
@@ -157,7 +159,8 @@ def plan_run(config: ml_collections.ConfigDict) -> Plan:
     vgg, vgg_vars = load_perceptual_net(config, mesh)
     program = build_program(config, vgg, height=height, width=width, steps_per_epoch=steps_per_epoch)
     abstract = jax.eval_shape(program.init, jax.random.PRNGKey(config.seed))
-    target = checkpointing.abstract_with_sharding(abstract, sharding.state_shardings(abstract, mesh))
+    state_sh = sharding.config_state_shardings(abstract, mesh, config.mesh)
+    target = checkpointing.abstract_with_sharding(abstract, state_sh)
     sizes = {k: sum(x.size for x in jax.tree_util.tree_leaves(getattr(abstract, k))) / 1e6
              for k in ("g_params", "d_params")}
     log.info("model: G %.2fM parameters, D %.2fM%s", sizes["g_params"], sizes["d_params"],
@@ -172,7 +175,8 @@ def compile_step(plan: Plan, state: Any, batch: dict) -> tuple[Callable, float]:
     The compile runs on a worker thread so that the main thread stays responsive: a Ctrl-C during it
     is noticed at once (the run then stops before its first step).
     """
-    lowered = sharding.jit_train_step(plan.program.step, plan.abstract, plan.mesh).lower(state, batch, plan.vgg_vars)
+    step = sharding.jit_train_step(plan.program.step, plan.abstract, plan.mesh, sharding.shardings_of(plan.target))
+    lowered = step.lower(state, batch, plan.vgg_vars)
     log.info("compiling the train step (XLA; typically tens of seconds on a CPU, longer for large models)")
     outcome: dict[str, Any] = {}
 
@@ -201,9 +205,10 @@ def restore_or_init(config: ml_collections.ConfigDict, plan: Plan, manager: Any,
         state, start = checkpointing.restore(manager, plan.target, data_iter, step=latest)
         log.info("state: resumed from step %d", start)
         return state, start
-    state = sharding.init_sharded(plan.program.init, plan.mesh, jax.random.PRNGKey(config.seed))
-    if config.train.init_from:
-        state = staging.init_from_stage1(state, config.train.init_from, plan.mesh, config)
+    state_sh = sharding.shardings_of(plan.target)
+    state = sharding.init_sharded(plan.program.init, plan.mesh, jax.random.PRNGKey(config.seed), shardings=state_sh)
+    if config.train.init_from:  # stage 1 restores replicated: back to this run's state shardings
+        state = jax.device_put(staging.init_from_stage1(state, config.train.init_from, plan.mesh, config), state_sh)
     log.info("state: initialised%s", f" from stage 1 in {config.train.init_from}" if config.train.init_from else "")
     return state, 0
 

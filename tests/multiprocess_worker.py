@@ -1,8 +1,9 @@
-"""One process of the multi-process training test: python multiprocess_worker.py PID NPROC PORT WORKDIR OUT."""
+"""One process of the multi-process training test: python multiprocess_worker.py PID NPROC PORT WORKDIR OUT [SPACE]."""
 import os
 import sys
 
 pid, nproc, port, workdir, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+space = int(sys.argv[6]) if len(sys.argv) > 6 else 1  # mesh.space: devices each image's rows are split over
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={8 // nproc}"
 os.environ["JAX_PLATFORMS"] = "cpu"
 
@@ -25,6 +26,8 @@ config.data.synthetic_num = 8
 config.data.serial_batches = True  # the same 8 examples form the global batch in both layouts
 config.data.no_flip = True  # flips are drawn per process shard, so they would differ between layouts
 config.optim.eps = 1e-3  # see test_train_step: keeps Adam smooth in noise-level gradients
+config.mesh.space = space
+config.model.conv_impl = "lax"  # both layouts alike; the CPU rewrites refuse space > 1
 # Step 1, then a restart that resumes from the multi-process checkpoint for step 2.
 for steps in (1, 2):
     config.train.max_steps = steps

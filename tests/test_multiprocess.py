@@ -1,4 +1,5 @@
-"""2 processes x 4 CPU devices (jax.distributed + gloo collectives) train like 1 process x 8 devices."""
+"""2 processes x 4 CPU devices (jax.distributed + gloo collectives), each image's rows split over 2 of a
+process's devices (mesh.space=2), train like 1 process x 8 devices splitting only the batch."""
 import json
 import os
 import socket
@@ -18,7 +19,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(nproc, tmp_path, name):
+def _launch(nproc, tmp_path, name, space=1):
     port = str(_free_port())
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     # The workers share the test session's compile cache and its unoptimised XLA setting.
@@ -26,7 +27,7 @@ def _launch(nproc, tmp_path, name):
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
                JAX_DISABLE_MOST_OPTIMIZATIONS="1" if jax.config.values["jax_disable_most_optimizations"] else "0")
     procs = [subprocess.Popen([sys.executable, WORKER, str(i), str(nproc), port, str(tmp_path / name),
-                               str(tmp_path / f"{name}.npz")], env=env, stdout=subprocess.PIPE,
+                               str(tmp_path / f"{name}.npz"), str(space)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(nproc)]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     for p, log in zip(procs, logs):
@@ -37,7 +38,7 @@ def _launch(nproc, tmp_path, name):
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     one = _launch(1, tmp_path, "one")
-    two = _launch(2, tmp_path, "two")
+    two = _launch(2, tmp_path, "two", space=2)
     assert len(one[0].files) == len(two[0].files) > 0
     # After step 1: float32 agreement (the all-reduce sums in another order).
     scale = max(float(np.abs(one[0][k]).max()) for k in one[0].files)
