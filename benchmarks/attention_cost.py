@@ -16,21 +16,21 @@ at --step_size with no attention, and full / pooled / window attention at D's fi
 """
 from __future__ import annotations
 
-from pix2pixhd_jax.cli import process  # noqa: F401,E402  (sets XLA flags before JAX starts)
+from pix2pixhd_jax.cli import process
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Callable, Optional  # noqa: E402
+import argparse
+import json
+import statistics
+import time
+from typing import Any, Callable, Optional
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
+import jax
+import jax.numpy as jnp
+import ml_collections
 
-from benchmarks import harness  # noqa: E402
-from pix2pixhd_jax.models.attention import AttentionConfig  # noqa: E402
-from pix2pixhd_jax.models.discriminator import NLayerDiscriminator  # noqa: E402
+from benchmarks import harness
+from pix2pixhd_jax.models.attention import AttentionConfig
+from pix2pixhd_jax.models.discriminator import NLayerDiscriminator
 
 D_FORMS = {"none": None, "full": AttentionConfig("full"), "pooled4": AttentionConfig("pooled", pool=4),
            "pooled8": AttentionConfig("pooled", pool=8), "window16": AttentionConfig("window", window=16)}
@@ -168,4 +168,5 @@ def main(argv=None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
+    process.setup()  # XLA flags before the first computation
     main()

@@ -16,20 +16,20 @@ like its train.py), which also gives each its own peak RSS (getrusage; ours incl
 """
 from __future__ import annotations
 
-from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX starts)
-from pix2pixhd_jax import host_memory  # noqa: E402
+from pix2pixhd_jax.cli import process
+from pix2pixhd_jax import host_memory
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness
 
 
 def torch_vgg19_slices(torch):
@@ -241,4 +241,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    process.setup()  # XLA flags before the first computation
     main()

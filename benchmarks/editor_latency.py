@@ -42,19 +42,19 @@ import tempfile
 import threading
 import time
 
-from pix2pixhd_jax.cli import process  # noqa: F401,E402  (sets XLA flags before JAX starts)
+from pix2pixhd_jax.cli import process
 
-import httpx  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import httpx
+import jax
+import numpy as np
+from PIL import Image
 
-from pix2pixhd_jax import checkpointing, features as features_lib  # noqa: E402
-from pix2pixhd_jax.data.synthetic import generate_example  # noqa: E402
-from pix2pixhd_jax.inference import Synthesizer  # noqa: E402
-from pix2pixhd_jax.models.factory import build as make_networks  # noqa: E402
-from pix2pixhd_jax.optim import make_optimizers  # noqa: E402
-from pix2pixhd_jax.train_step import make_init_fn  # noqa: E402
+from pix2pixhd_jax import checkpointing, features as features_lib
+from pix2pixhd_jax.data.synthetic import generate_example
+from pix2pixhd_jax.inference import Synthesizer
+from pix2pixhd_jax.models.factory import build as make_networks
+from pix2pixhd_jax.optim import make_optimizers
+from pix2pixhd_jax.train_step import make_init_fn
 
 
 def init_workdir(path: str) -> str:
@@ -235,4 +235,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    process.setup()  # XLA flags before the first computation
     sys.exit(main())

@@ -31,11 +31,11 @@ import json
 import os
 import time
 
-from pix2pixhd_jax.cli import process  # noqa: F401,E402  (sets XLA flags before JAX starts)
+from pix2pixhd_jax.cli import process
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness
 
 
 def train_config(args):
@@ -208,4 +208,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    process.setup()  # XLA flags before the first computation
     main()

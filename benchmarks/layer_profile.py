@@ -14,17 +14,17 @@ losses, the three D passes and XLA's fusion across layers).
 """
 from __future__ import annotations
 
-from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX starts)
-from pix2pixhd_jax import host_memory  # noqa: E402
+from pix2pixhd_jax.cli import process
+from pix2pixhd_jax import host_memory
 
-import argparse  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+import argparse
+from typing import Any, Callable
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness
 
 
 def _normal(rng: np.random.Generator, shape: tuple) -> np.ndarray:
@@ -185,4 +185,5 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
+    process.setup()  # XLA flags before the first computation
     main()

@@ -157,8 +157,10 @@ def report(result: dict[str, Any], config) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     set_host_devices(args.devices)
-    from pix2pixhd_jax.cli import process  # noqa: F401  (XLA flags before JAX starts)
+    from pix2pixhd_jax.cli import process
     import jax
+
+    process.setup()  # XLA flags (and the host device count above) before the first computation
 
     config = planned_config(args)
     from pix2pixhd_jax import run_config

@@ -13,22 +13,22 @@ printed beside the step's wall time rather than assumed equal to it.
 """
 from __future__ import annotations
 
-from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX starts)
-from pix2pixhd_jax import host_memory  # noqa: E402
-from benchmarks import harness  # noqa: E402
+from pix2pixhd_jax.cli import process
+from pix2pixhd_jax import host_memory
+from benchmarks import harness
 
-import argparse  # noqa: E402
-import collections  # noqa: E402
-import glob  # noqa: E402
-import gzip  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import tempfile
+import time
+from typing import Any
 
-import jax  # noqa: E402
+import jax
 
 # Scopes Flax and optax leave in op_name metadata, first match wins.
 FAMILIES = (("VGG", "VGG"), ("Discriminator", "D"), ("Encoder", "E"), ("Generator", "G"), ("LocalEnhancer", "G"),
@@ -157,4 +157,5 @@ def main(argv=None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    process.setup()  # XLA flags before the first computation
     main()

@@ -16,17 +16,17 @@ Results go to <out>/<suite>.json and <out>/<suite>.md and the table is printed.
 """
 from __future__ import annotations
 
-from pix2pixhd_jax.cli import process  # noqa: E402  (sets XLA flags before JAX starts)
-from pix2pixhd_jax import host_memory  # noqa: E402
-from benchmarks import harness  # noqa: E402
+from pix2pixhd_jax.cli import process
+from pix2pixhd_jax import host_memory
+from benchmarks import harness
 
-import argparse  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import traceback  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import traceback
+from typing import Any
 
 
 SUITES = ("train", "infer", "data")
@@ -183,4 +183,5 @@ def main(argv=None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
+    process.setup()  # XLA flags before the first computation
     main()

@@ -12,14 +12,14 @@ import argparse
 import json
 from typing import Any, Optional, Sequence
 
-from pix2pixhd_jax.cli import process  # noqa: F401  (XLA flags before JAX starts)
+from pix2pixhd_jax.cli import process
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
-from benchmarks import harness  # noqa: E402
-from pix2pixhd_jax.models import factory  # noqa: E402
-from pix2pixhd_jax.models.layers import UPSAMPLE_LAYERS  # noqa: E402
+from benchmarks import harness
+from pix2pixhd_jax.models import factory
+from pix2pixhd_jax.models.layers import UPSAMPLE_LAYERS
 
 
 def g_grad_fn(config, layer: str, x: jax.Array):
@@ -60,4 +60,5 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
+    process.setup()  # XLA flags before the first computation
     main()

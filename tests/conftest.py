@@ -1,19 +1,20 @@
 """Test session set-up: 8 fake CPU devices, the package's process set-up, a persistent compile cache.
 
-The device count must be in XLA_FLAGS before JAX starts; `pix2pixhd_jax.cli.process` adds the CPU
-convolution flag every command uses. Compiled programs are cached on disk, so the many tests that
+The device count must be in XLA_FLAGS before JAX starts its backend (importing JAX starts none);
+`process.setup()` adds the CPU convolution flag every command uses. Compiled programs are cached on disk, so the many tests that
 build the same tiny networks compile them once per machine (PIX2PIXHD_TEST_CACHE moves the cache),
 and XLA's optimisation passes are off (PIX2PIXHD_TEST_XLA_OPT=1 turns them on).
 """
 import os
 import tempfile
 
+import jax
+
+from pix2pixhd_jax.cli import process
+
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-from pix2pixhd_jax.cli import process  # noqa: E402,F401  (XLA flags before JAX starts)
-
-import jax  # noqa: E402
+process.setup()
 
 CACHE_DIR = os.environ.get("PIX2PIXHD_TEST_CACHE", os.path.join(tempfile.gettempdir(), "pix2pixhd_jax_test_xla_cache"))
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from configs import tiny_test  # noqa: E402
-from pix2pixhd_jax import checkpointing  # noqa: E402
-from pix2pixhd_jax.optim import make_optimizers  # noqa: E402
-from pix2pixhd_jax.models.factory import build as make_networks  # noqa: E402
-from pix2pixhd_jax.train_step import make_init_fn  # noqa: E402
+from configs import tiny_test
+from pix2pixhd_jax import checkpointing
+from pix2pixhd_jax.optim import make_optimizers
+from pix2pixhd_jax.models.factory import build as make_networks
+from pix2pixhd_jax.train_step import make_init_fn
 
 
 def feature_config(**features):

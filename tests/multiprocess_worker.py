@@ -2,22 +2,21 @@
 import os
 import sys
 
+import jax
+import numpy as np
+
+from configs import tiny_test
+from pix2pixhd_jax import train
+from pix2pixhd_jax.cli import process
+
 pid, nproc, port, workdir, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 space = int(sys.argv[6]) if len(sys.argv) > 6 else 1  # mesh.space: devices each image's rows are split over
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={8 // nproc}"
 os.environ["JAX_PLATFORMS"] = "cpu"
-
-from pix2pixhd_jax.cli import process  # noqa: E402,F401  (XLA flags before JAX starts)
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
+process.setup()
 jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
 if nproc > 1:
     jax.distributed.initialize(f"localhost:{port}", nproc, pid)
-
-from configs import tiny_test  # noqa: E402
-from pix2pixhd_jax import train  # noqa: E402
 
 config = tiny_test.get_config()
 config.num_devices = 0  # all 8 devices of all processes

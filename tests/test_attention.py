@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from configs import tiny_test  # noqa: E402
-from pix2pixhd_jax.models import factory  # noqa: E402
-from pix2pixhd_jax.models.attention import AttentionConfig, SelfAttention, window_attention  # noqa: E402
-from pix2pixhd_jax.models.discriminator import MultiscaleDiscriminator  # noqa: E402
-from pix2pixhd_jax.models.generator import GlobalGenerator  # noqa: E402
+from configs import tiny_test
+from pix2pixhd_jax.models import factory
+from pix2pixhd_jax.models.attention import AttentionConfig, SelfAttention, window_attention
+from pix2pixhd_jax.models.discriminator import MultiscaleDiscriminator
+from pix2pixhd_jax.models.generator import GlobalGenerator
 
 # Values never depend on the init RNG here; 'rbg' initialisers compile faster than threefry's.
 KEY = jax.random.key(1, impl="rbg")

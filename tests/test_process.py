@@ -1,4 +1,5 @@
 """Process set-up: XLA:CPU temporaries stay in the heap between calls, and release_freed hands one-off garbage back."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -7,9 +8,10 @@ import pytest
 
 PROBE = textwrap.dedent("""
     import resource, sys
-    from pix2pixhd_jax.cli import process  # XLA flags first
+    from pix2pixhd_jax.cli import process
     from pix2pixhd_jax import host_memory
     import jax, jax.numpy as jnp
+    process.setup()
     applied = host_memory.keep_temporaries_resident() if sys.argv[1] == "keep" else False
 
     @jax.jit
@@ -50,8 +52,9 @@ def test_temporaries_are_reused_instead_of_faulted_in_every_call():
 
 RELEASE_PROBE = textwrap.dedent("""
     import numpy as np
-    from pix2pixhd_jax.cli import process  # XLA flags first
+    from pix2pixhd_jax.cli import process
     from pix2pixhd_jax import host_memory
+    process.setup()
     host_memory.keep_temporaries_resident()
 
     def resident_mb():
@@ -72,3 +75,25 @@ def test_release_freed_hands_kept_heap_memory_back():
     released, dropped_mb = out.stdout.split()
     assert released == "True"
     assert int(dropped_mb) > 200, out.stdout  # the freed 256 MB block was still resident until the release
+
+
+IMPORT_PROBE = textwrap.dedent("""
+    import importlib, os, pkgutil
+    import benchmarks, pix2pixhd_jax
+    for package in (pix2pixhd_jax, benchmarks):
+        for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            importlib.import_module(module.name)
+    from pix2pixhd_jax.cli import process
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=3"
+    process.setup()
+    import jax
+    print(jax.device_count(), process.CPU_CONV_FLAG in os.environ["XLA_FLAGS"])
+""")
+
+
+def test_importing_every_module_starts_no_backend_so_setup_is_a_call_not_an_import_order():
+    """Flags set after importing the whole package and the benchmarks still reach XLA (issue 27)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, timeout=300,
+                         check=True, env={**env, "JAX_PLATFORMS": "cpu"})
+    assert out.stdout.split() == ["3", "True"], out.stdout + out.stderr[-2000:]

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from configs import pix2pixhd_pp, synthetic_demo, tiny_test  # noqa: E402
-from pix2pixhd_jax import augment, checkpointing, losses  # noqa: E402
-from pix2pixhd_jax.optim import make_optimizers  # noqa: E402
-from pix2pixhd_jax.state import GANState, ema_decay_at, ema_update, inference_params  # noqa: E402
-from pix2pixhd_jax.models.factory import build as make_networks, label_encoding  # noqa: E402
-from pix2pixhd_jax.train_step import make_init_fn, make_train_step  # noqa: E402
+from configs import pix2pixhd_pp, synthetic_demo, tiny_test
+from pix2pixhd_jax import augment, checkpointing, losses
+from pix2pixhd_jax.optim import make_optimizers
+from pix2pixhd_jax.state import GANState, ema_decay_at, ema_update, inference_params
+from pix2pixhd_jax.models.factory import build as make_networks, label_encoding
+from pix2pixhd_jax.train_step import make_init_fn, make_train_step
 
 H, W = 16, 24
 # Tests below compare runs with each other, never with fixed numbers. Compilation is most of their

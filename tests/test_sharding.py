@@ -2,7 +2,6 @@
 one device's step; odd heights fail with the scale named; checkpoints move between mesh shapes."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

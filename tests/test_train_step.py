@@ -6,13 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import tiny_test  # noqa: E402
-from pix2pixhd_jax import losses, sharding  # noqa: E402
-from pix2pixhd_jax.models.vgg import load_vgg  # noqa: E402
-from pix2pixhd_jax.optim import make_optimizers  # noqa: E402
-from pix2pixhd_jax.models.factory import build as make_networks, encode, generate, label_encoding  # noqa: E402
-from pix2pixhd_jax.semantics import instance_average_pool, region_sizes  # noqa: E402
-from pix2pixhd_jax.train_step import make_init_fn, make_train_step  # noqa: E402
+from configs import tiny_test
+from pix2pixhd_jax import losses, sharding
+from pix2pixhd_jax.models.vgg import load_vgg
+from pix2pixhd_jax.optim import make_optimizers
+from pix2pixhd_jax.models.factory import build as make_networks, encode, generate, label_encoding
+from pix2pixhd_jax.semantics import instance_average_pool, region_sizes
+from pix2pixhd_jax.train_step import make_init_fn, make_train_step
 
 H, W = 16, 24
 

@@ -14,12 +14,12 @@ from typing import Optional, Sequence
 
 from pix2pixhd_jax.cli import process
 
-import jax  # noqa: E402  (after process: XLA flags first)
-from absl import flags  # noqa: E402
+import jax
+from absl import flags
 
-from pix2pixhd_jax import storage  # noqa: E402
-from pix2pixhd_jax.compat.convert import convert, parse_options  # noqa: E402
-from pix2pixhd_jax.compat.official import NETS  # noqa: E402
+from pix2pixhd_jax import storage
+from pix2pixhd_jax.compat.convert import convert, parse_options
+from pix2pixhd_jax.compat.official import NETS
 
 
 def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:

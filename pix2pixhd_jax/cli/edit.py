@@ -26,14 +26,14 @@ from typing import Optional, Sequence
 
 from pix2pixhd_jax.cli import process
 
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from absl import flags
+from PIL import Image
 
-from pix2pixhd_jax import inputs, storage, visualize  # noqa: E402
-from pix2pixhd_jax.editing import vocabulary  # noqa: E402
-from pix2pixhd_jax.editing.vocabulary import Editor  # noqa: E402
-from pix2pixhd_jax.inference import Synthesizer  # noqa: E402
+from pix2pixhd_jax import inputs, storage, visualize
+from pix2pixhd_jax.editing import vocabulary
+from pix2pixhd_jax.editing.vocabulary import Editor
+from pix2pixhd_jax.inference import Synthesizer
 
 
 def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:

@@ -17,11 +17,11 @@ from typing import Optional, Sequence
 
 from pix2pixhd_jax.cli import process
 
-import uvicorn  # noqa: E402
-from absl import flags  # noqa: E402
+import uvicorn
+from absl import flags
 
-from pix2pixhd_jax.editing.server.app import ApiError, Limits, host_pattern, make_app  # noqa: E402
-from pix2pixhd_jax.inference import Synthesizer  # noqa: E402
+from pix2pixhd_jax.editing.server.app import ApiError, Limits, host_pattern, make_app
+from pix2pixhd_jax.inference import Synthesizer
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 

@@ -10,9 +10,9 @@ from typing import Optional, Sequence
 
 from pix2pixhd_jax.cli import process
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from pix2pixhd_jax.inference import Synthesizer, encode_feature_bank  # noqa: E402
+from pix2pixhd_jax.inference import Synthesizer, encode_feature_bank
 
 
 def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:

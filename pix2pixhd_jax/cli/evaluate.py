@@ -16,13 +16,13 @@ from typing import Optional, Sequence
 
 from pix2pixhd_jax.cli import process
 
-import jax  # noqa: E402  (after process: XLA flags first)
-from absl import flags  # noqa: E402
+import jax
+from absl import flags
 
-from pix2pixhd_jax import inputs, storage  # noqa: E402
-from pix2pixhd_jax.evaluation import evaluate, fid  # noqa: E402
-from pix2pixhd_jax.inference import Synthesizer  # noqa: E402
-from pix2pixhd_jax.models import factory  # noqa: E402
+from pix2pixhd_jax import inputs, storage
+from pix2pixhd_jax.evaluation import evaluate, fid
+from pix2pixhd_jax.inference import Synthesizer
+from pix2pixhd_jax.models import factory
 
 
 def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:

@@ -1,9 +1,11 @@
 """Process set-up shared by every command: XLA flags, logging, distributed init, flags, errors.
 
-Import this module before anything imports JAX: XLA reads its flags once, when the backend starts.
-On CPU, jaxlib routes convolutions to YNNPACK by default, which is several times slower than XLA's
-own Eigen convolutions for this model's shapes; the flag below keeps convolutions on Eigen (it is
-ignored by the GPU and TPU backends).
+`setup()` sets the XLA flags every process needs; `run_command` calls it first, and scripts that
+are not commands (benchmarks, test workers) call it themselves. XLA reads its flags once, when the
+first computation starts its backend; importing JAX, flax or this package starts none (tests/
+test_process.py checks it), so the import order does not matter. On CPU, jaxlib routes convolutions
+to YNNPACK by default, which is several times slower than XLA's own Eigen convolutions for this
+model's shapes; CPU_CONV_FLAG keeps convolutions on Eigen (GPU and TPU backends ignore it).
 
 Every command is `main(argv) -> int`, built with `run_command`: absl flags on a fresh FlagValues
 (so commands can run in-process side by side, as the tests do), `--help` that exits 0, one-line
@@ -12,7 +14,21 @@ and `--print_config` for the commands that take a config.
 """
 from __future__ import annotations
 
+import difflib
+import importlib.util
+import logging
 import os
+import sys
+import threading
+from typing import Callable, Optional, Sequence
+
+import jax
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from configs import default as configs_default  # installed with the package
+from pix2pixhd_jax import run_config, storage, workdir_lease
 
 CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
@@ -24,23 +40,9 @@ def add_xla_flags(*flags_: str) -> None:
     os.environ["XLA_FLAGS"] = " ".join([current, *extra]).strip()
 
 
-add_xla_flags(CPU_CONV_FLAG)
-
-import difflib  # noqa: E402
-import importlib.util  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-from typing import Callable, Optional, Sequence  # noqa: E402
-
-import jax  # noqa: E402
-import ml_collections  # noqa: E402
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from configs import default as configs_default  # noqa: E402  (installed with the package)
-
-from pix2pixhd_jax import run_config, storage, workdir_lease  # noqa: E402
+def setup() -> None:
+    """The process-wide settings every command needs; call before the first JAX computation."""
+    add_xla_flags(CPU_CONV_FLAG)
 
 # Errors a user can fix from the message alone: printed as one line (set this variable for a traceback).
 TRACEBACK_ENV = "PIX2PIXHD_TRACEBACK"
@@ -204,6 +206,7 @@ def loaded_config(fv: flags.FlagValues) -> ml_collections.ConfigDict:
 def run_command(define: Callable[[flags.FlagValues, Sequence[str]], None], body: Callable[[flags.FlagValues], Optional[int]],
                 argv: Optional[Sequence[str]], doc: str, *, verbose_logs: bool = False) -> int:
     """Parse flags, set up the process, run body; user errors become one line and a non-zero status."""
+    setup()
     argv = list(sys.argv if argv is None else argv)
     fv = flags.FlagValues()
     define(fv, argv)

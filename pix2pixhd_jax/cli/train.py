@@ -15,11 +15,11 @@ from typing import Optional, Sequence
 
 from pix2pixhd_jax.cli import process
 
-import jax  # noqa: E402  (after process: XLA flags first)
-from absl import flags  # noqa: E402
+import jax
+from absl import flags
 
-from pix2pixhd_jax import host_memory, run_config, stopping, storage  # noqa: E402
-from pix2pixhd_jax.run_folder import RunFolder  # noqa: E402
+from pix2pixhd_jax import host_memory, run_config, stopping, storage
+from pix2pixhd_jax.run_folder import RunFolder
 
 log = logging.getLogger("pix2pixhd_jax.cli.train")
 

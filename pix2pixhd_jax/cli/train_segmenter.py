@@ -14,10 +14,10 @@ from typing import Optional, Sequence
 
 from pix2pixhd_jax.cli import process
 
-from absl import flags  # noqa: E402
+from absl import flags
 
-from pix2pixhd_jax import run_config  # noqa: E402
-from pix2pixhd_jax.evaluation.segmenter_training import train_segmenter  # noqa: E402
+from pix2pixhd_jax import run_config
+from pix2pixhd_jax.evaluation.segmenter_training import train_segmenter
 
 
 def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
