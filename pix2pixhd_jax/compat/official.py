@@ -107,7 +107,7 @@ def build_module(net: str, **options: Any) -> tuple[nn.Module, list[Unit], tuple
     if net == "global":
         input_nc = pop("input_nc", 36)
         n_down, n_blocks = pop("n_downsample_global", 4), pop("n_blocks_global", 9)
-        module = GlobalGenerator(pop("output_nc", 3), pop("ngf", 64), n_down, n_blocks, norm)
+        module = GlobalGenerator(pop("output_nc", 3), pop("ngf", 64), n_down, n_blocks, norm=norm)
         units = _global_units("model", (), n_down, n_blocks, with_out=True)
         side = 2**n_down
         inputs = (jax.ShapeDtypeStruct((1, side, side, input_nc), jnp.float32),)
@@ -115,19 +115,20 @@ def build_module(net: str, **options: Any) -> tuple[nn.Module, list[Unit], tuple
         input_nc = pop("input_nc", 36)
         n_down, n_blocks = pop("n_downsample_global", 4), pop("n_blocks_global", 9)
         n_local, n_blocks_local = pop("n_local_enhancers", 1), pop("n_blocks_local", 3)
-        module = LocalEnhancer(pop("output_nc", 3), pop("ngf", 32), n_down, n_blocks, n_local, n_blocks_local, norm)
+        module = LocalEnhancer(pop("output_nc", 3), pop("ngf", 32), n_down, n_blocks, n_local, n_blocks_local,
+                               norm=norm)
         units = _local_units(n_down, n_blocks, n_local, n_blocks_local)
         side = 2 ** (n_down + n_local)
         inputs = (jax.ShapeDtypeStruct((1, side, side, input_nc), jnp.float32),)
     elif net == "D":
         input_nc = pop("input_nc", 39)
         n_layers, num_D, interm = pop("n_layers_D", 3), pop("num_D", 2), pop("getIntermFeat", True)
-        module = MultiscaleDiscriminator(pop("ndf", 64), n_layers, num_D, norm, interm)
+        module = MultiscaleDiscriminator(pop("ndf", 64), n_layers, num_D, norm=norm, get_interm_feat=interm)
         units = _d_units(n_layers, num_D, interm)
         inputs = (jax.ShapeDtypeStruct((1, 32, 32, input_nc), jnp.float32),)
     elif net == "E":
         image_nc, n_down = pop("output_nc", 3), pop("n_downsample_E", 4)
-        module = Encoder(pop("feat_num", 3), pop("nef", 16), n_down, norm)
+        module = Encoder(pop("feat_num", 3), pop("nef", 16), n_down, norm=norm)
         units = _global_units("model", ("net",), n_down, 0, with_out=True)
         side = 2**n_down
         inputs = (jax.ShapeDtypeStruct((1, side, side, image_nc), jnp.float32),

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pix2pixhd_jax.models.layers import Array, Conv, Dtype
+from pix2pixhd_jax.models.layers import Array, ConvOptions
 
 FORMS = ("full", "pooled", "window")
 
@@ -92,7 +92,7 @@ def window_attention(q: Array, k: Array, v: Array, win: int) -> Array:
     return _from_windows(out, b, h + ph, w + pw, win)[:, :h, :w]
 
 
-class SelfAttention(nn.Module):
+class SelfAttention(ConvOptions):
     """x + gate * out(attention(q(x), k(x), v(x))); gate starts at 0 (identity at init).
 
     Submodules `query`, `key`, `value`, `out` (1x1 convs, spectrally normalised with the host
@@ -100,18 +100,13 @@ class SelfAttention(nn.Module):
     """
 
     config: AttentionConfig = AttentionConfig()
-    spectral_norm: bool = False
-    init_std: float = 0.02
-    dtype: Dtype = jnp.float32
-    conv_impl: str = "auto"  # computational form of the 1x1 convs (conv_rewrites.py)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         cfg = self.config
         b, h, w, c = x.shape
         c_qk, c_v = max(1, c // cfg.reduction), max(1, c // 2)
-        conv = lambda f, name: Conv(f, 1, init_std=self.init_std, spectral_norm=self.spectral_norm, dtype=self.dtype,
-                                    conv_impl=self.conv_impl, name=name)
+        conv = lambda f, name: self.conv(f, 1, name=name)
         q, k, v = conv(c_qk, "query")(x, train), conv(c_qk, "key")(x, train), conv(c_v, "value")(x, train)
         if cfg.form == "window":
             o = window_attention(q, k, v, cfg.window)

@@ -1,19 +1,20 @@
 """PatchGAN discriminators and the multi-scale pyramid, returning every intermediate feature."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from pix2pixhd_jax.models.attention import AttentionConfig, SelfAttention
-from pix2pixhd_jax.models.layers import Array, Conv, Dtype, Norm, avg_pool_3x3_s2
+from pix2pixhd_jax.models.layers import Array, LayerOptions, avg_pool_3x3_s2
 
 # Official kw=4, padw=ceil((4-1)/2)=2: every D conv is 4x4 with zero padding 2.
 _KERNEL, _PAD = 4, 2
 
 
-class NLayerDiscriminator(nn.Module):
+class NLayerDiscriminator(LayerOptions):
     """PatchGAN: n_layers_D strided 4x4 convs, one stride-1 conv, a 1-channel score conv.
 
     Returns the list of n_layers_D + 2 outputs (features of every group, scores last); with
@@ -24,20 +25,15 @@ class NLayerDiscriminator(nn.Module):
 
     ndf: int = 64
     n_layers_D: int = 3
-    norm: str = "instance"
+    _: dataclasses.KW_ONLY
     get_interm_feat: bool = True
     max_features: int = 512
-    spectral_norm: bool = False
-    init_std: float = 0.02
-    dtype: Dtype = jnp.float32
     attention: Optional[AttentionConfig] = None
     attention_after_layer: int = 2
-    conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> list[Array]:
-        conv = lambda f, s, name: Conv(f, _KERNEL, s, _PAD, self.init_std, self.spectral_norm, self.dtype,
-                                       self.conv_impl, name=name)
+        conv = lambda f, s, name: self.conv(f, _KERNEL, stride=s, padding=_PAD, name=name)
         if self.attention is not None and not 0 <= self.attention_after_layer <= self.n_layers_D:
             raise ValueError(f"model.d_attention_after_layer={self.attention_after_layer} is not a feature layer of a "
                              f"PatchGAN with n_layers_D={self.n_layers_D} (0..{self.n_layers_D})")
@@ -45,8 +41,7 @@ class NLayerDiscriminator(nn.Module):
         def maybe_attend(j: int, x: Array) -> Array:
             if self.attention is None or j != self.attention_after_layer:
                 return x
-            return SelfAttention(self.attention, self.spectral_norm, self.init_std, self.dtype, self.conv_impl,
-                                 name="attn")(x, train)
+            return SelfAttention(self.attention, name="attn", **self.conv_options)(x, train)
 
         feats = []
         x = maybe_attend(0, nn.leaky_relu(conv(self.ndf, 2, "layer0")(x, train), 0.2))
@@ -56,7 +51,7 @@ class NLayerDiscriminator(nn.Module):
             nf = min(nf * 2, self.max_features)
             stride = 2 if n < self.n_layers_D else 1
             x = conv(nf, stride, f"layer{n}")(x, train)
-            x = nn.leaky_relu(Norm(self.norm, self.dtype, self.conv_impl, name=f"layer{n}_norm")(x, train), 0.2)
+            x = nn.leaky_relu(self.norm_layer(f"layer{n}_norm")(x, train), 0.2)
             x = maybe_attend(n, x)
             feats.append(x)
         scores = conv(1, 1, f"layer{self.n_layers_D + 1}")(x, train).astype(jnp.float32)
@@ -64,7 +59,7 @@ class NLayerDiscriminator(nn.Module):
         return feats if self.get_interm_feat else [scores]
 
 
-class MultiscaleDiscriminator(nn.Module):
+class MultiscaleDiscriminator(LayerOptions):
     """num_D independent PatchGANs on the input average-pooled 0, 1, ... times.
 
     Output: list per scale, finest first, of each scale's feature list (scores last). As in the
@@ -76,15 +71,11 @@ class MultiscaleDiscriminator(nn.Module):
     ndf: int = 64
     n_layers_D: int = 3
     num_D: int = 3
-    norm: str = "instance"
+    _: dataclasses.KW_ONLY
     get_interm_feat: bool = True
-    spectral_norm: bool = False
-    init_std: float = 0.02
-    dtype: Dtype = jnp.float32
     attention: Optional[AttentionConfig] = None
     attention_scales: tuple[int, ...] = ()
     attention_after_layer: int = 2
-    conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> list[list[Array]]:
@@ -95,12 +86,10 @@ class MultiscaleDiscriminator(nn.Module):
         results = []
         for i in range(self.num_D):
             use_attention = self.attention is not None and i in self.attention_scales
-            d = NLayerDiscriminator(
-                self.ndf, self.n_layers_D, self.norm, self.get_interm_feat, spectral_norm=self.spectral_norm,
-                init_std=self.init_std, dtype=self.dtype, attention=self.attention if use_attention else None,
-                attention_after_layer=self.attention_after_layer, conv_impl=self.conv_impl,
-                name=f"scale{self.num_D - 1 - i}",
-            )
+            d = NLayerDiscriminator(self.ndf, self.n_layers_D, get_interm_feat=self.get_interm_feat,
+                                    attention=self.attention if use_attention else None,
+                                    attention_after_layer=self.attention_after_layer,
+                                    name=f"scale{self.num_D - 1 - i}", **self.layer_options)
             results.append(d(x, train))
             if i != self.num_D - 1:
                 x = avg_pool_3x3_s2(x)

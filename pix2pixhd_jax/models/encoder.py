@@ -1,15 +1,17 @@
 """Encoder E: per-pixel low-dimensional features of the real image, averaged inside each instance."""
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from pix2pixhd_jax.models.generator import GlobalGenerator, OutputConv
-from pix2pixhd_jax.models.layers import Array, Dtype
+from pix2pixhd_jax.models.layers import Array, LayerOptions
 from pix2pixhd_jax.semantics import instance_average_pool
 
 
-class Encoder(nn.Module):
+class Encoder(LayerOptions):
     """Global-generator shape without residual blocks (nef, n_downsample_E, feat_num out, tanh),
     followed by instance-wise average pooling. Submodule `net` holds front/down/up/out.
 
@@ -22,25 +24,17 @@ class Encoder(nn.Module):
     feat_num: int = 3
     nef: int = 16
     n_downsample_E: int = 4
-    norm: str = "instance"
-    upsample_impl: str = "tapwise"
-    init_std: float = 0.02
-    dtype: Dtype = jnp.float32
-    conv_impl: str = "auto"  # computational form of the convs ('auto' | 'rewrite' | 'lax'; conv_rewrites.py)
+    _: dataclasses.KW_ONLY
     image_skip: bool = False
-    upsample_layer: str = "transpose"  # the layer of `net`'s upsampling units (layers.upsample_2x); official: 'transpose'
 
     @nn.compact
     def __call__(self, image: Array, inst: Array, train: bool = False) -> Array:
         """image: (B, H, W, C) in [-1, 1]; inst: (B, H, W) or (B, H, W, 1) ids -> (B, H, W, feat_num)."""
         if inst.ndim == 4:
             inst = inst[..., 0]
-        feats = GlobalGenerator(
-            self.feat_num, self.nef, self.n_downsample_E, 0, self.norm, with_output=not self.image_skip,
-            upsample_impl=self.upsample_impl, init_std=self.init_std, dtype=self.dtype, conv_impl=self.conv_impl,
-            upsample_layer=self.upsample_layer, name="net",
-        )(image, train)
+        feats = GlobalGenerator(self.feat_num, self.nef, self.n_downsample_E, 0, with_output=not self.image_skip,
+                                name="net", **self.layer_options)(image, train)
         if self.image_skip:
-            feats = OutputConv(self.feat_num, init_std=self.init_std, dtype=self.dtype, conv_impl=self.conv_impl,
-                               name="out")(jnp.concatenate([feats, image.astype(feats.dtype)], -1), train)
+            feats = OutputConv(self.feat_num, name="out", **self.conv_options)(
+                jnp.concatenate([feats, image.astype(feats.dtype)], -1), train)
         return instance_average_pool(feats, inst)

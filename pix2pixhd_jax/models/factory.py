@@ -57,40 +57,46 @@ def attention_config(model_cfg: ml_collections.ConfigDict) -> AttentionConfig:
                            window=model_cfg.attention_window, reduction=model_cfg.attention_reduction)
 
 
-def make_generator(model_cfg: ml_collections.ConfigDict):
-    attention = attention_config(model_cfg) if model_cfg.g_attention else None
-    common = dict(output_nc=model_cfg.output_nc, ngf=model_cfg.ngf, n_downsample_global=model_cfg.n_downsample_global,
-                  n_blocks_global=model_cfg.n_blocks_global, norm=model_cfg.norm, upsample_impl=model_cfg.upsample_impl,
-                  remat_blocks=model_cfg.remat_blocks, spectral_norm=model_cfg.spectral_norm_G,
-                  init_std=model_cfg.init_std, dtype=compute_dtype(model_cfg), attention=attention,
-                  attention_after_block=model_cfg.g_attention_after_block, conv_impl=model_cfg.conv_impl,
-                  output_skip_nc=model_cfg.feat_num if uses_features(model_cfg) and model_cfg.feature_skip_G else 0,
-                  upsample_layer=model_cfg.upsample_layer)
+def layer_options(model_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The layers.LayerOptions fields G, D and E share, read from the config once (spectral norm off;
+    G and D switch it on by their own key, E never has it)."""
+    return dict(norm=model_cfg.norm, init_std=model_cfg.init_std, dtype=compute_dtype(model_cfg),
+                conv_impl=model_cfg.conv_impl, upsample_impl=model_cfg.upsample_impl,
+                upsample_layer=model_cfg.upsample_layer)
+
+
+def make_generator(model_cfg: ml_collections.ConfigDict, *, options: Optional[dict[str, Any]] = None) -> nn.Module:
+    """G1 ('global') or G1 trunk + local enhancers ('local'); options: layer_options(model_cfg) if None."""
+    options = dict(options or layer_options(model_cfg), spectral_norm=model_cfg.spectral_norm_G)
+    shape = dict(output_nc=model_cfg.output_nc, ngf=model_cfg.ngf, n_downsample_global=model_cfg.n_downsample_global,
+                 n_blocks_global=model_cfg.n_blocks_global, remat_blocks=model_cfg.remat_blocks,
+                 attention=attention_config(model_cfg) if model_cfg.g_attention else None,
+                 attention_after_block=model_cfg.g_attention_after_block,
+                 output_skip_nc=model_cfg.feat_num if uses_features(model_cfg) and model_cfg.feature_skip_G else 0)
     if model_cfg.netG == "global":
-        return GlobalGenerator(**common)
+        return GlobalGenerator(**shape, **options)
     if model_cfg.netG == "local":
         return LocalEnhancer(n_local_enhancers=model_cfg.n_local_enhancers, n_blocks_local=model_cfg.n_blocks_local,
-                             **common)
+                             **shape, **options)
     raise ValueError(f"model.netG={model_cfg.netG!r} is not 'global' or 'local'")
 
 
-def make_discriminator(model_cfg: ml_collections.ConfigDict, loss_cfg: ml_collections.ConfigDict):
+def make_discriminator(model_cfg: ml_collections.ConfigDict, loss_cfg: ml_collections.ConfigDict,
+                       *, options: Optional[dict[str, Any]] = None) -> nn.Module:
+    """The multi-scale PatchGAN D; options: layer_options(model_cfg) if None."""
+    options = dict(options or layer_options(model_cfg), spectral_norm=model_cfg.spectral_norm_D)
     # As in the official code, dropping feature matching also drops D's intermediate outputs.
     scales = tuple(int(i) for i in model_cfg.d_attention_scales)
-    return MultiscaleDiscriminator(ndf=model_cfg.ndf, n_layers_D=model_cfg.n_layers_D, num_D=model_cfg.num_D,
-                                   norm=model_cfg.norm, get_interm_feat=not loss_cfg.no_ganFeat_loss,
-                                   spectral_norm=model_cfg.spectral_norm_D, init_std=model_cfg.init_std,
-                                   dtype=compute_dtype(model_cfg),
+    return MultiscaleDiscriminator(model_cfg.ndf, model_cfg.n_layers_D, model_cfg.num_D,
+                                   get_interm_feat=not loss_cfg.no_ganFeat_loss,
                                    attention=attention_config(model_cfg) if scales else None, attention_scales=scales,
-                                   attention_after_layer=model_cfg.d_attention_after_layer,
-                                   conv_impl=model_cfg.conv_impl)
+                                   attention_after_layer=model_cfg.d_attention_after_layer, **options)
 
 
-def make_encoder(model_cfg: ml_collections.ConfigDict):
-    return Encoder(feat_num=model_cfg.feat_num, nef=model_cfg.nef, n_downsample_E=model_cfg.n_downsample_E,
-                   norm=model_cfg.norm, upsample_impl=model_cfg.upsample_impl, init_std=model_cfg.init_std,
-                   dtype=compute_dtype(model_cfg), conv_impl=model_cfg.conv_impl,
-                   image_skip=model_cfg.encoder_image_skip, upsample_layer=model_cfg.upsample_layer)
+def make_encoder(model_cfg: ml_collections.ConfigDict, *, options: Optional[dict[str, Any]] = None) -> nn.Module:
+    """E (no spectral norm, as official); options: layer_options(model_cfg) if None."""
+    return Encoder(model_cfg.feat_num, model_cfg.nef, model_cfg.n_downsample_E,
+                   image_skip=model_cfg.encoder_image_skip, **(options or layer_options(model_cfg)))
 
 
 # ------------------------------------------------------------------------------------ networks
@@ -105,9 +111,11 @@ class Networks:
 
 
 def build(config: ml_collections.ConfigDict, vgg: Optional[nn.Module] = None) -> Networks:
-    """G, multi-scale D, E (when G is conditioned on features) and the given VGG."""
-    encoder = make_encoder(config.model) if uses_features(config.model) else None
-    return Networks(make_generator(config.model), make_discriminator(config.model, config.loss), encoder, vgg)
+    """G, multi-scale D, E (when G is conditioned on features) and the given VGG, from one set of layer options."""
+    options = layer_options(config.model)
+    encoder = make_encoder(config.model, options=options) if uses_features(config.model) else None
+    return Networks(make_generator(config.model, options=options),
+                    make_discriminator(config.model, config.loss, options=options), encoder, vgg)
 
 
 def apply(module: nn.Module, params: Any, collections: dict, *args, train: bool) -> tuple[Any, dict]:

@@ -1,11 +1,21 @@
 """Building blocks shared by the generators, discriminator and encoder (NHWC, PyTorch semantics).
 
-Every conv module takes `conv_impl` ('auto' | 'rewrite' | 'lax'), which picks the computational
-form of its convolution per backend (models/conv_rewrites.py); parameters never depend on it.
+How every conv, norm and upsampling layer of a network is built is said once, by the keyword-only
+fields of two base modules: `ConvOptions` (init_std, spectral_norm, dtype, conv_impl) and
+`LayerOptions` (those plus norm, upsample_impl, upsample_layer). Blocks and networks inherit them,
+build their layers through `self.conv` / `self.norm_layer` / `self.upsample`, and hand the whole
+set on to a child with `**self.layer_options` (models/factory.py reads them from the config once).
+Inherited fields rather than flax imagenet's `ModuleDef` partials: a partial compares by identity,
+so as a module attribute it would make two builds of one config unequal (the networks are static
+jit arguments), and made inside each `__call__` it would still need these fields to be made from;
+as fields they stay settable by keyword (`norm="batch"`, `.clone(dtype=jnp.bfloat16)`, the
+official import) and print in a module's repr. `conv_impl` ('auto' | 'rewrite' | 'lax') picks the
+computational form of a convolution per backend (models/conv_rewrites.py); parameters never
+depend on it.
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
 from typing import Any, Callable
 
@@ -57,6 +67,7 @@ class Norm(nn.Module):
     """Instance norm (no affine, eps 1e-5, biased variance), batch norm (affine, running stats) or none."""
 
     kind: str = "instance"
+    _: dataclasses.KW_ONLY
     dtype: Dtype = jnp.float32
     conv_impl: str = "auto"  # the barrier before instance norm belongs to the CPU rewrites
 
@@ -88,7 +99,55 @@ def _batchnorm_scale_init(key, shape, dtype=jnp.float32):
     return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
-class Conv(nn.Module):
+class ConvOptions(nn.Module):
+    """Base of every module with convs: how its convs are built (keyword-only fields, declared once here)."""
+
+    _: dataclasses.KW_ONLY
+    init_std: float = 0.02  # kernels ~ N(0, init_std) (official weights_init)
+    spectral_norm: bool = False  # divide every kernel by its largest singular value (beyond the paper)
+    dtype: Dtype = jnp.float32  # compute dtype; params stay float32
+    conv_impl: str = "auto"  # computational form: 'auto' | 'rewrite' | 'lax' (conv_rewrites.py)
+
+    @property
+    def conv_options(self) -> dict[str, Any]:
+        """These fields, to hand on whole: Child(..., **self.conv_options)."""
+        return dict(init_std=self.init_std, spectral_norm=self.spectral_norm, dtype=self.dtype,
+                    conv_impl=self.conv_impl)
+
+    def conv(self, features: int, kernel_size: int, *, stride: int = 1, padding: int = 0,
+             name: str) -> Conv:
+        """A Conv submodule of this module built with these options (call inside a compact method)."""
+        return Conv(features, kernel_size, stride=stride, padding=padding, name=name, **self.conv_options)
+
+
+class LayerOptions(ConvOptions):
+    """Base of every block and network: ConvOptions plus how it normalises and upsamples.
+
+    A block receives the whole set and uses what it needs (the discriminator has no upsampling
+    layer, a residual block none either); values are checked where they are used.
+    """
+
+    _: dataclasses.KW_ONLY
+    norm: str = "instance"  # one of NORMS
+    upsample_impl: str = "tapwise"  # form of the transposed conv: 'tapwise' | 'subpixel' | 'xla' (conv_rewrites.py)
+    upsample_layer: str = "transpose"  # layer that doubles H and W, one of UPSAMPLE_LAYERS ('transpose' is official)
+
+    @property
+    def layer_options(self) -> dict[str, Any]:
+        """These fields, to hand on whole: Child(..., **self.layer_options)."""
+        return dict(self.conv_options, norm=self.norm, upsample_impl=self.upsample_impl,
+                    upsample_layer=self.upsample_layer)
+
+    def norm_layer(self, name: str) -> Norm:
+        """A Norm submodule of kind `norm` (call inside a compact method)."""
+        return Norm(self.norm, dtype=self.dtype, conv_impl=self.conv_impl, name=name)
+
+    def upsample(self, x: Array, features: int, train: bool) -> Array:
+        """x with H and W doubled by the `upsample_layer` (upsample_2x; call inside a compact method)."""
+        return upsample_2x(x, features, self.upsample_layer, train, impl=self.upsample_impl, **self.conv_options)
+
+
+class Conv(ConvOptions):
     """Conv2d with PyTorch init and zero-padding semantics, optionally spectrally normalised.
 
     Reflect padding is applied by the caller, as the official Sequentials do with ReflectionPad2d.
@@ -97,12 +156,9 @@ class Conv(nn.Module):
 
     features: int
     kernel_size: int
+    _: dataclasses.KW_ONLY
     stride: int = 1
     padding: int = 0
-    init_std: float = 0.02
-    spectral_norm: bool = False
-    dtype: Dtype = jnp.float32
-    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -115,7 +171,7 @@ class Conv(nn.Module):
         return conv2d(x, kernel, self.stride, self.padding, self.conv_impl) + bias.astype(self.dtype)
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(ConvOptions):
     """ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1): exactly doubles H and W.
 
     The kernel is stored as (3, 3, in, out) with kernel[ky, kx, i, o] == torch_weight[i, o, ky, kx]
@@ -125,11 +181,8 @@ class ConvTranspose(nn.Module):
     """
 
     features: int
-    init_std: float = 0.02
+    _: dataclasses.KW_ONLY
     impl: str = "tapwise"
-    spectral_norm: bool = False
-    dtype: Dtype = jnp.float32
-    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -178,7 +231,7 @@ def icnr_init(std: float) -> Callable:
     return init
 
 
-class SubpixelConv(nn.Module):
+class SubpixelConv(ConvOptions):
     """Reflect pad 1, 3x3 conv to 4*features channels, depth-to-space: doubles H and W.
 
     The kernel is ICNR-initialised and the bias is shared by the four phases, so it starts as
@@ -186,10 +239,6 @@ class SubpixelConv(nn.Module):
     """
 
     features: int
-    init_std: float = 0.02
-    spectral_norm: bool = False
-    dtype: Dtype = jnp.float32
-    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -217,7 +266,7 @@ def upsample_2x(x: Array, features: int, layer: str, train: bool, *, impl: str =
     lattices in the images; a resize followed by a conv treats every output pixel alike. The
     submodule is created in the caller's scope, so 'transpose' keeps the official parameter paths.
     """
-    kw = dict(init_std=init_std, spectral_norm=spectral_norm, dtype=dtype, conv_impl=conv_impl)
+    kw = dict(init_std=init_std, spectral_norm=spectral_norm, dtype=dtype, conv_impl=conv_impl)  # ConvOptions
     if layer == "transpose":
         return ConvTranspose(features, impl=impl, name="conv", **kw)(x, train)
     if layer in ("resize_conv", "bilinear_conv"):
@@ -246,26 +295,21 @@ def _spectral_normalize(module: nn.Module, kernel: Array, train: bool, n_steps: 
     return kernel / sigma
 
 
-class ResnetBlock(nn.Module):
+class ResnetBlock(LayerOptions):
     """x + [reflect1, conv3, norm, relu, reflect1, conv3, norm](x); no activation after the sum."""
-
-    norm: str = "instance"
-    init_std: float = 0.02
-    spectral_norm: bool = False
-    dtype: Dtype = jnp.float32
-    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         dim = x.shape[-1]
-        conv = functools.partial(Conv, dim, 3, init_std=self.init_std, spectral_norm=self.spectral_norm,
-                                 dtype=self.dtype, conv_impl=self.conv_impl)
-        norm = functools.partial(Norm, self.norm, self.dtype, self.conv_impl)
-        y = conv(name="conv1")(reflect_pad(x, 1), train)
-        y = nn.relu(norm(name="norm1")(y, train))
-        y = conv(name="conv2")(reflect_pad(y, 1), train)
-        y = norm(name="norm2")(y, train)
-        return x + y
+        y = self.conv(dim, 3, name="conv1")(reflect_pad(x, 1), train)
+        y = nn.relu(self.norm_layer("norm1")(y, train))
+        y = self.conv(dim, 3, name="conv2")(reflect_pad(y, 1), train)
+        return x + self.norm_layer("norm2")(y, train)
+
+
+def resnet_block(remat: bool) -> type[ResnetBlock]:
+    """ResnetBlock, or with remat its rematerialised form (activations recomputed in the backward pass)."""
+    return nn.remat(ResnetBlock, static_argnums=(2,)) if remat else ResnetBlock
 
 
 def count_params(tree: Any) -> int:
