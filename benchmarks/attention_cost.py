@@ -53,7 +53,7 @@ def positions_after(layer: int, h: int, w: int, n_layers: int = 3) -> int:
 
 def build_d(form: Optional[AttentionConfig], h: int, w: int, layer: int, dtype) -> tuple[Callable, tuple]:
     """Compiled fwd+bwd of the finest PatchGAN and its arguments."""
-    d = NLayerDiscriminator(64, 3, "instance", attention=form, attention_after_layer=layer, dtype=dtype)
+    d = NLayerDiscriminator(64, 3, norm="instance", attention=form, attention_after_layer=layer, dtype=dtype)
     x = jax.random.normal(jax.random.PRNGKey(0), (1, h, w, 39))
     params = jax.jit(d.init)(jax.random.PRNGKey(1), x[:, :64, :64])["params"]
 
