@@ -7,7 +7,7 @@ Everything the loop needs comes from its own module: data from `inputs`, network
 
 How a run ends, and what it keeps:
   - One run per workdir: process 0 holds the workdir's lease (`workdir_lease`) from before the
-    resume until the end; a second run refuses at start (WorkdirBusy).
+    checkpoints are read until the end; a second run refuses at start (WorkdirBusy).
   - Ctrl-C and SIGTERM (`stopping`) stop after the step in flight, save a checkpoint and flush the
     metrics; every process stops after the same step.
   - Every storage operation the loop waits on is bounded by train.storage_timeout_s
@@ -228,9 +228,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, take_over: bool = Fa
     timeout_s = config.train.storage_timeout_s
     with stopping.StopRequests() as stop:
         plan = plan_run(config)
-        has_checkpoints = storage.bounded(f"listing {workdir}", timeout_s, storage.isdir, run_dir.checkpoints)
-        lease = None
+        # The lease first: a second run must not even read checkpoints the first is writing.
+        lease = _hold_lease(config, run_dir, take_over)
         try:
+            has_checkpoints = storage.bounded(f"listing {workdir}", timeout_s, storage.isdir, run_dir.checkpoints)
             # One reading manager (None for a fresh workdir: nothing is created) serves the resume checks and
             # the restore.
             with reader(workdir) if has_checkpoints else contextlib.nullcontext() as manager:
@@ -242,7 +243,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, take_over: bool = Fa
                         log.info("%s already holds step %d of %d: nothing to train", workdir, latest,
                                  plan.total_steps)
                         return RunResult(latest, state, ALREADY_DONE, latest)
-                lease = _hold_lease(config, run_dir, take_over)
                 checkpointing.check_writable(workdir)  # a read-only folder would stall in the first async save
                 data_iter = iter(inputs.train_dataset(config, plan.source, local_batch=plan.local_batch,
                                                       image_size=(plan.height, plan.width)))
@@ -256,8 +256,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, take_over: bool = Fa
             loop = TrainingLoop(config, run_dir, plan, stop, lease, start=start, latest=latest)
             return loop.run(step_fn, state, batch, data_iter, compile_s)
         finally:
-            if lease is not None:
-                lease.release()
+            lease.release()
 
 
 def _hold_lease(config: ml_collections.ConfigDict, run_dir: RunFolder, take_over: bool) -> Any:
