@@ -167,7 +167,7 @@ def test_a_read_only_checkpoint_folder_fails_at_once(tmp_path):
         with pytest.raises(checkpointing.CheckpointError, match=rf"cannot write checkpoints to {checkpoints}: .* "
                                                                 "not writable"):
             checkpointing.check_writable(str(tmp_path))
-        assert time.time() - t0 < 5
+        assert time.time() - t0 < 60  # a probe, not Orbax's minutes of retries
     checkpointing.check_writable(str(tmp_path))
     checkpointing.check_writable(str(tmp_path / "new" / "run"))  # created later: its parent is probed
 
