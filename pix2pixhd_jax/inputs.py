@@ -7,7 +7,7 @@ command-line tools. Synthetic data draws unseen scenes for everything that is no
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import ml_collections
 import numpy as np
@@ -110,6 +110,12 @@ def stack(examples: list[Example]) -> dict[str, np.ndarray]:
         raise DataError(f"examples of different sizes cannot form one batch: {sizes} (height, width) after "
                         "the transforms; make the images one size or pick a data.resize_or_crop mode that does")
     return {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "meta"}
+
+
+def batches(examples: Sequence[Example], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Consecutive batches of `batch_size` examples (the last may be smaller), each stacked as by stack()."""
+    for i in range(0, len(examples), batch_size):
+        yield stack(list(examples[i:i + batch_size]))
 
 
 def train_dataset(config: ml_collections.ConfigDict, source: Any, *, local_batch: int,

@@ -97,7 +97,7 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
             # E's pooled map and the regions it pools over also feed the colour losses.
             features, regions, g_collections = None, None, dict(state.g_collections)
             if nets.encoder is not None:
-                regions = factory.pool_ids(batch, model_cfg)
+                regions = factory.pool_ids(model_cfg, batch["label"], batch.get("inst"))
                 features, g_collections["encoder"] = factory.encode(
                     nets, g_params, state.g_collections, batch["image"], regions, train=True)
             fake, g_collections = generate(nets, model_cfg, g_params, g_collections, batch, label_enc,

@@ -15,19 +15,13 @@ Built from a generate function, never from the trainer: `evaluate_generator` sco
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 import ml_collections
 import numpy as np
 
 from pix2pixhd_jax import inputs
 from pix2pixhd_jax.evaluation import fid, lattice, lpips, segmentation
-
-
-def batched(examples: list[dict[str, np.ndarray]], batch_size: int) -> Iterable[dict[str, np.ndarray]]:
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        yield {k: np.stack([e[k] for e in chunk]) for k in chunk[0] if k != "meta"}
 
 
 def evaluate_generator(generate_fn, examples: list[dict[str, np.ndarray]], *, batch_size: int = 4,
@@ -42,7 +36,7 @@ def evaluate_generator(generate_fn, examples: list[dict[str, np.ndarray]], *, ba
     if segmenter is not None:
         conf = {side: np.zeros((segmenter.num_classes,) * 2, np.int64) for side in ("fake", "real")}
     num_batches = -(-len(examples) // batch_size)
-    for batch in segmentation.progress_bar(batched(examples, batch_size), progress, "evaluate", total=num_batches):
+    for batch in segmentation.progress_bar(inputs.batches(examples, batch_size), progress, "evaluate", total=num_batches):
         fake = np.asarray(generate_fn(batch), np.float32)
         real = batch["image"].astype(np.float32)
         l1.append(np.abs(fake - real).mean(axis=(1, 2, 3)))

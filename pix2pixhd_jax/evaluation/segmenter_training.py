@@ -53,10 +53,9 @@ def heldout_examples(config: ml_collections.ConfigDict, num: int) -> list[dict[s
 
 def batches_of(examples: Sequence[Mapping[str, np.ndarray]], batch_size: int,
                key: str = "image") -> Iterable[tuple[np.ndarray, np.ndarray]]:
-    """(images, labels) batches of transformed examples."""
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        yield np.stack([e[key] for e in chunk]), np.stack([e["label"] for e in chunk])
+    """(images, labels) batches of transformed examples, as Segmenter.score takes them."""
+    for batch in inputs.batches(examples, batch_size):
+        yield batch[key], batch["label"]
 
 
 def train_segmenter(config: ml_collections.ConfigDict, out_dir: str, *, progress: bool = True,

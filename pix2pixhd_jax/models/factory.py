@@ -149,9 +149,13 @@ def label_encoding(batch: dict, model_cfg: ml_collections.ConfigDict) -> jax.Arr
                         use_instance=model_cfg.use_instance, dtype=compute_dtype(model_cfg))
 
 
-def pool_ids(batch: dict, model_cfg: ml_collections.ConfigDict) -> jax.Array:
-    """The map E pools over: label regions (label_feat) or instances (instance_feat)."""
-    return batch["label"] if model_cfg.label_feat else batch["inst"]
+def pool_ids(model_cfg: ml_collections.ConfigDict, label: Any, inst: Optional[Any]) -> Any:
+    """The map E pools over: label regions (label_feat) or instances (instance_feat); numpy or JAX arrays."""
+    if model_cfg.label_feat:
+        return label
+    if inst is None:
+        raise ValueError("model.instance_feat pools over instances: an instance map is required")
+    return inst
 
 
 def encode(nets: Networks, g_params: Any, g_collections: dict, image: jax.Array, pool: jax.Array, *,
@@ -172,7 +176,8 @@ def generate(nets: Networks, model_cfg: ml_collections.ConfigDict, g_params: Any
     if nets.encoder is not None:
         if features is None:
             features, new_collections["encoder"] = encode(nets, g_params, g_collections, batch["image"],
-                                                          pool_ids(batch, model_cfg), train=train)
+                                                          pool_ids(model_cfg, batch["label"], batch.get("inst")),
+                                                          train=train)
         g_in = jnp.concatenate([g_in, features.astype(g_in.dtype)], axis=-1)
     fake, new_collections["generator"] = apply(nets.generator, g_params["generator"], g_collections["generator"],
                                                g_in, train=train)
