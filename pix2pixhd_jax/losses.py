@@ -10,12 +10,12 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from pix2pixhd_jax.choices import GAN_LOSSES
 from pix2pixhd_jax.semantics import instance_average_pool, region_sizes
 
 Array = jax.Array
 DOutput = Sequence[Sequence[Array]]
 
-GAN_LOSSES = ("lsgan", "vanilla", "hinge")
 # Official VGGLoss weights for relu1_1 .. relu5_1.
 VGG_LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
 

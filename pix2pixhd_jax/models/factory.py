@@ -14,13 +14,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from pix2pixhd_jax.choices import COMPUTE_DTYPES, GENERATORS
 from pix2pixhd_jax.models.attention import AttentionConfig
 from pix2pixhd_jax.models.discriminator import MultiscaleDiscriminator
 from pix2pixhd_jax.models.encoder import Encoder
 from pix2pixhd_jax.models.generator import GlobalGenerator, LocalEnhancer
 from pix2pixhd_jax.semantics import encode_input, input_channels
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {name: getattr(jnp, name) for name in COMPUTE_DTYPES}  # jnp.float32, jnp.bfloat16
 
 
 def compute_dtype(model_cfg: ml_collections.ConfigDict):
@@ -78,7 +79,7 @@ def make_generator(model_cfg: ml_collections.ConfigDict, *, options: Optional[di
     if model_cfg.netG == "local":
         return LocalEnhancer(n_local_enhancers=model_cfg.n_local_enhancers, n_blocks_local=model_cfg.n_blocks_local,
                              **shape, **options)
-    raise ValueError(f"model.netG={model_cfg.netG!r} is not 'global' or 'local'")
+    raise ValueError(f"model.netG={model_cfg.netG!r} is not one of {GENERATORS}")
 
 
 def make_discriminator(model_cfg: ml_collections.ConfigDict, loss_cfg: ml_collections.ConfigDict,
