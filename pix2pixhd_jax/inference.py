@@ -13,6 +13,7 @@ Per-instance features are assembled on the host from the bank (cheap: one table 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -29,6 +30,31 @@ from pix2pixhd_jax.semantics import check_labels
 FeatureSpec = Union[None, str, np.ndarray, jax.Array, Mapping[int, Any], Sequence[Mapping[int, Any]]]
 
 
+@dataclasses.dataclass(frozen=True)
+class InferenceOptions:
+    """What synthesis, export and the tools read from a run's config, read once."""
+
+    label_nc: int  # 0: the label is an RGB image of input_nc channels
+    input_nc: int
+    use_instance: bool
+    uses_features: bool  # model.instance_feat or model.label_feat
+    label_feat: bool  # features pooled per label region, not per instance
+    feat_num: int
+    generator: str  # model.netG
+    divisor: int  # H and W must be multiples of it
+    sample_seed: int  # features.sample_seed: the default seed of bank draws
+    colour_features: bool  # feature channels 0..2 trained to be a region's mean colour
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> "InferenceOptions":
+        m = config.model
+        uses = factory.uses_features(m)
+        return cls(label_nc=int(m.label_nc), input_nc=int(m.input_nc), use_instance=bool(m.use_instance),
+                   uses_features=uses, label_feat=bool(m.label_feat), feat_num=int(m.feat_num), generator=m.netG,
+                   divisor=factory.downsample_factor(m), sample_seed=int(config.features.sample_seed),
+                   colour_features=uses and config.loss.lambda_feature_colour > 0)
+
+
 class CheckedInputs(NamedTuple):
     """synthesize()'s inputs batched (B, H, W, ...) and edge-padded to G's multiple; the size to crop back to."""
 
@@ -41,10 +67,9 @@ class CheckedInputs(NamedTuple):
     squeeze: bool  # the label came without a batch axis
 
 
-def check_inputs(model_cfg: ml_collections.ConfigDict, label: Any, inst: Any = None, image: Any = None,
+def check_inputs(m: InferenceOptions, label: Any, inst: Any = None, image: Any = None,
                  feats: Any = None, *, pad: bool = False) -> CheckedInputs:
     """Host-side checks of synthesize()'s inputs (ids, shapes, dtypes, ranges), batching and optional padding."""
-    m = model_cfg
     label = np.asarray(label)
     squeeze = label.ndim == (2 if m.label_nc else 3)
     if squeeze:
@@ -88,13 +113,13 @@ def check_inputs(model_cfg: ml_collections.ConfigDict, label: Any, inst: Any = N
             raise ValueError(f"image values span [{image.min():g}, {image.max():g}]; expected [-1, 1] "
                              "(for a 0..255 photo pass photo / 127.5 - 1)")
     h, w = batch_hw[1:]
-    divisor = factory.downsample_factor(m)
+    divisor = m.divisor
     ph, pw = -h % divisor, -w % divisor
     if ph or pw:
         if not pad:
             raise ValueError(
                 f"label map size {h}x{w} (HxW): the generator needs multiples of {divisor} "
-                f"(2**n_downsample_global{' * 2**n_local_enhancers' if m.netG == 'local' else ''}); resize to "
+                f"(2**n_downsample_global{' * 2**n_local_enhancers' if m.generator == 'local' else ''}); resize to "
                 f"{h + ph}x{w + pw} or pass pad=True to pad by edge replication and crop the output back")
 
         def padded(x):
@@ -113,8 +138,8 @@ class Synthesizer:
         self.config, self.g_params, self.g_collections = config, g_params, g_collections
         self.bank, self.step, self.workdir = bank, step, workdir
         self.nets = factory.build(config)
-        self.uses_features = factory.uses_features(config.model)
-        self.divisor = factory.downsample_factor(config.model)
+        self.options = InferenceOptions.from_config(config)
+        self.uses_features, self.divisor = self.options.uses_features, self.options.divisor
         self._traces = {o: 0 for o in OUTPUTS}
         self._generate = {o: jax.jit(self._counting_traces(make_generator_fn(config, self.nets, o), o))
                           for o in OUTPUTS}
@@ -131,7 +156,7 @@ class Synthesizer:
     @property
     def colour_features(self) -> bool:
         """Whether feature channels 0..2 were trained to be a region's mean colour (loss.lambda_feature_colour > 0)."""
-        return bool(self.uses_features and (self.config.get("loss") or {}).get("lambda_feature_colour", 0) > 0)
+        return self.options.colour_features
 
     def require_bank(self) -> features_lib.FeatureBank:
         """The feature bank, or a ValueError saying how to build it."""
@@ -141,7 +166,7 @@ class Synthesizer:
                         *, seed: int = 0) -> dict[int, tuple[Optional[int], np.ndarray]]:
         """region id -> (cluster or None, vector) for one example (features.region_features on this bank)."""
         return features_lib.region_features(label, pool_ids, chosen, bank=self.require_bank,
-                                            feat_num=self.config.model.feat_num, seed=seed)
+                                            feat_num=self.options.feat_num, seed=seed)
 
     def feature_map(self, label: np.ndarray, pool_ids: np.ndarray, vectors: Mapping[int, Any]) -> np.ndarray:
         """(H, W) region ids + {id: (cluster, vector) or vector} -> (H, W, feat_num) float32 (features.feature_map)."""
@@ -162,12 +187,12 @@ class Synthesizer:
         """
         if output not in OUTPUTS:
             raise ValueError(f"output={output!r}; expected one of {OUTPUTS}")
-        m = self.config.model
+        m = self.options
         given = features if isinstance(features, (np.ndarray, jax.Array)) else None
         x = check_inputs(m, label, inst, image, given, pad=pad)
         feats = features_lib.resolve_features(
-            features, x.label, x.inst, model_cfg=m, bank=self.require_bank, encode=self.encode,
-            seed=self.config.features.sample_seed if seed is None else seed, image=x.image, given=x.feats)
+            features, x.label, x.inst, model_cfg=self.config.model, bank=self.require_bank, encode=self.encode,
+            seed=m.sample_seed if seed is None else seed, image=x.image, given=x.feats)
         out = self._generate[output](self.g_params["generator"], self.g_collections["generator"],
                                      jnp.asarray(x.label, jnp.int32) if m.label_nc else jnp.asarray(x.label, jnp.float32),
                                      None if x.inst is None else jnp.asarray(x.inst, jnp.int32),

@@ -7,7 +7,7 @@ command-line tools. Synthetic data draws unseen scenes for everything that is no
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import ml_collections
 import numpy as np
@@ -151,6 +151,23 @@ def holdout_batch(config: ml_collections.ConfigDict, train: Any) -> dict[str, np
     return stack(examples)
 
 
+def tools_split(config: ml_collections.ConfigDict) -> str:
+    """The split the tools draw label maps from: unseen synthetic scenes ('test'), else data.sample_split."""
+    return "test" if config.data.source == "synthetic" else config.data.sample_split
+
+
+def label_maps(config: ml_collections.ConfigDict, count: int) -> tuple[Callable[[int], tuple], int]:
+    """(index -> (label, inst or None) of the tools' split, transformed as at inference; how many there are)."""
+    source = heldout_source(config, tools_split(config), count, load_image=None)
+    transform = transform_config(config)
+
+    def load(index: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        ex = transforms.transform_example(source[index], transform, None, train=False)
+        return np.asarray(ex["label"]), (None if ex.get("inst") is None else np.asarray(ex["inst"]))
+
+    return load, len(source)
+
+
 def load_inputs(config: ml_collections.ConfigDict, *, source: str = "", dataroot: str = "", phase: str = "",
                 num: int = 4) -> list[Example]:
     """Label maps (+ instance maps, + photos where present) to synthesize from, for the tools.
@@ -162,6 +179,6 @@ def load_inputs(config: ml_collections.ConfigDict, *, source: str = "", dataroot
     d = config.data
     d.source = source or d.source
     d.dataroot = dataroot or d.dataroot
-    split = phase or (d.sample_split if d.source != "synthetic" else "test")
+    split = phase or tools_split(config)
     return examples_of(heldout_source(config, split, num, load_image=None), transform_config(config), num,
                        skip_bad=config.data.skip_bad_examples)

@@ -67,14 +67,15 @@ def make_init_fn(config: ml_collections.ConfigDict, nets: Networks, tx_g: optax.
 def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: optax.GradientTransformation,
                     tx_d: optax.GradientTransformation, *, steps_per_epoch: int) -> Callable:
     """Build step(state, batch, vgg_variables) -> (state, metrics); pure, ready for jit."""
-    model_cfg, loss_cfg, optim_cfg = config.model, config.loss, config.optim
+    model_cfg, optim_cfg = config.model, config.optim
+    loss_cfg = losses.LossOptions.from_config(config.loss)
     dtype = factory.compute_dtype(model_cfg)
     fix_steps = optim_cfg.niter_fix_global * steps_per_epoch if model_cfg.netG == "local" else 0
     use_vgg = not loss_cfg.no_vgg_loss
     # Beyond the paper, all off by default.
     aug_cfg = augment.AugmentOptions.from_config(config.augment)
     use_augment = aug_cfg.enabled
-    r1_gamma, r1_every = float(loss_cfg.r1_gamma), int(loss_cfg.r1_every)
+    r1_gamma, r1_every = loss_cfg.r1_gamma, loss_cfg.r1_every
     if r1_gamma > 0 and r1_every < 1:
         raise ValueError(f"loss.r1_every={r1_every} must be >= 1 (the lazy R1 interval in steps)")
     ema_decay, ema_warmup = float(optim_cfg.ema_decay), bool(optim_cfg.ema_warmup)
@@ -120,7 +121,7 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
                 loss_g += terms["G_GAN_Feat"]
             if use_vgg:
                 terms["G_VGG"] = losses.perceptual_loss(nets.vgg.apply, vgg_variables, fake, real,
-                                                        layer_weights=tuple(loss_cfg.vgg_layer_weights),
+                                                        layer_weights=loss_cfg.vgg_layer_weights,
                                                         lambda_feat=loss_cfg.lambda_feat)
                 loss_g += terms["G_VGG"]
             if loss_cfg.lambda_l1 > 0:
