@@ -49,9 +49,9 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         module_spec.loader.exec_module(module)
     else:
         try:
-            module = importlib.import_module(f"configs.{where}")
+            module = importlib.import_module(f"pix2pixhd_jax.configs.{where}")
         except ModuleNotFoundError as e:
-            if e.name not in (f"configs.{where}", "configs"):
+            if e.name != f"pix2pixhd_jax.configs.{where}":
                 raise
             raise FileNotFoundError(f"no config named {where!r} in configs/; give a name such as bench_512x256 "
                                     "(configs/bench_512x256.py) or a path ending in .py") from None

@@ -1,5 +1,5 @@
 """Benchmark smoke run (CI, --quick): the full code path at toy widths and 64x32 images."""
-from configs import bench_512x256, default
+from pix2pixhd_jax.configs import bench_512x256, default
 
 
 def get_config():

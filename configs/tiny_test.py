@@ -1,5 +1,5 @@
 """A few-kilobyte model for tests: every code path of the full model at toy widths, 64x32 images."""
-from configs import default
+from pix2pixhd_jax.configs import default
 
 
 def get_config():

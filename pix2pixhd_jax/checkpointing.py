@@ -402,7 +402,7 @@ def load_generator(workdir: str, *, step: Optional[int] = None, config: Optional
             nets = factory.build(saved)
         except AttributeError as e:  # a ConfigDict without a key this version reads
             raise ValueError(f"the config saved with {workdir} lacks a key this version needs ({e}); it was "
-                             "written by an older version: pass defaults=configs.default.get_config() "
+                             "written by an older version: pass defaults=pix2pixhd_jax.configs.default.get_config() "
                              "to fill the keys it lacks with their defaults") from None
         h = w = factory.downsample_factor(saved.model) * 2  # params do not depend on the image size
         rng = jax.random.PRNGKey(0)

@@ -120,8 +120,8 @@ class EditSession:
             raise ValueError(f"local must be true or false, got {on!r}")
         if on and (self.local_margin_px is None or self.local_feather_px is None):
             raise ValueError("local edits need editing.local_margin_px and editing.local_feather_px: this config "
-                             "predates the editing section; load it with Synthesizer.from_workdir(..., "
-                             "defaults=configs.default.get_config()) or pass local_margin_px= / local_feather_px=")
+                             "predates the editing section; load it with Synthesizer.from_workdir(..., defaults="
+                             "pix2pixhd_jax.configs.default.get_config()) or pass local_margin_px= / local_feather_px=")
         self._local = bool(on)
 
     # ------------------------------------------------------------------------------ features
