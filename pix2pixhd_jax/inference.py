@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from pix2pixhd_jax import checkpointing, features as features_lib, inputs
+from pix2pixhd_jax import checkpointing, features as features_lib, inputs, run_config
 from pix2pixhd_jax.export import OUTPUTS, make_generator_fn, export_generator
 from pix2pixhd_jax.models import factory
 from pix2pixhd_jax.semantics import check_labels
@@ -47,6 +47,7 @@ class InferenceOptions:
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "InferenceOptions":
+        run_config.require_keys(config, ("features.sample_seed", "loss.lambda_feature_colour"), "the run's config")
         m = config.model
         uses = factory.uses_features(m)
         return cls(label_nc=int(m.label_nc), input_nc=int(m.input_nc), use_instance=bool(m.use_instance),

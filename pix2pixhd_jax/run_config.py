@@ -62,6 +62,14 @@ def missing_keys(config: Mapping[str, Any], defaults: ml_collections.ConfigDict,
     return out
 
 
+def require_keys(config: Mapping[str, Any], keys: tuple[str, ...], what: str) -> None:
+    """Raise ConfigError naming the dotted `keys` that `config` lacks (one saved by an older version) and the fix."""
+    missing = [k for k in keys if _lookup(config, k) == "<missing>"]
+    if missing:
+        raise ConfigError(f"{what} lacks {', '.join(missing)}: it was written by an older version; complete it with "
+                          "today's defaults (defaults=pix2pixhd_jax.configs.default.get_config() when loading a run)")
+
+
 def _differing_leaves(saved: Any, given: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """(dotted key, saved value, given value) for every leaf that differs (lists and tuples compare equal)."""
     saved, given, out = _as_plain(saved), _as_plain(given), []
