@@ -138,8 +138,8 @@ def synthetic_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict[st
 
 def random_vgg(config: ml_collections.ConfigDict) -> tuple[VGG, Any]:
     """The perceptual network with random weights: same FLOPs as the pretrained one, no file needed."""
-    l = config.loss
-    vgg = VGG(l.vgg_backbone, tuple(l.vgg_layers), l.vgg_imagenet_norm, factory.compute_dtype(config.model),
+    loss = config.loss
+    vgg = VGG(loss.vgg_backbone, tuple(loss.vgg_layers), loss.vgg_imagenet_norm, factory.compute_dtype(config.model),
               config.model.conv_impl)
     variables = jax.jit(vgg.init)(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)))
     return vgg, variables

@@ -72,28 +72,28 @@ def _readable(source: Any, skip_bad: bool, skipped: Optional[list[str]] = None) 
                 skipped.append(str(e))
 
 
-def example_size(source: Any, tcfg: transforms.TransformConfig, skip_bad: bool = False) -> tuple[int, int]:
+def example_size(source: Any, transform: transforms.TransformConfig, skip_bad: bool = False) -> tuple[int, int]:
     """(height, width) of transformed examples, from the first (readable, with skip_bad) example's native size."""
     skipped: list[str] = []
     for _, example in _readable(source, skip_bad, skipped):
         h, w = example["label"].shape[:2]
-        out_w, out_h = transforms.output_size(w, h, tcfg)
+        out_w, out_h = transforms.output_size(w, h, transform)
         return out_h, out_w
     first = f"; the first: {skipped[0]}" if skipped else ""
     raise DataError(f"no readable example in {source!r} ({len(source)} examples, all skipped as unreadable){first}")
 
 
-def examples_of(source: Any, tcfg: transforms.TransformConfig, num: int, skip_bad: bool = False) -> list[Example]:
+def examples_of(source: Any, transform: transforms.TransformConfig, num: int, skip_bad: bool = False) -> list[Example]:
     """The first `num` (readable, with skip_bad) examples (0 = all), transformed without random crops or flips."""
     out = []
     for i, example in _readable(source, skip_bad):
         if num and len(out) == num:
             break
-        example = transforms.transform_example(example, tcfg, None, train=False)
+        example = transforms.transform_example(example, transform, None, train=False)
         if out and example["label"].shape[:2] != out[0]["label"].shape[:2]:
             (h, w), (h0, w0) = example["label"].shape[:2], out[0]["label"].shape[:2]
             error = DataError(f"{describe_example(source, i)} is {w}x{h} (width x height) after "
-                              f"resize_or_crop={tcfg.resize_or_crop!r} but the examples before it are {w0}x{h0}; "
+                              f"resize_or_crop={transform.resize_or_crop!r} but the examples before it are {w0}x{h0}; "
                               "resize the images to one size or pick a resize_or_crop mode that does")
             if not skip_bad:
                 raise error

@@ -24,7 +24,6 @@ import optax
 
 from pix2pixhd_jax import augment, losses
 from pix2pixhd_jax.models import factory
-from pix2pixhd_jax.models.factory import Networks, apply as _apply, generate, label_encoding
 from pix2pixhd_jax.optim import make_optimizers, mask_frozen_trunk, official_lr, with_learning_rate
 from pix2pixhd_jax.state import GANState, create_state, ema_decay_at, ema_update
 
@@ -35,7 +34,7 @@ Batch = dict[str, jax.Array]
 class Program:
     """What training a config needs, built once: networks, both optimizers, init(rng) and the pure step."""
 
-    nets: Networks
+    nets: factory.Networks
     tx_g: optax.GradientTransformation
     tx_d: optax.GradientTransformation
     init: Callable[[jax.Array], GANState]
@@ -51,7 +50,7 @@ def build_program(config: ml_collections.ConfigDict, vgg: Optional[nn.Module] = 
                    make_train_step(config, nets, tx_g, tx_d, steps_per_epoch=steps_per_epoch))
 
 
-def make_init_fn(config: ml_collections.ConfigDict, nets: Networks, tx_g: optax.GradientTransformation,
+def make_init_fn(config: ml_collections.ConfigDict, nets: factory.Networks, tx_g: optax.GradientTransformation,
                  tx_d: optax.GradientTransformation, *, height: int, width: int) -> Callable[[jax.Array], GANState]:
     """init(rng) -> fresh GANState for images of height x width (shapes only matter for init)."""
 
@@ -64,7 +63,7 @@ def make_init_fn(config: ml_collections.ConfigDict, nets: Networks, tx_g: optax.
     return init
 
 
-def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: optax.GradientTransformation,
+def make_train_step(config: ml_collections.ConfigDict, nets: factory.Networks, tx_g: optax.GradientTransformation,
                     tx_d: optax.GradientTransformation, *, steps_per_epoch: int) -> Callable:
     """Build step(state, batch, vgg_variables) -> (state, metrics); pure, ready for jit."""
     model_cfg, optim_cfg = config.model, config.optim
@@ -84,7 +83,7 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
         if use_vgg and nets.vgg is None:  # checked when traced, so shape-only uses need no VGG
             raise ValueError("loss.no_vgg_loss is False but no VGG network was given")
         real = batch["image"].astype(jnp.float32)
-        label_enc = label_encoding(batch, model_cfg)
+        label_enc = factory.label_encoding(batch, model_cfg)
         # D's conditioning and real half; with augmentation one transform per sample (seeded by the
         # step, so a resumed run draws the same) goes to label, real and fake alike.
         d_label, d_real, d_aug = label_enc, real, lambda img: img
@@ -101,12 +100,13 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
                 regions = factory.pool_ids(model_cfg, batch["label"], batch.get("inst"))
                 features, g_collections["encoder"] = factory.encode(
                     nets, g_params, state.g_collections, batch["image"], regions, train=True)
-            fake, g_collections = generate(nets, model_cfg, g_params, g_collections, batch, label_enc,
-                                           train=True, features=features)
-            d_out_fake, d_collections = _apply(nets.discriminator, d_params, state.d_collections,
-                                               jnp.concatenate([d_label, d_aug(fake).astype(dtype)], -1), train=True)
-            d_out_real, d_collections = _apply(nets.discriminator, d_params, d_collections,
-                                               jnp.concatenate([d_label, d_real.astype(dtype)], -1), train=True)
+            fake, g_collections = factory.generate(nets, model_cfg, g_params, g_collections, batch, label_enc,
+                                                   train=True, features=features)
+            d_out_fake, d_collections = factory.apply(
+                nets.discriminator, d_params, state.d_collections,
+                jnp.concatenate([d_label, d_aug(fake).astype(dtype)], -1), train=True)
+            d_out_real, d_collections = factory.apply(nets.discriminator, d_params, d_collections,
+                                                      jnp.concatenate([d_label, d_real.astype(dtype)], -1), train=True)
             terms = {
                 "D_fake": losses.gan_loss(d_out_fake, target_is_real=False, loss_type=loss_cfg.gan_mode),
                 "D_real": losses.gan_loss(d_out_real, target_is_real=True, loss_type=loss_cfg.gan_mode),
@@ -190,8 +190,8 @@ def lazy_r1(discriminator: nn.Module, state: GANState, d_label: jax.Array, d_rea
     step's starting collections; its collection updates are dropped.
     """
     def penalty(d_params):
-        d_fn = lambda img: _apply(discriminator, d_params, state.d_collections,
-                                  jnp.concatenate([d_label, img.astype(dtype)], -1), train=True)[0]
+        d_fn = lambda img: factory.apply(discriminator, d_params, state.d_collections,
+                                         jnp.concatenate([d_label, img.astype(dtype)], -1), train=True)[0]
         return losses.r1_penalty(d_fn, d_real, gamma=gamma)
 
     def run(d_params):
