@@ -10,6 +10,9 @@ k-means into `n_clusters` centres; at test time each instance draws a centre of 
   FeatureBank         centres per class (+ a defined fallback for classes without centres);
                       saved as `feature_bank.npz` inside the checkpoint step folder it was
                       encoded from (plain arrays, loaded with allow_pickle=False)
+  resolve_features(...) a synthesize() feature spec -> G's feature map: bank draws and chosen
+                      clusters (region_features), vectors, or E on a photo; feature_map assembles
+                      per-region vectors, check_finite_features refuses NaN / inf naming the regions
 
 Regions are instances (model.instance_feat) or label regions (model.label_feat); the class of a
 region is read from the label map, so any instance-id convention works. Building the bank of a
