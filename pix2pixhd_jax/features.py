@@ -6,7 +6,8 @@ k-means into `n_clusters` centres; at test time each instance draws a centre of 
 
   encode_source(...)  E over a source (jitted, progress bar) -> EncodedRegions (one row per region)
   kmeans(...)         seeded k-means++ / Lloyd in numpy (no scikit-learn)
-  build_bank(...)     per-class filtering by area and clustering -> FeatureBank
+  build_bank(...)     per-class filtering by area and clustering -> FeatureBank (bank_from_regions:
+                      with the BankOptions read from config.features)
   FeatureBank         centres per class (+ a defined fallback for classes without centres);
                       saved as `feature_bank.npz` inside the checkpoint step folder it was
                       encoded from (plain arrays, loaded with allow_pickle=False)
@@ -359,11 +360,32 @@ def build_bank(regions: EncodedRegions, *, n_clusters: int, min_area_fraction: f
     return FeatureBank(feat_num=feat_num, centers=centers, sizes=sizes, means=means, meta={**info, **(meta or {})})
 
 
-def bank_from_config(regions: EncodedRegions, config: ml_collections.ConfigDict,
-                     meta: Optional[Mapping[str, Any]] = None) -> FeatureBank:
-    f = config.features
-    return build_bank(regions, n_clusters=f.n_clusters, min_area_fraction=f.min_area_fraction, seed=f.kmeans_seed,
-                      iters=f.kmeans_iters, n_init=f.kmeans_n_init, meta=meta)
+@dataclasses.dataclass(frozen=True)
+class BankOptions:
+    """What building a feature bank reads from config.features, read once."""
+
+    split: str  # the split encoded (official: the training set)
+    num_examples: int  # 0 = the whole split
+    batch_size: int
+    n_clusters: int
+    min_area_fraction: float
+    kmeans_seed: int
+    kmeans_iters: int
+    kmeans_n_init: int
+
+    @classmethod
+    def from_config(cls, features_cfg: ml_collections.ConfigDict) -> "BankOptions":
+        f = features_cfg
+        return cls(split=f.split, num_examples=int(f.num_examples), batch_size=int(f.batch_size),
+                   n_clusters=int(f.n_clusters), min_area_fraction=float(f.min_area_fraction),
+                   kmeans_seed=int(f.kmeans_seed), kmeans_iters=int(f.kmeans_iters), kmeans_n_init=int(f.kmeans_n_init))
+
+
+def bank_from_regions(regions: EncodedRegions, options: BankOptions,
+                      meta: Optional[Mapping[str, Any]] = None) -> FeatureBank:
+    """build_bank with the clustering settings of `options`."""
+    return build_bank(regions, n_clusters=options.n_clusters, min_area_fraction=options.min_area_fraction,
+                      seed=options.kmeans_seed, iters=options.kmeans_iters, n_init=options.kmeans_n_init, meta=meta)
 
 
 # ----------------------------------------------------------------------------- checkpoints

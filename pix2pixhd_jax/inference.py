@@ -234,19 +234,18 @@ def encode_feature_bank(synth: Synthesizer, *, config_overrides: Optional[Mappin
     Uses the config saved with the checkpoint (config.features.* may be overridden, e.g.
     {'n_clusters': 5}); returns (bank, path written).
     """
-    config = ml_collections.ConfigDict(synth.config.to_dict())
     if not synth.uses_features:
         raise ValueError(f"the model in {synth.workdir} was trained without model.instance_feat / model.label_feat; "
                          "it has no encoder to build a feature bank from")
+    config = ml_collections.ConfigDict(synth.config.to_dict())
     for k, v in (config_overrides or {}).items():
         if k not in config.features:
             raise KeyError(f"unknown features option {k!r}; known: {sorted(config.features)}")
         config.features[k] = v
-    f, d = config.features, config.data
-    source = inputs.make_source(config, f.split, d.synthetic_num, d.synthetic_seed)
-    regions = features_lib.encode_source(synth.encode, source,
+    o = features_lib.BankOptions.from_config(config.features)
+    regions = features_lib.encode_source(synth.encode, inputs.train_source(config, o.split),
                                          model_cfg=config.model, transform=inputs.transform_config(config),
-                                         batch_size=f.batch_size, num_examples=f.num_examples, progress=progress)
-    bank = features_lib.bank_from_config(regions, config, meta={"step": synth.step, "split": f.split,
-                                                                "pool": "label" if config.model.label_feat else "instance"})
+                                         batch_size=o.batch_size, num_examples=o.num_examples, progress=progress)
+    bank = features_lib.bank_from_regions(regions, o, meta={"step": synth.step, "split": o.split,
+                                                            "pool": "label" if synth.options.label_feat else "instance"})
     return bank, bank.save(features_lib.bank_path(synth.workdir, synth.step))

@@ -42,10 +42,10 @@ def make_source(config: ml_collections.ConfigDict, split: str, num_examples: int
         tfds_data_dir=d.tfds_data_dir or None)
 
 
-def train_source(config: ml_collections.ConfigDict) -> Any:
-    """The training split (config.data.phase)."""
+def train_source(config: ml_collections.ConfigDict, split: str = "") -> Any:
+    """The training split (config.data.phase), or `split` read the same way (synthetic data: the training scenes)."""
     d = config.data
-    return make_source(config, d.phase, d.synthetic_num, d.synthetic_seed)
+    return make_source(config, split or d.phase, d.synthetic_num, d.synthetic_seed)
 
 
 def heldout_source(config: ml_collections.ConfigDict, split: str, num: int, load_image: Optional[bool] = True) -> Any:

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 
 from configs import default, tiny_test
-from pix2pixhd_jax import augment, losses, run_config
+from pix2pixhd_jax import augment, features, losses, run_config
 from pix2pixhd_jax.editing.options import EditorOptions
 from pix2pixhd_jax.evaluation.evaluate import EvalOptions
 from pix2pixhd_jax.evaluation.segmentation import SegmenterOptions
@@ -15,12 +15,14 @@ def test_every_option_object_reads_the_default_config_into_a_frozen_value():
     config = default.get_config()
     options = [losses.LossOptions.from_config(config.loss), EvalOptions.from_config(config.eval),
                SegmenterOptions.from_config(config), InferenceOptions.from_config(config),
-               EditorOptions.from_config(config), augment.AugmentOptions.from_config(config.augment)]
+               EditorOptions.from_config(config), augment.AugmentOptions.from_config(config.augment),
+               features.BankOptions.from_config(config.features)]
     for o in options:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(o, dataclasses.fields(o)[0].name, None)
         hash(o)  # static arguments of jitted functions must hash
-    loss, evaluation, segmenter, inference, editor, _ = options
+    loss, evaluation, segmenter, inference, editor, _, bank = options
+    assert bank.n_clusters == config.features.n_clusters and bank.split == config.features.split
     assert loss.gan_mode == config.loss.gan_mode and loss.vgg_layer_weights == tuple(config.loss.vgg_layer_weights)
     assert evaluation.split == config.eval.split and segmenter.heldout_split == config.eval.split
     assert inference.divisor == 2 ** config.model.n_downsample_global and not inference.colour_features
