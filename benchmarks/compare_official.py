@@ -57,17 +57,18 @@ def make_official_step(config, device: str = "cpu"):
     from pix2pixhd_jax.compat.official import official_networks_module
 
     networks = official_networks_module()
-    m, l, b = config.model, config.loss, config.bench
+    m, loss_cfg, b = config.model, config.loss, config.bench
     g_in = m.label_nc + (1 if m.use_instance else 0)
     net_g = networks.define_G(g_in, m.output_nc, m.ngf, m.netG, m.n_downsample_global, m.n_blocks_global,
                               m.n_local_enhancers, m.n_blocks_local, m.norm, gpu_ids=[])
     net_d = networks.define_D(g_in + m.output_nc, m.ndf, m.n_layers_D, m.norm, False, m.num_D,
-                              not l.no_ganFeat_loss, gpu_ids=[])
+                              not loss_cfg.no_ganFeat_loss, gpu_ids=[])
     cuda = device == "cuda"
-    gan = networks.GANLoss(use_lsgan=l.gan_mode == "lsgan", tensor=torch.cuda.FloatTensor if cuda else torch.FloatTensor)
+    gan = networks.GANLoss(use_lsgan=loss_cfg.gan_mode == "lsgan",
+                           tensor=torch.cuda.FloatTensor if cuda else torch.FloatTensor)
     vgg = [s.to(device) for s in torch_vgg19_slices(torch)]
     net_g, net_d = net_g.to(device), net_d.to(device)
-    weights = list(l.vgg_layer_weights)
+    weights = list(loss_cfg.vgg_layer_weights)
     opt_g = torch.optim.Adam(net_g.parameters(), lr=config.optim.lr_G, betas=(config.optim.beta1_G, 0.999))
     opt_d = torch.optim.Adam(net_d.parameters(), lr=config.optim.lr_D, betas=(config.optim.beta1_D, 0.999))
     rng = np.random.default_rng(0)
@@ -97,9 +98,9 @@ def make_official_step(config, device: str = "cpu"):
         feat_w, d_w = 4.0 / (m.n_layers_D + 1), 1.0 / m.num_D
         for i in range(m.num_D):
             for j in range(len(pred_fake[i]) - 1):
-                loss_g = loss_g + d_w * feat_w * l1(pred_fake[i][j], pred_real[i][j].detach()) * l.lambda_feat
+                loss_g = loss_g + d_w * feat_w * l1(pred_fake[i][j], pred_real[i][j].detach()) * loss_cfg.lambda_feat
         fx, fy = vgg_feats(fake), vgg_feats(real)
-        loss_g = loss_g + l.lambda_feat * sum(w * l1(a, c.detach()) for w, a, c in zip(weights, fx, fy))
+        loss_g = loss_g + loss_cfg.lambda_feat * sum(w * l1(a, c.detach()) for w, a, c in zip(weights, fx, fy))
         loss_d = (loss_d_fake + loss_d_real) * 0.5
         opt_g.zero_grad()
         loss_g.backward()

@@ -104,14 +104,14 @@ def main() -> None:
                                   config_overrides={"num_examples": args.bank_examples, **bank_overrides(args)})
     synth = Synthesizer.from_workdir(args.workdir, defaults=defaults)
     config = synth.config
-    tcfg = inputs.transform_config(config)
+    transform = inputs.transform_config(config)
     centers = bank.centers[26]
     k = len(centers)
 
     # Cluster -> mean real colour of the training cars it represents.
     train_src = inputs.make_source(config, "train", config.data.synthetic_num, config.data.synthetic_seed)
-    real = car_colours(train_src, args.bank_examples, tcfg)
-    regions = features.encode_source(synth.encode, train_src, model_cfg=config.model, transform=tcfg,
+    real = car_colours(train_src, args.bank_examples, transform)
+    regions = features.encode_source(synth.encode, train_src, model_cfg=config.model, transform=transform,
                                      num_examples=args.bank_examples, progress=False)
     is_car = regions.class_id == 26
     nearest = ((regions.features[is_car][:, None] - centers[None]) ** 2).sum(-1).argmin(1)
@@ -143,7 +143,7 @@ def main() -> None:
     dominant = lambda rgb, ch: rgb[:, ch] - np.delete(rgb, ch, axis=1).max(1) >= args.dominance
     margin, feather = config.editing.local_margin_px, config.editing.local_feather_px
     for i in range(args.num_scenes):
-        ex = transform_example(test_src[i], tcfg, None, train=False)
+        ex = transform_example(test_src[i], transform, None, train=False)
         label, inst = ex["label"], ex["inst"]
         ids, counts = np.unique(inst[inst >= 26000], return_counts=True)
         encoded = np.asarray(synth.synthesize(label, inst, "encode", image=ex["image"]))  # E on the real photo

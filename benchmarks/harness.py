@@ -49,9 +49,9 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         module_spec.loader.exec_module(module)
     else:
         try:
-            module = importlib.import_module(f"configs.{where}")
+            module = importlib.import_module(f"pix2pixhd_jax.configs.{where}")
         except ModuleNotFoundError as e:
-            if e.name not in (f"configs.{where}", "configs"):
+            if e.name != f"pix2pixhd_jax.configs.{where}":
                 raise
             raise FileNotFoundError(f"no config named {where!r} in configs/; give a name such as bench_512x256 "
                                     "(configs/bench_512x256.py) or a path ending in .py") from None
@@ -138,8 +138,8 @@ def synthetic_batch(config: ml_collections.ConfigDict, seed: int = 0) -> dict[st
 
 def random_vgg(config: ml_collections.ConfigDict) -> tuple[VGG, Any]:
     """The perceptual network with random weights: same FLOPs as the pretrained one, no file needed."""
-    l = config.loss
-    vgg = VGG(l.vgg_backbone, tuple(l.vgg_layers), l.vgg_imagenet_norm, factory.compute_dtype(config.model),
+    loss = config.loss
+    vgg = VGG(loss.vgg_backbone, tuple(loss.vgg_layers), loss.vgg_imagenet_norm, factory.compute_dtype(config.model),
               config.model.conv_impl)
     variables = jax.jit(vgg.init)(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)))
     return vgg, variables

@@ -26,7 +26,7 @@ DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="config file, e.g. configs/label2city_4k.py")
+    p.add_argument("--config", required=True, help="config file or name, e.g. configs/label2city_4k.py or label2city_4k")
     p.add_argument("--devices", type=int, default=1, help="devices of the mesh (host CPU devices stand in)")
     p.add_argument("--space", type=int, default=0, help="mesh.space: devices one image's height is split over "
                    "(default: the config's)")
@@ -46,18 +46,6 @@ def set_host_devices(n: int) -> None:
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(DEVICE_COUNT_FLAG)]
     os.environ["XLA_FLAGS"] = " ".join(flags + [f"{DEVICE_COUNT_FLAG}={n}"])
     os.environ["JAX_PLATFORMS"] = "cpu"
-
-
-def load_config(path: str):
-    """get_config() of a config file (the same files --config takes)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
-    if spec is None or not os.path.isfile(path):
-        raise FileNotFoundError(f"--config={path}: no such config file")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def image_size(config, height: int = 0, width: int = 0) -> tuple[int, int, str]:
@@ -102,9 +90,9 @@ def plan(config, devices: Sequence[Any], *, height: int, width: int, batch: int 
     sharding.check_spatial(height, config.mesh.space, config.model, config.loss)
     vgg, vgg_vars = None, None
     if not config.loss.no_vgg_loss:
-        l = config.loss
-        vgg = VGG(l.vgg_backbone, tuple(l.vgg_layers), l.vgg_imagenet_norm, factory.compute_dtype(config.model),
-                  config.model.conv_impl)
+        loss_cfg = config.loss
+        vgg = VGG(loss_cfg.vgg_backbone, tuple(loss_cfg.vgg_layers), loss_cfg.vgg_imagenet_norm,
+                  factory.compute_dtype(config.model), config.model.conv_impl)
         shapes = jax.eval_shape(vgg.init, jax.random.PRNGKey(1), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
         vgg_vars = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
                                                                          sharding=sharding.replicated(mesh)), shapes)
@@ -130,7 +118,9 @@ def plan(config, devices: Sequence[Any], *, height: int, width: int, batch: int 
 
 def planned_config(args: argparse.Namespace):
     """The config file with the planner's flags applied."""
-    config = load_config(args.config)
+    from benchmarks import harness  # imports JAX: after set_host_devices (JAX reads JAX_PLATFORMS on import)
+
+    config = harness.load_config(args.config)
     config.mesh.space = args.space or config.mesh.space
     config.mesh.shard_params = args.shard_params or config.mesh.shard_params
     config.model.conv_impl = args.conv_impl

@@ -1,5 +1,5 @@
 """Benchmark: label2city_512p at full size, global G at 1024x512, num_D 2, batch 1."""
-from configs import bench_512x256, default
+from pix2pixhd_jax.configs import bench_512x256, default
 
 
 def get_config():

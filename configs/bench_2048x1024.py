@@ -1,5 +1,5 @@
 """Benchmark: label2city_1024p, local enhancer (ngf 32, trunk 64) at 2048x1024, num_D 3, batch 1."""
-from configs import bench_512x256, default
+from pix2pixhd_jax.configs import bench_512x256, default
 
 
 def get_config():

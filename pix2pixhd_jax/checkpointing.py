@@ -45,7 +45,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from pix2pixhd_jax import run_config, storage
+from pix2pixhd_jax import run_config, state as state_lib, storage
+from pix2pixhd_jax.models import factory
 from pix2pixhd_jax.run_folder import RunFolder
 
 # What Orbax writes into a step folder on gs:// once the step is complete (no rename there).
@@ -358,6 +359,62 @@ def restore_generator(manager: ocp.CheckpointManager, step: int, abstract_g: Map
             manager, step, f"{len(bad)} generator arrays hold NaN or inf ({', '.join(bad[:4])})"))
     return {"g_params": restored["g_params"], "g_collections": restored["g_collections"],
             "g_ema": restored["g_ema"] if has_ema else None}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedGenerator:
+    """G (+E) of one checkpoint step, on one device, with the config saved beside it."""
+
+    config: ml_collections.ConfigDict
+    params: Any  # G's exponential moving average when the run kept one (optim.ema_decay > 0), else its params
+    collections: Any
+    step: int
+    workdir: str
+
+
+def load_generator(workdir: str, *, step: Optional[int] = None, config: Optional[ml_collections.ConfigDict] = None,
+                   defaults: Optional[ml_collections.ConfigDict] = None) -> TrainedGenerator:
+    """Restore G (+E) of `workdir`'s checkpoint (latest or `step`) with the config saved beside it.
+
+    Only G's arrays are read (not D, not the optimizer states). If `config` is given, its model
+    section must equal the saved one (strict check, all differing keys listed); array shapes are
+    checked against the checkpoint either way. `defaults` (configs/default.py's get_config()) fills
+    keys a config saved by an older version lacks.
+    """
+    workdir = os.fspath(storage.path(workdir))
+    storage.check_backend(workdir)
+    if not storage.isdir(checkpoint_directory(workdir)):
+        raise FileNotFoundError(f"{workdir} has no checkpoints/ folder; pass the --workdir a training run wrote")
+    manager = make_manager(workdir, max_to_keep=1, async_save=False)
+    try:
+        step = manager.latest_step() if step is None else int(step)
+        if step is None or step not in manager.all_steps():
+            raise FileNotFoundError(f"no checkpoint step {step} in {workdir}/checkpoints; "
+                                    f"steps present: {sorted(manager.all_steps())}")
+        saved = restore_config(manager, step, defaults=defaults if config is None else config)
+        if config is not None:
+            diffs = run_config.differences(saved.model.to_dict(), config.model.to_dict(), "model.")
+            if diffs:
+                raise ValueError(f"the config given does not match the one saved with {workdir} step {step} "
+                                 f"({len(diffs)} model keys differ):\n  " + "\n  ".join(diffs)
+                                 + "\nDrop the config to use the saved one, or load the matching workdir.")
+        try:
+            nets = factory.build(saved)
+        except AttributeError as e:  # a ConfigDict without a key this version reads
+            raise ValueError(f"the config saved with {workdir} lacks a key this version needs ({e}); it was "
+                             "written by an older version: pass defaults=pix2pixhd_jax.configs.default.get_config() "
+                             "to fill the keys it lacks with their defaults") from None
+        h = w = factory.downsample_factor(saved.model) * 2  # params do not depend on the image size
+        rng = jax.random.PRNGKey(0)
+        abstract = jax.eval_shape(lambda: state_lib.split_generator_variables(
+            factory.init_generator_variables(nets, saved.model, rng, rng, height=h, width=w)))
+        single = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        g = restore_generator(manager, step, abstract_with_sharding(
+            abstract, jax.tree_util.tree_map(lambda _: single, abstract)))
+    finally:
+        manager.close()
+    params = g["g_params"] if g["g_ema"] is None else g["g_ema"]
+    return TrainedGenerator(saved, params, g["g_collections"], step, workdir)
 
 
 def abstract_with_sharding(abstract: Any, shardings: Any) -> Any:

@@ -51,8 +51,8 @@ def export_generator(synth: Any, path: str, *, height: int, width: int, batch: O
     params.npz (the parameter leaves, plain arrays) and signature.json. batch None exports a
     symbolic batch dimension. Load with ExportedGenerator(path).
     """
-    m = synth.config.model
-    divisor = factory.downsample_factor(m)
+    m = synth.options  # inference.InferenceOptions
+    divisor = m.divisor
     if height % divisor or width % divisor:
         raise ValueError(f"export size {height}x{width} must be a multiple of {divisor}")
     gen = make_generator_fn(synth.config, synth.nets, output)
@@ -67,7 +67,7 @@ def export_generator(synth: Any, path: str, *, height: int, width: int, batch: O
     label_spec = (jax.ShapeDtypeStruct((b, height, width), jnp.int32) if m.label_nc
                   else jax.ShapeDtypeStruct((b, height, width, m.input_nc), jnp.float32))
     inst_spec = jax.ShapeDtypeStruct((b, height, width), jnp.int32) if m.use_instance else None
-    feat_spec = jax.ShapeDtypeStruct((b, height, width, m.feat_num), jnp.float32) if synth.uses_features else None
+    feat_spec = jax.ShapeDtypeStruct((b, height, width, m.feat_num), jnp.float32) if m.uses_features else None
     leaf_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
     exported = jax.export.export(jax.jit(served), platforms=platforms)(leaf_specs, label_spec, inst_spec, feat_spec)
     storage.write_bytes(storage.join(path, "generator.jaxexport"), exported.serialize())
@@ -75,7 +75,7 @@ def export_generator(synth: Any, path: str, *, height: int, width: int, batch: O
     np.savez(buf, **{f"p{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
     storage.write_bytes(storage.join(path, "params.npz"), buf.getvalue())
     signature = {"height": height, "width": width, "batch": batch, "output": output, "label_nc": m.label_nc,
-                 "use_instance": m.use_instance, "feat_num": m.feat_num if synth.uses_features else 0,
+                 "use_instance": m.use_instance, "feat_num": m.feat_num if m.uses_features else 0,
                  "platforms": list(exported.platforms), "step": synth.step}
     storage.write_text(storage.join(path, "signature.json"), json.dumps(signature, indent=2))
     return path

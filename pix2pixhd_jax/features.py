@@ -6,10 +6,14 @@ k-means into `n_clusters` centres; at test time each instance draws a centre of 
 
   encode_source(...)  E over a source (jitted, progress bar) -> EncodedRegions (one row per region)
   kmeans(...)         seeded k-means++ / Lloyd in numpy (no scikit-learn)
-  build_bank(...)     per-class filtering by area and clustering -> FeatureBank
+  build_bank(...)     per-class filtering by area and clustering -> FeatureBank (bank_from_regions:
+                      with the BankOptions read from config.features)
   FeatureBank         centres per class (+ a defined fallback for classes without centres);
                       saved as `feature_bank.npz` inside the checkpoint step folder it was
                       encoded from (plain arrays, loaded with allow_pickle=False)
+  resolve_features(...) a synthesize() feature spec -> G's feature map: bank draws and chosen
+                      clusters (region_features), vectors, or E on a photo; feature_map assembles
+                      per-region vectors, check_finite_features refuses NaN / inf naming the regions
 
 Regions are instances (model.instance_feat) or label regions (model.label_feat); the class of a
 region is read from the label map, so any instance-id convention works. Building the bank of a
@@ -29,6 +33,7 @@ from tqdm import tqdm
 
 from pix2pixhd_jax import storage
 from pix2pixhd_jax.data.transforms import transform_example
+from pix2pixhd_jax.models import factory
 
 BANK_FILENAME = "feature_bank.npz"
 
@@ -64,15 +69,6 @@ def region_records(pooled: np.ndarray, pool_ids: np.ndarray, label: np.ndarray, 
                           features=np.asarray(pooled, np.float32).reshape(h * w, f)[first])
 
 
-def pool_ids_of(model_cfg: ml_collections.ConfigDict, label: np.ndarray, inst: Optional[np.ndarray]) -> np.ndarray:
-    """The map E pools over: instances (instance_feat) or label regions (label_feat), as in train_step.generate."""
-    if model_cfg.label_feat:
-        return np.asarray(label)
-    if inst is None:
-        raise ValueError("model.instance_feat pools over instances: an instance map is required")
-    return np.asarray(inst)
-
-
 def encode_source(encode_fn: Callable, source, *, model_cfg: ml_collections.ConfigDict,
                   transform, batch_size: int = 1, num_examples: int = 0, progress: bool = True) -> EncodedRegions:
     """Run E over `source` (deterministic transforms, no flip) and record every region of every example."""
@@ -85,7 +81,7 @@ def encode_source(encode_fn: Callable, source, *, model_cfg: ml_collections.Conf
         if "image" not in examples[0]:
             raise ValueError(f"example {start} of {source!r} has no real image; E encodes photos")
         image = np.stack([e["image"] for e in examples])
-        pool = pool_ids_of(model_cfg, label, inst)
+        pool = np.asarray(factory.pool_ids(model_cfg, label, inst))
         pooled = np.asarray(encode_fn(image, pool.astype(np.int32)))
         parts += [region_records(pooled[b], pool[b], label[b], start + b) for b in range(len(examples))]
     return EncodedRegions.concat(parts)
@@ -106,16 +102,30 @@ def feature_map(pool_ids: np.ndarray, vectors: Mapping[int, Any]) -> np.ndarray:
         raise KeyError(f"no feature for region id(s) {missing[:20]}")
     rows = np.stack([np.asarray(v[1] if isinstance(v, tuple) else v, np.float32)
                      for v in (vectors[i] for i in ids.tolist())])
-    bad = [int(i) for i, row in zip(ids, rows) if not np.isfinite(row).all()]
-    if bad:
-        raise ValueError(f"the feature vector of region id(s) {bad[:20]} holds NaN or inf "
-                         f"(e.g. {rows[list(ids).index(bad[0])].tolist()}); one such vector turns the whole "
-                         "image black. Give finite values, or rebuild the feature bank")
+    check_finite_features(rows, ids, "feature_map")
     if small:
         table = np.zeros((int(ids[-1]) + 1, rows.shape[1]), np.float32)
         table[ids] = rows
         return table[pool_ids]
     return rows[np.searchsorted(ids, pool_ids)]
+
+
+def check_finite_features(feats: Any, region_ids: Optional[np.ndarray], where: str) -> None:
+    """Raise ValueError naming the regions whose features (.., F) hold NaN or inf (they would blank the image).
+
+    The one finiteness check of G's feature input: `region_ids` has the shape of `feats` less its
+    last axis (a pool-id map, or one id per row of vectors); None names pixels only.
+    """
+    feats = np.asarray(feats)
+    bad = ~np.isfinite(feats).all(-1)
+    if not bad.any():
+        return
+    if region_ids is None:
+        raise ValueError(f"{where}: the features hold NaN or inf at {int(bad.sum())} pixels; one such region turns "
+                         "the whole image black")
+    regions = sorted(set(np.unique(np.asarray(region_ids)[bad]).tolist()))
+    raise ValueError(f"{where}: the feature in region id(s) {regions[:20]} holds NaN or inf; one such region turns "
+                     "the whole image black. Give finite values, or rebuild the feature bank")
 
 
 # ----------------------------------------------------------------------------- k-means
@@ -249,6 +259,87 @@ class FeatureBank:
         return FeatureBank(feat_num=int(meta.pop("feat_num")), centers=centers, sizes=sizes, means=means, meta=meta)
 
 
+def require_bank(bank: Optional[FeatureBank], workdir: Optional[str] = None, step: Optional[int] = None) -> FeatureBank:
+    """`bank`, or a ValueError saying how to build the bank of `workdir`'s checkpoint `step`."""
+    if bank is None:
+        where = f" for {workdir} step {step}" if workdir else ""
+        raise ValueError(f"no feature bank{where}: build it with `python -m pix2pixhd_jax.cli.encode_features "
+                         f"--workdir {workdir or 'W'}`, or pass features='encode' with a real image, "
+                         "or an explicit {instance_id: vector} mapping")
+    return bank
+
+
+def region_features(label: np.ndarray, pool_ids: np.ndarray, chosen: Optional[Mapping[int, Any]] = None, *,
+                    bank: Callable[[], FeatureBank], feat_num: int,
+                    seed: int = 0) -> dict[int, tuple[Optional[int], np.ndarray]]:
+    """region id -> (cluster or None, vector) for one example: chosen entries, the rest drawn from the bank.
+
+    chosen: {region id: cluster index or vector}; `bank()` is called only when a region needs the
+    bank, so a model without one still takes explicit vectors. A draw depends only on (seed,
+    region id), so editing one region never changes another's draw.
+    """
+    chosen = {int(k): v for k, v in (chosen or {}).items()}  # JSON keys arrive as strings
+    ids, first = np.unique(pool_ids, return_index=True)
+    classes = np.asarray(label).reshape(-1)[first]
+    present = set(ids.tolist())
+    unknown = [k for k in chosen if int(k) not in present]
+    if unknown:
+        raise KeyError(f"feature given for region id(s) {sorted(unknown)} not in the map; ids present: "
+                       f"{sorted(present)[:30]}{' ...' if len(present) > 30 else ''}")
+    out = {}
+    for rid, cls in zip(ids.tolist(), classes.tolist()):
+        spec = chosen.get(rid)
+        if spec is None:
+            out[rid] = bank().draw(cls, np.random.default_rng([int(seed), int(rid)]))
+        elif isinstance(spec, (int, np.integer)):
+            out[rid] = (int(spec), bank().center(cls, int(spec)))
+        else:
+            vec = np.asarray(spec, np.float32).reshape(-1)
+            if vec.shape != (feat_num,):
+                raise ValueError(f"feature vector for region {rid} has {vec.size} values; model.feat_num={feat_num}")
+            out[rid] = (None, vec)
+    return out
+
+
+def resolve_features(spec: Any, label: np.ndarray, inst: Optional[np.ndarray], *, model_cfg: ml_collections.ConfigDict,
+                     bank: Callable[[], FeatureBank], encode: Callable, seed: int, image: Optional[np.ndarray] = None,
+                     given: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """G's (B, H, W, feat_num) feature input for a batch of label maps, from a synthesize() feature spec.
+
+    spec: None (bank draws), 'encode' (E on `image`), a {region id: cluster | vector} mapping (one
+    for all, or a list per example), or an array, already checked and padded as `given`. None for a
+    model without features.
+    """
+    if not factory.uses_features(model_cfg):
+        if spec is not None:
+            raise ValueError("features were given but this model was trained without model.instance_feat / "
+                             "model.label_feat, so its generator takes none")
+        return None
+    if isinstance(spec, str):
+        if spec != "encode":
+            raise ValueError(f"features={spec!r}; the only string is 'encode' (E on a real image)")
+        if image is None:
+            raise ValueError("features='encode' runs E on a real photo: pass image=(B, H, W, 3) in [-1, 1]")
+        pool = np.asarray(factory.pool_ids(model_cfg, label, inst))
+        feats = encode(image, pool)
+        check_finite_features(feats, pool, "features='encode' (E on the image)")
+        return feats
+    if given is None:
+        chosen = spec if isinstance(spec, (list, tuple)) else [spec] * label.shape[0]
+        if len(chosen) != label.shape[0]:
+            raise ValueError(f"{len(chosen)} feature mappings for a batch of {label.shape[0]}")
+        pool = np.asarray(factory.pool_ids(model_cfg, label, inst))
+        return np.stack([feature_map(pool[b], region_features(label[b], pool[b], chosen[b], bank=bank,
+                                                               feat_num=model_cfg.feat_num, seed=seed))
+                         for b in range(label.shape[0])])
+    want = label.shape[:3] + (model_cfg.feat_num,)
+    if given.ndim != 4 or given.shape != want:
+        raise ValueError(f"feature map shape {given.shape} does not match {want}")
+    pool = factory.pool_ids(model_cfg, label, inst) if (model_cfg.label_feat or inst is not None) else None
+    check_finite_features(given, pool, "the feature map given")
+    return given
+
+
 def build_bank(regions: EncodedRegions, *, n_clusters: int, min_area_fraction: float, seed: int, iters: int,
                n_init: int = 1, meta: Optional[Mapping[str, Any]] = None) -> FeatureBank:
     """Per class: keep regions with area > min_area_fraction, k-means them (fewer centres if fewer regions)."""
@@ -269,11 +360,32 @@ def build_bank(regions: EncodedRegions, *, n_clusters: int, min_area_fraction: f
     return FeatureBank(feat_num=feat_num, centers=centers, sizes=sizes, means=means, meta={**info, **(meta or {})})
 
 
-def bank_from_config(regions: EncodedRegions, config: ml_collections.ConfigDict,
-                     meta: Optional[Mapping[str, Any]] = None) -> FeatureBank:
-    f = config.features
-    return build_bank(regions, n_clusters=f.n_clusters, min_area_fraction=f.min_area_fraction, seed=f.kmeans_seed,
-                      iters=f.kmeans_iters, n_init=f.kmeans_n_init, meta=meta)
+@dataclasses.dataclass(frozen=True)
+class BankOptions:
+    """What building a feature bank reads from config.features, read once."""
+
+    split: str  # the split encoded (official: the training set)
+    num_examples: int  # 0 = the whole split
+    batch_size: int
+    n_clusters: int
+    min_area_fraction: float
+    kmeans_seed: int
+    kmeans_iters: int
+    kmeans_n_init: int
+
+    @classmethod
+    def from_config(cls, features_cfg: ml_collections.ConfigDict) -> "BankOptions":
+        f = features_cfg
+        return cls(split=f.split, num_examples=int(f.num_examples), batch_size=int(f.batch_size),
+                   n_clusters=int(f.n_clusters), min_area_fraction=float(f.min_area_fraction),
+                   kmeans_seed=int(f.kmeans_seed), kmeans_iters=int(f.kmeans_iters), kmeans_n_init=int(f.kmeans_n_init))
+
+
+def bank_from_regions(regions: EncodedRegions, options: BankOptions,
+                      meta: Optional[Mapping[str, Any]] = None) -> FeatureBank:
+    """build_bank with the clustering settings of `options`."""
+    return build_bank(regions, n_clusters=options.n_clusters, min_area_fraction=options.min_area_fraction,
+                      seed=options.kmeans_seed, iters=options.kmeans_iters, n_init=options.kmeans_n_init, meta=meta)
 
 
 # ----------------------------------------------------------------------------- checkpoints

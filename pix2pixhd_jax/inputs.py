@@ -7,7 +7,7 @@ command-line tools. Synthetic data draws unseen scenes for everything that is no
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import ml_collections
 import numpy as np
@@ -42,10 +42,10 @@ def make_source(config: ml_collections.ConfigDict, split: str, num_examples: int
         tfds_data_dir=d.tfds_data_dir or None)
 
 
-def train_source(config: ml_collections.ConfigDict) -> Any:
-    """The training split (config.data.phase)."""
+def train_source(config: ml_collections.ConfigDict, split: str = "") -> Any:
+    """The training split (config.data.phase), or `split` read the same way (synthetic data: the training scenes)."""
     d = config.data
-    return make_source(config, d.phase, d.synthetic_num, d.synthetic_seed)
+    return make_source(config, split or d.phase, d.synthetic_num, d.synthetic_seed)
 
 
 def heldout_source(config: ml_collections.ConfigDict, split: str, num: int, load_image: Optional[bool] = True) -> Any:
@@ -72,28 +72,28 @@ def _readable(source: Any, skip_bad: bool, skipped: Optional[list[str]] = None) 
                 skipped.append(str(e))
 
 
-def example_size(source: Any, tcfg: transforms.TransformConfig, skip_bad: bool = False) -> tuple[int, int]:
+def example_size(source: Any, transform: transforms.TransformConfig, skip_bad: bool = False) -> tuple[int, int]:
     """(height, width) of transformed examples, from the first (readable, with skip_bad) example's native size."""
     skipped: list[str] = []
     for _, example in _readable(source, skip_bad, skipped):
         h, w = example["label"].shape[:2]
-        out_w, out_h = transforms.output_size(w, h, tcfg)
+        out_w, out_h = transforms.output_size(w, h, transform)
         return out_h, out_w
     first = f"; the first: {skipped[0]}" if skipped else ""
     raise DataError(f"no readable example in {source!r} ({len(source)} examples, all skipped as unreadable){first}")
 
 
-def examples_of(source: Any, tcfg: transforms.TransformConfig, num: int, skip_bad: bool = False) -> list[Example]:
+def examples_of(source: Any, transform: transforms.TransformConfig, num: int, skip_bad: bool = False) -> list[Example]:
     """The first `num` (readable, with skip_bad) examples (0 = all), transformed without random crops or flips."""
     out = []
     for i, example in _readable(source, skip_bad):
         if num and len(out) == num:
             break
-        example = transforms.transform_example(example, tcfg, None, train=False)
+        example = transforms.transform_example(example, transform, None, train=False)
         if out and example["label"].shape[:2] != out[0]["label"].shape[:2]:
             (h, w), (h0, w0) = example["label"].shape[:2], out[0]["label"].shape[:2]
             error = DataError(f"{describe_example(source, i)} is {w}x{h} (width x height) after "
-                              f"resize_or_crop={tcfg.resize_or_crop!r} but the examples before it are {w0}x{h0}; "
+                              f"resize_or_crop={transform.resize_or_crop!r} but the examples before it are {w0}x{h0}; "
                               "resize the images to one size or pick a resize_or_crop mode that does")
             if not skip_bad:
                 raise error
@@ -110,6 +110,12 @@ def stack(examples: list[Example]) -> dict[str, np.ndarray]:
         raise DataError(f"examples of different sizes cannot form one batch: {sizes} (height, width) after "
                         "the transforms; make the images one size or pick a data.resize_or_crop mode that does")
     return {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "meta"}
+
+
+def batches(examples: Sequence[Example], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Consecutive batches of `batch_size` examples (the last may be smaller), each stacked as by stack()."""
+    for i in range(0, len(examples), batch_size):
+        yield stack(list(examples[i:i + batch_size]))
 
 
 def train_dataset(config: ml_collections.ConfigDict, source: Any, *, local_batch: int,
@@ -145,6 +151,23 @@ def holdout_batch(config: ml_collections.ConfigDict, train: Any) -> dict[str, np
     return stack(examples)
 
 
+def tools_split(config: ml_collections.ConfigDict) -> str:
+    """The split the tools draw label maps from: unseen synthetic scenes ('test'), else data.sample_split."""
+    return "test" if config.data.source == "synthetic" else config.data.sample_split
+
+
+def label_maps(config: ml_collections.ConfigDict, count: int) -> tuple[Callable[[int], tuple], int]:
+    """(index -> (label, inst or None) of the tools' split, transformed as at inference; how many there are)."""
+    source = heldout_source(config, tools_split(config), count, load_image=None)
+    transform = transform_config(config)
+
+    def load(index: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        ex = transforms.transform_example(source[index], transform, None, train=False)
+        return np.asarray(ex["label"]), (None if ex.get("inst") is None else np.asarray(ex["inst"]))
+
+    return load, len(source)
+
+
 def load_inputs(config: ml_collections.ConfigDict, *, source: str = "", dataroot: str = "", phase: str = "",
                 num: int = 4) -> list[Example]:
     """Label maps (+ instance maps, + photos where present) to synthesize from, for the tools.
@@ -156,6 +179,6 @@ def load_inputs(config: ml_collections.ConfigDict, *, source: str = "", dataroot
     d = config.data
     d.source = source or d.source
     d.dataroot = dataroot or d.dataroot
-    split = phase or (d.sample_split if d.source != "synthetic" else "test")
+    split = phase or tools_split(config)
     return examples_of(heldout_source(config, split, num, load_image=None), transform_config(config), num,
                        skip_bad=config.data.skip_bad_examples)

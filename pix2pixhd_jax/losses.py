@@ -5,19 +5,45 @@ patch scores last, as returned by MultiscaleDiscriminator.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import dataclasses
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
+from pix2pixhd_jax.choices import GAN_LOSSES
 from pix2pixhd_jax.semantics import instance_average_pool, region_sizes
 
 Array = jax.Array
 DOutput = Sequence[Sequence[Array]]
 
-GAN_LOSSES = ("lsgan", "vanilla", "hinge")
 # Official VGGLoss weights for relu1_1 .. relu5_1.
 VGG_LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossOptions:
+    """What the train step reads from config.loss, read once (static: hashable, no arrays)."""
+
+    gan_mode: str  # one of GAN_LOSSES
+    no_ganFeat_loss: bool  # pix2pixHD's option names
+    no_vgg_loss: bool
+    lambda_feat: float
+    vgg_layer_weights: tuple[float, ...]
+    lambda_l1: float  # the terms below are off at 0
+    lambda_region_colour: float
+    lambda_feature_colour: float
+    r1_gamma: float
+    r1_every: int
+
+    @classmethod
+    def from_config(cls, loss_cfg: Any) -> "LossOptions":
+        return cls(gan_mode=loss_cfg.gan_mode, no_ganFeat_loss=bool(loss_cfg.no_ganFeat_loss),
+                   no_vgg_loss=bool(loss_cfg.no_vgg_loss), lambda_feat=float(loss_cfg.lambda_feat),
+                   vgg_layer_weights=tuple(float(w) for w in loss_cfg.vgg_layer_weights),
+                   lambda_l1=float(loss_cfg.lambda_l1), lambda_region_colour=float(loss_cfg.lambda_region_colour),
+                   lambda_feature_colour=float(loss_cfg.lambda_feature_colour), r1_gamma=float(loss_cfg.r1_gamma),
+                   r1_every=int(loss_cfg.r1_every))
 
 
 def _scores(d_out: DOutput) -> list[Array]:

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional
 
 import ml_collections
 
+from pix2pixhd_jax import choices
 from pix2pixhd_jax.data.sources import SOURCE_KINDS
 from pix2pixhd_jax.data.transforms import RESIZE_OR_CROP_MODES
 
@@ -59,6 +60,14 @@ def missing_keys(config: Mapping[str, Any], defaults: ml_collections.ConfigDict,
         elif isinstance(v, ml_collections.ConfigDict) and isinstance(config[k], Mapping):
             out += missing_keys(config[k], v, f"{prefix}{k}.")
     return out
+
+
+def require_keys(config: Mapping[str, Any], keys: tuple[str, ...], what: str) -> None:
+    """Raise ConfigError naming the dotted `keys` that `config` lacks (one saved by an older version) and the fix."""
+    missing = [k for k in keys if _lookup(config, k) == "<missing>"]
+    if missing:
+        raise ConfigError(f"{what} lacks {', '.join(missing)}: it was written by an older version; complete it with "
+                          "today's defaults (defaults=pix2pixhd_jax.configs.default.get_config() when loading a run)")
 
 
 def _differing_leaves(saved: Any, given: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -116,9 +125,13 @@ def _require(ok: bool, key: str, value: Any, why: str) -> None:
         raise ConfigError(f"{key}={value!r}: {why}")
 
 
+def _one_of(value: Any, key: str, allowed: tuple[str, ...]) -> None:
+    _require(value in allowed, key, value, f"must be one of {allowed}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raise ConfigError for values no run can use (checked before any file is written)."""
-    m, d, t, o, l = config.model, config.data, config.train, config.optim, config.loss
+    m, d, t, o, loss = config.model, config.data, config.train, config.optim, config.loss
     for key in ("ngf", "ndf", "n_layers_D", "num_D", "output_nc"):
         _require(m[key] >= 1, f"model.{key}", m[key], "must be >= 1")
     for key in ("n_downsample_global", "n_blocks_global", "n_blocks_local", "n_local_enhancers", "label_nc"):
@@ -126,14 +139,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if m.instance_feat or m.label_feat:
         for key in ("feat_num", "nef", "n_downsample_E"):
             _require(m[key] >= 1, f"model.{key}", m[key], "must be >= 1 when G is conditioned on features")
-    _require(m.netG in ("global", "local"), "model.netG", m.netG, "must be 'global' or 'local'")
-    _require(m.norm in ("instance", "batch", "none"), "model.norm", m.norm, "must be 'instance', 'batch' or 'none'")
-    _require(m.compute_dtype in ("float32", "bfloat16"), "model.compute_dtype", m.compute_dtype,
-             "must be 'float32' or 'bfloat16'")
-    _require(m.conv_impl in ("auto", "rewrite", "lax"), "model.conv_impl", m.conv_impl,
-             "must be 'auto', 'rewrite' or 'lax'")
-    _require(l.gan_mode in ("lsgan", "vanilla", "hinge"), "loss.gan_mode", l.gan_mode,
-             "must be 'lsgan', 'vanilla' or 'hinge'")
+    _one_of(m.netG, "model.netG", choices.GENERATORS)
+    _one_of(m.norm, "model.norm", choices.NORMS)
+    _one_of(m.compute_dtype, "model.compute_dtype", choices.COMPUTE_DTYPES)
+    _one_of(m.conv_impl, "model.conv_impl", choices.CONV_IMPLS)
+    _one_of(loss.gan_mode, "loss.gan_mode", choices.GAN_LOSSES)
     _require(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1 (the global batch)")
     _require(config.num_devices >= 0, "num_devices", config.num_devices, "must be >= 0 (0 = all devices)")
     _require(t.max_steps >= 0, "train.max_steps", t.max_steps, "must be >= 0 (0 = niter + niter_decay epochs)")
@@ -149,40 +159,36 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("niter", "niter_decay", "niter_fix_global"):
         _require(o[key] >= 0, f"optim.{key}", o[key], "must be >= 0")
     _require(0 <= o.ema_decay < 1, "optim.ema_decay", o.ema_decay, "must be in [0, 1) (0 = no EMA)")
-    _require(l.r1_every >= 1, "loss.r1_every", l.r1_every, "must be >= 1 (the lazy R1 interval)")
+    _require(loss.r1_every >= 1, "loss.r1_every", loss.r1_every, "must be >= 1 (the lazy R1 interval)")
     _require(config.eval.every_steps >= 0, "eval.every_steps", config.eval.every_steps, "must be >= 0 (0 = never)")
     _validate_more(config)
 
 
 def _validate_more(config: ml_collections.ConfigDict) -> None:
     """The keys beyond the ones above that otherwise fail late (in the data pipeline, a loss, a tool)."""
-    m, d, l, o = config.model, config.data, config.loss, config.optim
+    m, d, loss, o = config.model, config.data, config.loss, config.optim
     e, f, a = config.eval, config.features, config.augment
-    _require(m.upsample_layer in ("transpose", "resize_conv", "bilinear_conv", "subpixel_icnr"), "model.upsample_layer",
-             m.upsample_layer, "must be 'transpose' (official), 'resize_conv', 'bilinear_conv' or 'subpixel_icnr'")
-    _require(m.upsample_impl in ("tapwise", "subpixel", "xla"), "model.upsample_impl", m.upsample_impl,
-             "must be 'tapwise', 'subpixel' or 'xla'")
-    _require(m.attention_form in ("full", "pooled", "window"), "model.attention_form", m.attention_form,
-             "must be 'full', 'pooled' or 'window'")
+    _one_of(m.upsample_layer, "model.upsample_layer", choices.UPSAMPLE_LAYERS)  # 'transpose' is the official one
+    _one_of(m.upsample_impl, "model.upsample_impl", choices.UPSAMPLE_IMPLS)
+    _one_of(m.attention_form, "model.attention_form", choices.ATTENTION_FORMS)
     for key in ("attention_pool", "attention_window", "attention_reduction"):
         _require(m[key] >= 1, f"model.{key}", m[key], "must be >= 1")
     _require(m.init_std > 0, "model.init_std", m.init_std, "must be > 0")
     _require(m.label_nc > 0 or m.input_nc >= 1, "model.input_nc", m.input_nc, "must be >= 1 when label_nc=0")
-    _require(d.source in SOURCE_KINDS, "data.source", d.source, f"must be one of {SOURCE_KINDS}")
-    _require(d.resize_or_crop in RESIZE_OR_CROP_MODES, "data.resize_or_crop", d.resize_or_crop,
-             f"must be one of {RESIZE_OR_CROP_MODES}")
+    _one_of(d.source, "data.source", SOURCE_KINDS)
+    _one_of(d.resize_or_crop, "data.resize_or_crop", RESIZE_OR_CROP_MODES)
     for key in ("loadSize", "fineSize", "synthetic_num", "synthetic_width", "synthetic_height"):
         _require(d[key] >= 1, f"data.{key}", d[key], "must be >= 1")
     for key in ("max_dataset_size", "worker_count"):
         _require(d[key] >= 0, f"data.{key}", d[key], "must be >= 0")
-    _require(len(l.vgg_layers) == len(l.vgg_layer_weights), "loss.vgg_layer_weights", tuple(l.vgg_layer_weights),
-             f"needs one weight per loss.vgg_layers entry ({len(l.vgg_layers)})")
+    _require(len(loss.vgg_layers) == len(loss.vgg_layer_weights), "loss.vgg_layer_weights", tuple(loss.vgg_layer_weights),
+             f"needs one weight per loss.vgg_layers entry ({len(loss.vgg_layers)})")
     for key in ("lambda_feat", "lambda_l1", "lambda_region_colour", "lambda_feature_colour", "r1_gamma"):
-        _require(l[key] >= 0, f"loss.{key}", l[key], "must be >= 0")
-    _require(l.lambda_region_colour == 0 or m.instance_feat or m.label_feat, "loss.lambda_region_colour",
-             l.lambda_region_colour, "needs model.instance_feat or model.label_feat (it compares the regions E pools over)")
-    _require(l.lambda_feature_colour == 0 or ((m.instance_feat or m.label_feat) and m.feat_num >= 3),
-             "loss.lambda_feature_colour", l.lambda_feature_colour,
+        _require(loss[key] >= 0, f"loss.{key}", loss[key], "must be >= 0")
+    _require(loss.lambda_region_colour == 0 or m.instance_feat or m.label_feat, "loss.lambda_region_colour",
+             loss.lambda_region_colour, "needs model.instance_feat or model.label_feat (it compares the regions E pools over)")
+    _require(loss.lambda_feature_colour == 0 or ((m.instance_feat or m.label_feat) and m.feat_num >= 3),
+             "loss.lambda_feature_colour", loss.lambda_feature_colour,
              "needs model.instance_feat or model.label_feat and model.feat_num >= 3 (it anchors E's first 3 channels)")
     _require(o.eps > 0, "optim.eps", o.eps, "must be > 0")
     _require(e.num_examples >= 0, "eval.num_examples", e.num_examples, "must be >= 0 (0 = the whole split)")
@@ -192,8 +198,8 @@ def _validate_more(config: ml_collections.ConfigDict) -> None:
     _require(f.num_examples >= 0, "features.num_examples", f.num_examples, "must be >= 0 (0 = the whole split)")
     _require(0 <= f.min_area_fraction < 1, "features.min_area_fraction", f.min_area_fraction, "must be in [0, 1)")
     ops = [p.strip() for p in a.policy.split(",") if p.strip()]
-    unknown = [p for p in ops if p not in ("color", "translation", "cutout")]
-    _require(not unknown, "augment.policy", a.policy, "must be a comma list of 'color', 'translation', 'cutout'")
+    unknown = [p for p in ops if p not in choices.AUGMENT_OPS]
+    _require(not unknown, "augment.policy", a.policy, f"must be a comma list of {choices.AUGMENT_OPS}")
     for key in ("p_color", "p_translation", "p_cutout", "translation_ratio", "cutout_ratio"):
         _require(0 <= a[key] <= 1, f"augment.{key}", a[key], "must be in [0, 1]")
     ms = config.mesh

@@ -24,7 +24,6 @@ import optax
 
 from pix2pixhd_jax import augment, losses
 from pix2pixhd_jax.models import factory
-from pix2pixhd_jax.models.factory import Networks, apply as _apply, generate, label_encoding
 from pix2pixhd_jax.optim import make_optimizers, mask_frozen_trunk, official_lr, with_learning_rate
 from pix2pixhd_jax.state import GANState, create_state, ema_decay_at, ema_update
 
@@ -35,7 +34,7 @@ Batch = dict[str, jax.Array]
 class Program:
     """What training a config needs, built once: networks, both optimizers, init(rng) and the pure step."""
 
-    nets: Networks
+    nets: factory.Networks
     tx_g: optax.GradientTransformation
     tx_d: optax.GradientTransformation
     init: Callable[[jax.Array], GANState]
@@ -51,7 +50,7 @@ def build_program(config: ml_collections.ConfigDict, vgg: Optional[nn.Module] = 
                    make_train_step(config, nets, tx_g, tx_d, steps_per_epoch=steps_per_epoch))
 
 
-def make_init_fn(config: ml_collections.ConfigDict, nets: Networks, tx_g: optax.GradientTransformation,
+def make_init_fn(config: ml_collections.ConfigDict, nets: factory.Networks, tx_g: optax.GradientTransformation,
                  tx_d: optax.GradientTransformation, *, height: int, width: int) -> Callable[[jax.Array], GANState]:
     """init(rng) -> fresh GANState for images of height x width (shapes only matter for init)."""
 
@@ -64,17 +63,18 @@ def make_init_fn(config: ml_collections.ConfigDict, nets: Networks, tx_g: optax.
     return init
 
 
-def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: optax.GradientTransformation,
+def make_train_step(config: ml_collections.ConfigDict, nets: factory.Networks, tx_g: optax.GradientTransformation,
                     tx_d: optax.GradientTransformation, *, steps_per_epoch: int) -> Callable:
     """Build step(state, batch, vgg_variables) -> (state, metrics); pure, ready for jit."""
-    model_cfg, loss_cfg, optim_cfg = config.model, config.loss, config.optim
+    model_cfg, optim_cfg = config.model, config.optim
+    loss_cfg = losses.LossOptions.from_config(config.loss)
     dtype = factory.compute_dtype(model_cfg)
     fix_steps = optim_cfg.niter_fix_global * steps_per_epoch if model_cfg.netG == "local" else 0
     use_vgg = not loss_cfg.no_vgg_loss
     # Beyond the paper, all off by default.
     aug_cfg = augment.AugmentOptions.from_config(config.augment)
     use_augment = aug_cfg.enabled
-    r1_gamma, r1_every = float(loss_cfg.r1_gamma), int(loss_cfg.r1_every)
+    r1_gamma, r1_every = loss_cfg.r1_gamma, loss_cfg.r1_every
     if r1_gamma > 0 and r1_every < 1:
         raise ValueError(f"loss.r1_every={r1_every} must be >= 1 (the lazy R1 interval in steps)")
     ema_decay, ema_warmup = float(optim_cfg.ema_decay), bool(optim_cfg.ema_warmup)
@@ -83,7 +83,7 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
         if use_vgg and nets.vgg is None:  # checked when traced, so shape-only uses need no VGG
             raise ValueError("loss.no_vgg_loss is False but no VGG network was given")
         real = batch["image"].astype(jnp.float32)
-        label_enc = label_encoding(batch, model_cfg)
+        label_enc = factory.label_encoding(batch, model_cfg)
         # D's conditioning and real half; with augmentation one transform per sample (seeded by the
         # step, so a resumed run draws the same) goes to label, real and fake alike.
         d_label, d_real, d_aug = label_enc, real, lambda img: img
@@ -97,15 +97,16 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
             # E's pooled map and the regions it pools over also feed the colour losses.
             features, regions, g_collections = None, None, dict(state.g_collections)
             if nets.encoder is not None:
-                regions = factory.pool_ids(batch, model_cfg)
+                regions = factory.pool_ids(model_cfg, batch["label"], batch.get("inst"))
                 features, g_collections["encoder"] = factory.encode(
                     nets, g_params, state.g_collections, batch["image"], regions, train=True)
-            fake, g_collections = generate(nets, model_cfg, g_params, g_collections, batch, label_enc,
-                                           train=True, features=features)
-            d_out_fake, d_collections = _apply(nets.discriminator, d_params, state.d_collections,
-                                               jnp.concatenate([d_label, d_aug(fake).astype(dtype)], -1), train=True)
-            d_out_real, d_collections = _apply(nets.discriminator, d_params, d_collections,
-                                               jnp.concatenate([d_label, d_real.astype(dtype)], -1), train=True)
+            fake, g_collections = factory.generate(nets, model_cfg, g_params, g_collections, batch, label_enc,
+                                                   train=True, features=features)
+            d_out_fake, d_collections = factory.apply(
+                nets.discriminator, d_params, state.d_collections,
+                jnp.concatenate([d_label, d_aug(fake).astype(dtype)], -1), train=True)
+            d_out_real, d_collections = factory.apply(nets.discriminator, d_params, d_collections,
+                                                      jnp.concatenate([d_label, d_real.astype(dtype)], -1), train=True)
             terms = {
                 "D_fake": losses.gan_loss(d_out_fake, target_is_real=False, loss_type=loss_cfg.gan_mode),
                 "D_real": losses.gan_loss(d_out_real, target_is_real=True, loss_type=loss_cfg.gan_mode),
@@ -120,7 +121,7 @@ def make_train_step(config: ml_collections.ConfigDict, nets: Networks, tx_g: opt
                 loss_g += terms["G_GAN_Feat"]
             if use_vgg:
                 terms["G_VGG"] = losses.perceptual_loss(nets.vgg.apply, vgg_variables, fake, real,
-                                                        layer_weights=tuple(loss_cfg.vgg_layer_weights),
+                                                        layer_weights=loss_cfg.vgg_layer_weights,
                                                         lambda_feat=loss_cfg.lambda_feat)
                 loss_g += terms["G_VGG"]
             if loss_cfg.lambda_l1 > 0:
@@ -189,8 +190,8 @@ def lazy_r1(discriminator: nn.Module, state: GANState, d_label: jax.Array, d_rea
     step's starting collections; its collection updates are dropped.
     """
     def penalty(d_params):
-        d_fn = lambda img: _apply(discriminator, d_params, state.d_collections,
-                                  jnp.concatenate([d_label, img.astype(dtype)], -1), train=True)[0]
+        d_fn = lambda img: factory.apply(discriminator, d_params, state.d_collections,
+                                         jnp.concatenate([d_label, img.astype(dtype)], -1), train=True)[0]
         return losses.r1_penalty(d_fn, d_real, gamma=gamma)
 
     def run(d_params):

@@ -48,3 +48,17 @@ def test_load_config_names_the_missing_config():
         harness.load_config("bench_nope")
     with pytest.raises(FileNotFoundError, match="configs/nope.py"):
         harness.load_config("configs/nope.py")
+
+
+def test_every_script_is_launched_one_way_and_uses_the_harness():
+    import pathlib
+
+    folder = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+    # editor_latency.py is being moved onto the harness separately (it drives a server process).
+    scripts = [p for p in sorted(folder.glob("*.py")) if p.stem not in ("__init__", "harness", "editor_latency")]
+    assert len(scripts) >= 10, [p.name for p in scripts]
+    for path in scripts:
+        text = path.read_text()
+        assert "python benchmarks/" not in text, f"{path.name}: launch it as python -m benchmarks.{path.stem}"
+        assert f"python -m benchmarks.{path.stem}" in text, f"{path.name}: its docstring shows no launch line"
+        assert "from benchmarks import harness" in text, f"{path.name} does not use benchmarks/harness.py"

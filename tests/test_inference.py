@@ -222,7 +222,7 @@ def test_a_config_saved_by_an_older_version_needs_defaults_and_says_so(synth, tm
         saved = json.loads(path.read_text())
         del saved["model"]["feature_skip_G"], saved["model"]["encoder_image_skip"]  # keys added later
         path.write_text(json.dumps(saved))
-    with pytest.raises(ValueError, match="older version: pass defaults=configs.default.get_config"):
+    with pytest.raises(ValueError, match="older version: pass defaults=pix2pixhd_jax.configs.default.get_config"):
         Synthesizer.from_workdir(workdir)
     older = Synthesizer.from_workdir(workdir, defaults=default.get_config())
     assert not older.config.model.feature_skip_G and not older.config.model.encoder_image_skip

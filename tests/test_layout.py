@@ -71,9 +71,10 @@ def test_no_import_cycles_among_package_modules():
 def test_library_modules_do_not_import_entry_points_or_configs():
     graph = _graph()
     for module, deps in graph.items():
-        if module.startswith("pix2pixhd_jax.cli") or module == "pix2pixhd_jax.main":
+        if module.startswith(("pix2pixhd_jax.cli", "pix2pixhd_jax.configs")) or module == "pix2pixhd_jax.main":
             continue
         assert not {d for d in deps if d.startswith("pix2pixhd_jax.cli")}, f"{module} imports the CLI layer"
+        assert "pix2pixhd_jax.configs" not in deps, f"{module} imports the configs (the commands pass them in)"
         source = _modules()[module].read_text()
         assert "from configs" not in source and "import configs" not in source, f"{module} imports configs/"
 
@@ -121,7 +122,7 @@ def test_editing_package_reads_bottom_up():
 # The layers README's Layout section promises, bottom first. A module may import its own layer and
 # the ones below; a new module must be placed here (the test names it otherwise).
 LAYERS = [
-    ("storage and signals", ["storage", "semantics", "host_memory", "stopping"]),
+    ("storage and signals", ["storage", "semantics", "host_memory", "stopping", "choices", "configs"]),
     ("data and run records", ["data", "visualize", "run_config", "run_folder", "workdir_lease", "metric_writer"]),
     ("networks and losses", ["models", "losses", "augment"]),
     ("inputs, checkpoints, state", ["inputs", "checkpointing", "state", "optim", "sharding", "features", "compat"]),
@@ -158,3 +159,18 @@ def test_imports_follow_the_layer_order():
                 wrong.append(f"{module} ({LAYERS[_layer_of(module)][0]}) imports {dep} "
                              f"({LAYERS[_layer_of(dep)][0]})")
     assert not wrong, "imports pointing up the layers:\n" + "\n".join(sorted(wrong))
+
+
+def test_configs_install_under_the_package_name():
+    # A top-level `configs` package would collide with any other installed package of that name.
+    import configparser
+
+    root = PACKAGE.parent
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg")
+    assert setup["options"]["package_dir"].split() == ["pix2pixhd_jax.configs", "=", "configs"]
+    assert setup["options.packages.find"]["include"].split() == ["pix2pixhd_jax*"]
+    from pix2pixhd_jax.configs import default, tiny_test
+
+    assert pathlib.Path(default.__file__).parent == root / "configs"
+    assert tiny_test.get_config().model.ngf >= 1

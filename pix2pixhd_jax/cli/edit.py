@@ -73,7 +73,7 @@ def body(fv: flags.FlagValues) -> int:
     for i, r in enumerate(results, 1):
         names.append(f"step_{i:03d}.png")
         storage.write_image(storage.join(fv.out, names[-1]), Image.fromarray(r.image))
-    label_nc = synth.config.model.label_nc
+    label_nc = synth.options.label_nc
     storage.write_image(storage.join(fv.out, "final_label_rgb.png"),
                         Image.fromarray(visualize.label_to_rgb(editor.scene.label, label_nc)))
     storage.write_image(storage.join(fv.out, "final_label.png"), Image.fromarray(editor.scene.label.astype(np.uint8)))

@@ -27,8 +27,8 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from configs import default as configs_default  # installed with the package
 from pix2pixhd_jax import run_config, storage, workdir_lease
+from pix2pixhd_jax.configs import default as configs_default
 
 CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 

@@ -52,7 +52,7 @@ def body(fv: flags.FlagValues) -> int:
     examples = inputs.load_inputs(synth.config, source=fv.source, dataroot=fv.dataroot, phase=fv.phase,
                                   num=fv.num_inputs)
     storage.makedirs(fv.out)
-    label_nc = synth.config.model.label_nc
+    label_nc = synth.options.label_nc
     if fv.num_samples > 1 and not (fv.features == "sample" and synth.uses_features):
         why = ("this model was trained without instance features (model.instance_feat / label_feat), so its "
                "output is one image per input" if not synth.uses_features else "--features=encode takes the "

@@ -137,22 +137,23 @@ def read_rgb(path: str) -> np.ndarray:
     return np.asarray(_open(path).convert("RGB"), np.uint8)
 
 
+def _write_ids(path: str, ids: np.ndarray, kind: str, dtype: type) -> None:
+    """Write integer ids as a PNG of `dtype` (uint8: 'L', uint16: 'I;16'), refusing ids it cannot hold."""
+    ids, limits = np.asarray(ids), np.iinfo(dtype)
+    if ids.min(initial=0) < 0 or ids.max(initial=0) > limits.max:
+        raise DataError(f"{kind} ids for {path} must be in [0, {limits.max}] (a {limits.bits}-bit PNG), got "
+                        f"[{ids.min()}, {ids.max()}]")
+    storage.write_image(path, Image.fromarray(ids.astype(dtype)))
+
+
 def write_label(path: str, label: np.ndarray) -> None:
     """Write label ids as an 8-bit 'L' PNG (ids must be < 256)."""
-    label = np.asarray(label)
-    if label.min(initial=0) < 0 or label.max(initial=0) > 255:
-        raise DataError(f"label ids for {path} must be in [0, 255] for an 8-bit PNG, got "
-                        f"[{label.min()}, {label.max()}]")
-    storage.write_image(path, Image.fromarray(label.astype(np.uint8)))
+    _write_ids(path, label, "label", np.uint8)
 
 
 def write_instance(path: str, inst: np.ndarray) -> None:
     """Write instance ids as a 16-bit 'I;16' PNG so ids like 26003 survive."""
-    inst = np.asarray(inst)
-    if inst.min(initial=0) < 0 or inst.max(initial=0) > 65535:
-        raise DataError(f"instance ids for {path} must be in [0, 65535] for a 16-bit PNG, got "
-                        f"[{inst.min()}, {inst.max()}]")
-    storage.write_image(path, Image.fromarray(inst.astype(np.uint16)))
+    _write_ids(path, inst, "instance", np.uint16)
 
 
 def write_rgb(path: str, image: np.ndarray) -> None:

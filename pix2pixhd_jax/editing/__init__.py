@@ -7,6 +7,7 @@
   session      EditSession: current scene and image, history, render, composite, swatches
   vocabulary   the JSON edit vocabulary (OPS), its parsing and dispatch, script export; Editor
                (an EditSession that takes typed calls, JSON edits and scripts)
+  options      EditorOptions: what the editor reads from a run's config, read once
   server/      the interactive editor: a Starlette app, its codec and the page (static/)
 
 The names most callers need are importable from here: `from pix2pixhd_jax.editing import Editor`.

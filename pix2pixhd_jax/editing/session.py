@@ -17,12 +17,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from pix2pixhd_jax.data import cityscapes as cs
 from pix2pixhd_jax.editing import compositing, ops
+from pix2pixhd_jax.editing.options import EditorOptions
 from pix2pixhd_jax.editing.scene import Scene, check_vector
 from pix2pixhd_jax.features import feature_map
 
@@ -85,20 +85,16 @@ class EditSession:
                  thing_classes: Optional[Sequence[int]] = None, max_history: Optional[int] = None,
                  local: bool = False, local_margin_px: Optional[int] = None, local_feather_px: Optional[int] = None):
         self.synth = synthesizer
-        cfg = synthesizer.config
-        if cfg.model.label_feat:
+        options = EditorOptions.from_config(synthesizer.config)
+        if synthesizer.options.label_feat:
             raise ValueError("the editor works per instance (model.instance_feat); this model pools per label region")
-        # Configs saved before the editing section existed have none: local edits then need the
-        # widths given here (or the config completed with today's defaults).
-        section = cfg.get("editing") or {}
-        self.local_margin_px = _px(local_margin_px, section, "local_margin_px")
-        self.local_feather_px = _px(local_feather_px, section, "local_feather_px")
+        self.local_margin_px = _px(local_margin_px, options.local_margin_px, "local_margin_px")
+        self.local_feather_px = _px(local_feather_px, options.local_feather_px, "local_feather_px")
         self._local = False
         self.local = local
-        self.label_nc = cfg.model.label_nc
-        self.thing_classes = tuple(thing_classes if thing_classes is not None else
-                                   (cfg.features.thing_classes or sorted(cs.THING_IDS)))
-        self.seed = cfg.features.sample_seed if seed is None else seed
+        self.label_nc = synthesizer.options.label_nc
+        self.thing_classes = tuple(thing_classes if thing_classes is not None else options.thing_classes)
+        self.seed = synthesizer.options.sample_seed if seed is None else seed
         self.max_history = max_history
         label = np.asarray(label, np.int32)
         inst = label.copy() if inst is None else np.asarray(inst, np.int32)
@@ -124,8 +120,8 @@ class EditSession:
             raise ValueError(f"local must be true or false, got {on!r}")
         if on and (self.local_margin_px is None or self.local_feather_px is None):
             raise ValueError("local edits need editing.local_margin_px and editing.local_feather_px: this config "
-                             "predates the editing section; load it with Synthesizer.from_workdir(..., "
-                             "defaults=configs.default.get_config()) or pass local_margin_px= / local_feather_px=")
+                             "predates the editing section; load it with Synthesizer.from_workdir(..., defaults="
+                             "pix2pixhd_jax.configs.default.get_config()) or pass local_margin_px= / local_feather_px=")
         self._local = bool(on)
 
     # ------------------------------------------------------------------------------ features
@@ -150,7 +146,7 @@ class EditSession:
     def feature_of(self, class_id: int, cluster: Any, vector: Any) -> tuple[Optional[int], np.ndarray]:
         """(cluster, vector) for exactly one of cluster= (a centre of the class in the bank) / vector=."""
         if vector is not None:
-            return None, check_vector(vector, self.synth.config.model.feat_num)
+            return None, check_vector(vector, self.synth.options.feat_num)
         cluster = ops.as_int(cluster, "cluster")
         return cluster, self.synth.require_bank().center(class_id, cluster)
 
@@ -254,12 +250,11 @@ class EditSession:
             del stack[0]
 
 
-def _px(given: Optional[int], section: Mapping[str, Any], key: str) -> Optional[int]:
+def _px(given: Optional[int], configured: Any, key: str) -> Optional[int]:
     """A compositing width: the keyword if given, else the config's editing.<key> (None when absent)."""
     if given is not None:
         return compositing.check_px(given, key)
-    value = section.get(key)
-    return None if value is None else compositing.check_px(value, f"editing.{key}")
+    return None if configured is None else compositing.check_px(configured, f"editing.{key}")
 
 
 def _swatch_window(lo: int, hi: int, size: int, divisor: int) -> tuple[int, int]:

@@ -15,7 +15,8 @@ Built from a generate function, never from the trainer: `evaluate_generator` sco
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+import dataclasses
+from typing import Any, Callable, Optional
 
 import ml_collections
 import numpy as np
@@ -24,10 +25,26 @@ from pix2pixhd_jax import inputs
 from pix2pixhd_jax.evaluation import fid, lattice, lpips, segmentation
 
 
-def batched(examples: list[dict[str, np.ndarray]], batch_size: int) -> Iterable[dict[str, np.ndarray]]:
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        yield {k: np.stack([e[k] for e in chunk]) for k in chunk[0] if k != "meta"}
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """What the periodic evaluation reads from config.eval, read once."""
+
+    every_steps: int  # 0 = never
+    split: str
+    num_examples: int  # 0 = the whole split
+    batch_size: int
+    lpips: bool
+    inception_path: str  # '' = no FID/KID
+    kid_subsets: int
+    kid_subset_size: int
+    segmenter_dir: str  # '' = no segmentation score
+
+    @classmethod
+    def from_config(cls, eval_cfg: ml_collections.ConfigDict) -> "EvalOptions":
+        return cls(every_steps=int(eval_cfg.every_steps), split=eval_cfg.split, num_examples=int(eval_cfg.num_examples),
+                   batch_size=int(eval_cfg.batch_size), lpips=bool(eval_cfg.lpips), inception_path=eval_cfg.inception_path,
+                   kid_subsets=int(eval_cfg.kid_subsets), kid_subset_size=int(eval_cfg.kid_subset_size),
+                   segmenter_dir=eval_cfg.segmenter_dir)
 
 
 def evaluate_generator(generate_fn, examples: list[dict[str, np.ndarray]], *, batch_size: int = 4,
@@ -42,7 +59,7 @@ def evaluate_generator(generate_fn, examples: list[dict[str, np.ndarray]], *, ba
     if segmenter is not None:
         conf = {side: np.zeros((segmenter.num_classes,) * 2, np.int64) for side in ("fake", "real")}
     num_batches = -(-len(examples) // batch_size)
-    for batch in segmentation.progress_bar(batched(examples, batch_size), progress, "evaluate", total=num_batches):
+    for batch in segmentation.progress_bar(inputs.batches(examples, batch_size), progress, "evaluate", total=num_batches):
         fake = np.asarray(generate_fn(batch), np.float32)
         real = batch["image"].astype(np.float32)
         l1.append(np.abs(fake - real).mean(axis=(1, 2, 3)))
@@ -97,7 +114,7 @@ def make_periodic_eval(config: ml_collections.ConfigDict) -> Callable[[Callable]
 
     Examples, the segmenter, LPIPS and Inception weights are loaded once, here.
     """
-    e = config.eval
+    e = EvalOptions.from_config(config.eval)
     examples = inputs.load_examples(config, e.split, e.num_examples)
     segmenter = load_segmenter_for(config, e.segmenter_dir, examples) if e.segmenter_dir else None
     inception = fid.load_inception(e.inception_path) if e.inception_path else None

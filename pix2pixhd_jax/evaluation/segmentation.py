@@ -25,6 +25,7 @@ predictions are restricted to `classes`.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -46,6 +47,47 @@ PARAMS_FILE = "params.npz"
 SPEC_FILE = "segmenter.json"
 # Fields of the saved data description that must equal the evaluated run's for the score to mean anything.
 DATA_IDENTITY_KEYS = ("source", "dataset", "label_nc", "classes", "height", "width")
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterOptions:
+    """What segmenter training and the segmentation score read from a config, read once."""
+
+    features: int  # eval.segmenter.*: the U-Net and its training
+    levels: int
+    classes: tuple[int, ...]  # as configured: () = all of 0..label_nc-1 (resolve_classes)
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    num_examples: int  # synthetic training scenes (0 = synthetic_num)
+    heldout_examples: int
+    log_every: int
+    label_nc: int  # model.label_nc
+    source: str  # data.*: what the segmenter trains on, and what an evaluated run must share
+    dataset: str
+    phase: str
+    synthetic_num: int
+    synthetic_seed: int
+    skip_bad_examples: bool
+    heldout_split: str  # eval.split
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> "SegmenterOptions":
+        s, d = config.eval.segmenter, config.data
+        if d.source == "synthetic":
+            dataset = "synthetic"
+        elif d.source == "tfds":
+            dataset = d.tfds_name
+        else:
+            dataset = os.fspath(storage.path(d.dataroot))  # gs:// URLs kept as they are
+        return cls(features=int(s.features), levels=int(s.levels), classes=tuple(int(c) for c in s.classes),
+                   steps=int(s.steps), batch_size=int(s.batch_size), lr=float(s.lr), seed=int(s.seed),
+                   num_examples=int(s.num_examples), heldout_examples=int(s.heldout_examples),
+                   log_every=int(s.log_every), label_nc=int(config.model.label_nc), source=d.source,
+                   dataset=dataset, phase=d.phase, synthetic_num=int(d.synthetic_num),
+                   synthetic_seed=int(d.synthetic_seed),
+                   skip_bad_examples=bool(d.skip_bad_examples), heldout_split=config.eval.split)
 
 
 # ------------------------------------------------------------------------------------- network
@@ -221,26 +263,20 @@ def progress_bar(iterable: Iterable, enabled: bool, desc: str, total: Optional[i
 def data_identity(config: ml_collections.ConfigDict, height: int, width: int,
                   classes: Sequence[int]) -> dict[str, Any]:
     """What a segmenter's training data must share with an evaluated run (DATA_IDENTITY_KEYS)."""
-    d = config.data
-    if d.source == "synthetic":
-        dataset = "synthetic"
-    elif d.source == "tfds":
-        dataset = d.tfds_name
-    else:
-        dataset = os.fspath(storage.path(d.dataroot))  # gs:// URLs kept as they are
-    return {"source": d.source, "dataset": dataset, "label_nc": int(config.model.label_nc),
+    o = SegmenterOptions.from_config(config)
+    return {"source": o.source, "dataset": o.dataset, "label_nc": o.label_nc,
             "classes": [int(c) for c in classes], "height": int(height), "width": int(width)}
 
 
 def make_spec(config: ml_collections.ConfigDict, height: int, width: int) -> dict[str, Any]:
     """The saved description: network, classes, training data and training hyperparameters."""
-    s = config.eval.segmenter
-    classes = resolve_classes(s.classes, config.model.label_nc)
+    o = SegmenterOptions.from_config(config)
+    classes = resolve_classes(o.classes, o.label_nc)
     return {"format": FORMAT_VERSION,
-            "model": {"features": int(s.features), "levels": int(s.levels), "classes": list(classes)},
-            "data": {**data_identity(config, height, width, classes), "split": config.data.phase},
-            "train": {"steps": int(s.steps), "batch_size": int(s.batch_size), "lr": float(s.lr), "seed": int(s.seed),
-                      "num_examples": int(s.num_examples)}}
+            "model": {"features": o.features, "levels": o.levels, "classes": list(classes)},
+            "data": {**data_identity(config, height, width, classes), "split": o.phase},
+            "train": {"steps": o.steps, "batch_size": o.batch_size, "lr": o.lr, "seed": o.seed,
+                      "num_examples": o.num_examples}}
 
 
 def save_segmenter(directory: str, spec: Mapping[str, Any], params: Any) -> None:

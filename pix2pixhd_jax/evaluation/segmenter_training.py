@@ -17,7 +17,7 @@ import optax
 
 from pix2pixhd_jax import inputs
 from pix2pixhd_jax.data import pipeline
-from pix2pixhd_jax.evaluation.segmentation import (Segmenter, UNet, label_lookup, make_model, make_spec,
+from pix2pixhd_jax.evaluation.segmentation import (Segmenter, SegmenterOptions, UNet, label_lookup, make_model, make_spec,
                                                    predict_logits, progress_bar, save_segmenter, to_targets)
 
 
@@ -41,22 +41,21 @@ def make_train_step(model: UNet, tx: optax.GradientTransformation) -> Callable:
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def make_optimizer(s: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(s: SegmenterOptions) -> optax.GradientTransformation:
     """Adam with cosine decay of the learning rate to 0 over the training steps."""
     return optax.adam(optax.cosine_decay_schedule(s.lr, max(int(s.steps), 1)))
 
 
 def heldout_examples(config: ml_collections.ConfigDict, num: int) -> list[dict[str, np.ndarray]]:
     """Examples the segmenter never trains on: the evaluation split (unseen scenes for synthetic data)."""
-    return inputs.load_examples(config, config.eval.split, num)
+    return inputs.load_examples(config, SegmenterOptions.from_config(config).heldout_split, num)
 
 
 def batches_of(examples: Sequence[Mapping[str, np.ndarray]], batch_size: int,
                key: str = "image") -> Iterable[tuple[np.ndarray, np.ndarray]]:
-    """(images, labels) batches of transformed examples."""
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        yield np.stack([e[key] for e in chunk]), np.stack([e["label"] for e in chunk])
+    """(images, labels) batches of transformed examples, as Segmenter.score takes them."""
+    for batch in inputs.batches(examples, batch_size):
+        yield batch[key], batch["label"]
 
 
 def train_segmenter(config: ml_collections.ConfigDict, out_dir: str, *, progress: bool = True,
@@ -67,10 +66,10 @@ def train_segmenter(config: ml_collections.ConfigDict, out_dir: str, *, progress
     num_examples); data and transforms: config.data, as in pix2pixHD training (random flips kept).
     Returns the saved spec, whose 'heldout' entry holds the real-image scores (the ceiling).
     """
-    s, d = config.eval.segmenter, config.data
-    tcfg = inputs.transform_config(config)
-    source = inputs.make_source(config, d.phase, s.num_examples or d.synthetic_num, d.synthetic_seed)
-    height, width = inputs.example_size(source, tcfg, skip_bad=d.skip_bad_examples)
+    s = SegmenterOptions.from_config(config)
+    transform = inputs.transform_config(config)
+    source = inputs.make_source(config, s.phase, s.num_examples or s.synthetic_num, s.synthetic_seed)
+    height, width = inputs.example_size(source, transform, skip_bad=s.skip_bad_examples)
     spec = make_spec(config, height, width)
     model, tx = make_model(spec), make_optimizer(s)
     size = 2 ** model.levels  # the network is fully convolutional: init at the smallest size it takes
@@ -78,16 +77,16 @@ def train_segmenter(config: ml_collections.ConfigDict, out_dir: str, *, progress
     opt_state = jax.jit(tx.init)(params)
     lut = jnp.asarray(label_lookup(spec["model"]["classes"]))
     step_fn = make_train_step(model, tx)
-    dataset = pipeline.build_dataset(source, batch_size=s.batch_size, transform=tcfg, seed=s.seed, shuffle=True,
-                                     shard_index=0, shard_count=1, skip_bad_examples=d.skip_bad_examples,
+    dataset = pipeline.build_dataset(source, batch_size=s.batch_size, transform=transform, seed=s.seed, shuffle=True,
+                                     shard_index=0, shard_count=1, skip_bad_examples=s.skip_bad_examples,
                                      image_size=(height, width))
     data_iter = iter(dataset)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
     log(f"segmenter: U-Net features={s.features} levels={s.levels} ({n_params / 1e6:.2f}M params), "
-        f"{len(spec['model']['classes'])} classes, {len(source)} {d.source} images {width}x{height}, "
+        f"{len(spec['model']['classes'])} classes, {len(source)} {s.source} images {width}x{height}, "
         f"{s.steps} steps of batch {s.batch_size}")
     t0, metrics, history = time.time(), None, []
-    bar = progress_bar(range(1, int(s.steps) + 1), progress, "train segmenter", total=int(s.steps))
+    bar = progress_bar(range(1, s.steps + 1), progress, "train segmenter", total=s.steps)
     for step in bar:
         batch = next(data_iter)
         params, opt_state, metrics = step_fn(params, opt_state, lut, batch["image"], batch["label"])
@@ -108,7 +107,7 @@ def train_segmenter(config: ml_collections.ConfigDict, out_dir: str, *, progress
     scores = segmenter.score(batches_of(heldout, s.batch_size), progress=progress, desc="held-out real")
     majority = majority_baseline(heldout, spec["model"]["classes"])
     spec.update(train_seconds=round(train_s, 1), history=history[-20:],
-                heldout={"split": config.eval.split, "num_images": len(heldout), **scores,
+                heldout={"split": s.heldout_split, "num_images": len(heldout), **scores,
                          "majority_class_pixel_acc": majority})
     save_segmenter(out_dir, spec, params)
     log(f"segmenter trained in {train_s:.0f}s; held-out real images ({len(heldout)}): pixel acc "

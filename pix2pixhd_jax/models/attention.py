@@ -20,9 +20,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pix2pixhd_jax.choices import ATTENTION_FORMS as FORMS
 from pix2pixhd_jax.models.layers import Array, ConvOptions
 
-FORMS = ("full", "pooled", "window")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,10 +58,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pix2pixhd_jax.choices import CONV_IMPLS, UPSAMPLE_IMPLS
+
 Array = jax.Array
 
-CONV_IMPLS = ("auto", "rewrite", "lax")
-UPSAMPLE_IMPLS = ("tapwise", "subpixel", "xla")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 

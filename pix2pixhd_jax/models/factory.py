@@ -14,13 +14,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from pix2pixhd_jax.choices import COMPUTE_DTYPES, GENERATORS
 from pix2pixhd_jax.models.attention import AttentionConfig
 from pix2pixhd_jax.models.discriminator import MultiscaleDiscriminator
 from pix2pixhd_jax.models.encoder import Encoder
 from pix2pixhd_jax.models.generator import GlobalGenerator, LocalEnhancer
 from pix2pixhd_jax.semantics import encode_input, input_channels
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {name: getattr(jnp, name) for name in COMPUTE_DTYPES}  # jnp.float32, jnp.bfloat16
 
 
 def compute_dtype(model_cfg: ml_collections.ConfigDict):
@@ -78,7 +79,7 @@ def make_generator(model_cfg: ml_collections.ConfigDict, *, options: Optional[di
     if model_cfg.netG == "local":
         return LocalEnhancer(n_local_enhancers=model_cfg.n_local_enhancers, n_blocks_local=model_cfg.n_blocks_local,
                              **shape, **options)
-    raise ValueError(f"model.netG={model_cfg.netG!r} is not 'global' or 'local'")
+    raise ValueError(f"model.netG={model_cfg.netG!r} is not one of {GENERATORS}")
 
 
 def make_discriminator(model_cfg: ml_collections.ConfigDict, loss_cfg: ml_collections.ConfigDict,
@@ -149,9 +150,13 @@ def label_encoding(batch: dict, model_cfg: ml_collections.ConfigDict) -> jax.Arr
                         use_instance=model_cfg.use_instance, dtype=compute_dtype(model_cfg))
 
 
-def pool_ids(batch: dict, model_cfg: ml_collections.ConfigDict) -> jax.Array:
-    """The map E pools over: label regions (label_feat) or instances (instance_feat)."""
-    return batch["label"] if model_cfg.label_feat else batch["inst"]
+def pool_ids(model_cfg: ml_collections.ConfigDict, label: Any, inst: Optional[Any]) -> Any:
+    """The map E pools over: label regions (label_feat) or instances (instance_feat); numpy or JAX arrays."""
+    if model_cfg.label_feat:
+        return label
+    if inst is None:
+        raise ValueError("model.instance_feat pools over instances: an instance map is required")
+    return inst
 
 
 def encode(nets: Networks, g_params: Any, g_collections: dict, image: jax.Array, pool: jax.Array, *,
@@ -172,7 +177,8 @@ def generate(nets: Networks, model_cfg: ml_collections.ConfigDict, g_params: Any
     if nets.encoder is not None:
         if features is None:
             features, new_collections["encoder"] = encode(nets, g_params, g_collections, batch["image"],
-                                                          pool_ids(batch, model_cfg), train=train)
+                                                          pool_ids(model_cfg, batch["label"], batch.get("inst")),
+                                                          train=train)
         g_in = jnp.concatenate([g_in, features.astype(g_in.dtype)], axis=-1)
     fake, new_collections["generator"] = apply(nets.generator, g_params["generator"], g_collections["generator"],
                                                g_in, train=train)

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pix2pixhd_jax.choices import NORMS, UPSAMPLE_LAYERS
 from pix2pixhd_jax.models.conv_rewrites import (  # noqa: F401  (some re-exported)
     CONV_IMPLS,
     UPSAMPLE_IMPLS,
@@ -37,10 +38,8 @@ from pix2pixhd_jax.models.conv_rewrites import (  # noqa: F401  (some re-exporte
 Dtype = Any
 Array = jax.Array
 
-NORMS = ("instance", "batch", "none")
-# How the generators and the encoder double H and W (config model.upsample_layer); each value owns
-# differently named parameters, so a checkpoint of one never loads silently into another.
-UPSAMPLE_LAYERS = ("transpose", "resize_conv", "bilinear_conv", "subpixel_icnr")
+# How the generators and the encoder double H and W (config model.upsample_layer, UPSAMPLE_LAYERS);
+# each value owns differently named parameters, so a checkpoint of one never loads silently into another.
 
 
 def torch_bias_init(fan_in: int) -> Callable:

@@ -74,10 +74,10 @@ class VGG(nn.Module):
             mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
             x = ((x + 1.0) / 2.0 - mean) / std
         names = conv_names(self.arch)
-        unknown = [l for l in self.layers if l.replace("relu", "conv") not in names]
+        unknown = [layer for layer in self.layers if layer.replace("relu", "conv") not in names]
         if unknown:
             raise ValueError(f"unknown VGG layers {unknown} for {self.arch}; valid: relu1_1 .. relu{names[-1][4:]}")
-        last = max(names.index(l.replace("relu", "conv")) for l in self.layers)
+        last = max(names.index(layer.replace("relu", "conv")) for layer in self.layers)
         taps = {}
         x = x.astype(self.dtype)
         for i, name in enumerate(names[: last + 1]):
@@ -85,13 +85,13 @@ class VGG(nn.Module):
                 x = max_pool_2x2(x, self.conv_impl)
             x = nn.relu(nn.Conv(WIDTHS[int(name[4]) - 1], (3, 3), padding=1, dtype=self.dtype, name=name)(x))
             taps[name.replace("conv", "relu")] = x
-        return [taps[l] for l in self.layers]
+        return [taps[layer] for layer in self.layers]
 
 
 def vgg_params_from_torchvision(state_dict: Mapping[str, Any], arch: str, layers: Sequence[str]) -> dict:
     """torchvision `features.{idx}.weight/bias` (OIHW) -> our {'params': {conv_name: kernel HWIO, bias}}."""
     index = torchvision_feature_index(arch)
-    needed = conv_names(arch)[: max(conv_names(arch).index(l.replace("relu", "conv")) for l in layers) + 1]
+    needed = conv_names(arch)[: max(conv_names(arch).index(layer.replace("relu", "conv")) for layer in layers) + 1]
     params, missing = {}, []
     for name in needed:
         w_key, b_key = f"features.{index[name]}.weight", f"features.{index[name]}.bias"
@@ -174,7 +174,7 @@ def vgg16_params_from_lpips(path: str | None = None, layers: Sequence[str] = DEF
         tree = _NumpyOnlyUnpickler(f).load()
     trunk = tree["VGG16_0"]
     names = conv_names("vgg16")
-    needed = names[: max(names.index(l.replace("relu", "conv")) for l in layers) + 1]
+    needed = names[: max(names.index(layer.replace("relu", "conv")) for layer in layers) + 1]
     return {"params": {name: {"kernel": np.asarray(trunk[f"Conv_{i}"]["kernel"], np.float32),
                               "bias": np.asarray(trunk[f"Conv_{i}"]["bias"], np.float32)}
                        for i, name in enumerate(needed)}}

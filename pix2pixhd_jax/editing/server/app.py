@@ -44,8 +44,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pix2pixhd_jax import inputs
-from pix2pixhd_jax.data import cityscapes as cs, transforms
+from pix2pixhd_jax.data import cityscapes as cs
 from pix2pixhd_jax.editing import vocabulary
+from pix2pixhd_jax.editing.options import EditorOptions
 from pix2pixhd_jax.editing.scene import Scene, feature_colour
 from pix2pixhd_jax.editing.server import codec
 from pix2pixhd_jax.editing.vocabulary import Editor
@@ -127,26 +128,12 @@ class OpenScene:
         return data
 
 
-def split_loader(config, count: int) -> tuple[SceneLoader, int]:
-    """(index -> (label, inst), number of scenes) of the run's test split, transformed as at inference."""
-    d = config.data
-    split = "test" if d.source == "synthetic" else d.sample_split
-    source = inputs.heldout_source(config, split, count, load_image=None)
-    tcfg = inputs.transform_config(config)
-
-    def load(index: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        ex = transforms.transform_example(source[index], tcfg, None, train=False)
-        return np.asarray(ex["label"]), (None if ex.get("inst") is None else np.asarray(ex["inst"]))
-
-    return load, len(source)
-
-
 class EditorService:
     """Scenes, their editors and the payloads the API returns; no HTTP here."""
 
     def __init__(self, synthesizer, *, load_scene: Optional[SceneLoader] = None, num_scenes: Optional[int] = None,
                  limits: Optional[Limits] = None, local: bool = True):
-        m = synthesizer.config.model
+        m = synthesizer.options
         if not m.label_nc or m.label_nc > 256:
             raise ValueError(f"the editor edits class-id label maps (0 < label_nc <= 256); this model has "
                              f"label_nc={m.label_nc}")
@@ -167,9 +154,9 @@ class EditorService:
 
     # ------------------------------------------------------------------------------ facts
     def info(self) -> dict[str, Any]:
-        m, bank = self.synth.config.model, self.synth.bank
+        m, bank = self.synth.options, self.synth.bank
         colours = cs.colour_table()
-        things = set(self.synth.config.features.thing_classes or cs.THING_IDS)
+        things = set(EditorOptions.from_config(self.synth.config).thing_classes)
         classes = [{"id": c, "name": codec.class_name(c), "color": colours[c].tolist(), "thing": c in things}
                    for c in range(m.label_nc)]
         clusters = {str(c): bank.num_clusters(c) for c in range(m.label_nc)} if bank is not None else {}
@@ -190,7 +177,7 @@ class EditorService:
         """(index -> maps, number of scenes): the loader given to make_app, else the run's test split (read once)."""
         with self._loader_lock:
             if self._load_scene is None:
-                self._load_scene, self._num_scenes = split_loader(self.synth.config, self.limits.test_scenes)
+                self._load_scene, self._num_scenes = inputs.label_maps(self.synth.config, self.limits.test_scenes)
             return self._load_scene, self._num_scenes
 
     # ------------------------------------------------------------------------------ scenes
@@ -212,7 +199,7 @@ class EditorService:
     def create_from_upload(self, label_bytes: bytes, inst_bytes: Optional[bytes], seed: Any = None,
                            local: Any = None) -> dict[str, Any]:
         try:
-            label, inst = codec.read_upload(label_bytes, inst_bytes, label_nc=self.synth.config.model.label_nc,
+            label, inst = codec.read_upload(label_bytes, inst_bytes, label_nc=self.synth.options.label_nc,
                                             max_pixels=self.limits.max_pixels)
         except codec.UploadError as e:
             raise ApiError(400, str(e)) from None
