@@ -59,7 +59,7 @@ from pix2pixhd_jax.train_step import make_init_fn
 
 def init_workdir(path: str) -> str:
     """An initialised synthetic_demo-sized feature model + random bank, saved as step 1 of `path`."""
-    from configs import synthetic_demo
+    from pix2pixhd_jax.configs import synthetic_demo
 
     config = synthetic_demo.get_config()
     config.model.instance_feat = True

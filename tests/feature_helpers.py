@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax import checkpointing
 from pix2pixhd_jax.optim import make_optimizers
 from pix2pixhd_jax.models.factory import build as make_networks

@@ -5,7 +5,7 @@ import sys
 import jax
 import numpy as np
 
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax import train
 from pix2pixhd_jax.cli import process
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax.models import factory
 from pix2pixhd_jax.models.attention import AttentionConfig, SelfAttention, window_attention
 from pix2pixhd_jax.models.discriminator import MultiscaleDiscriminator

@@ -3,7 +3,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import default
+from pix2pixhd_jax.configs import default
 from pix2pixhd_jax import run_config
 from pix2pixhd_jax.editing import compositing
 

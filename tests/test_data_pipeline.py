@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax import inputs
 from pix2pixhd_jax.data import cityscapes as cs
 from pix2pixhd_jax.data import folders, pipeline, synthetic, transforms

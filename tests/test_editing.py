@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 import feature_helpers as fh
-from configs import default as default_config, tiny_test
+from pix2pixhd_jax.configs import default as default_config, tiny_test
 from pix2pixhd_jax import editing
 from pix2pixhd_jax.cli import edit as edit_cli
 from pix2pixhd_jax.inference import Synthesizer
@@ -320,7 +320,7 @@ def _readme_edit_example():
 
 
 def test_readme_edit_script_points_at_cars():
-    from configs import synthetic_features
+    from pix2pixhd_jax.configs import synthetic_features
     from pix2pixhd_jax import inputs
 
     script, index = _readme_edit_example()

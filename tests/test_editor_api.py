@@ -9,7 +9,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 import feature_helpers as fh
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax import editing
 from pix2pixhd_jax.cli import editor as editor_cli
 from pix2pixhd_jax.editing.server.app import Limits, make_app

@@ -20,7 +20,7 @@ from PIL import Image
 from scipy import ndimage
 
 import feature_helpers as fh
-from configs import default
+from pix2pixhd_jax.configs import default
 from pix2pixhd_jax.editing.server.app import make_app
 from pix2pixhd_jax.inference import Synthesizer
 

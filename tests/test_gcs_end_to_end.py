@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from gcs_emulator import BUCKET, gcs_emulator  # noqa: F401  (the session fixture)
 from pix2pixhd_jax import checkpointing, storage, train
 from pix2pixhd_jax.cli import synthesize as synthesize_cli, train as train_cli

@@ -214,7 +214,7 @@ def test_a_config_saved_by_an_older_version_needs_defaults_and_says_so(synth, tm
     import json
     import shutil
 
-    from configs import default
+    from pix2pixhd_jax.configs import default
 
     workdir = str(tmp_path / "older")
     shutil.copytree(synth.workdir, workdir)

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from configs import label2city_4k, tiny_test
+from pix2pixhd_jax.configs import label2city_4k, tiny_test
 from pix2pixhd_jax import run_config, sharding, staging
 from pix2pixhd_jax.optim import mask_frozen_trunk
 from pix2pixhd_jax.train_step import build_program

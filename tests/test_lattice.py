@@ -3,7 +3,7 @@ built-in real photos score about 1, and evaluation reports it for fake and real 
 import numpy as np
 import pytest
 
-from configs import synthetic_demo, tiny_test
+from pix2pixhd_jax.configs import synthetic_demo, tiny_test
 from pix2pixhd_jax import inputs
 from pix2pixhd_jax.evaluation import evaluate, lattice
 

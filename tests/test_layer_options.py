@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax.models import factory
 from pix2pixhd_jax.models.layers import Conv, ConvTranspose, Norm, SubpixelConv
 

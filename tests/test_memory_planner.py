@@ -5,7 +5,7 @@ import jax
 import pytest
 
 from benchmarks import memory
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax import sharding
 from pix2pixhd_jax.train_step import build_program
 

@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from configs import default, tiny_test
+from pix2pixhd_jax.configs import default, tiny_test
 from pix2pixhd_jax import augment, features, losses, run_config
 from pix2pixhd_jax.editing.options import EditorOptions
 from pix2pixhd_jax.evaluation.evaluate import EvalOptions

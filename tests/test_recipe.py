@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from configs import pix2pixhd_pp, synthetic_demo, tiny_test
+from pix2pixhd_jax.configs import pix2pixhd_pp, synthetic_demo, tiny_test
 from pix2pixhd_jax import augment, checkpointing, losses
 from pix2pixhd_jax.optim import make_optimizers
 from pix2pixhd_jax.state import GANState, ema_decay_at, ema_update, inference_params

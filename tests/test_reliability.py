@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import fault_helpers as faults
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax import checkpointing, run_config, train
 from pix2pixhd_jax.export import ExportedGenerator
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax import inputs, train
 from pix2pixhd_jax.cli import evaluate as evaluate_cli
 from pix2pixhd_jax.evaluation import segmentation as seg, segmenter_training

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax import checkpointing, sharding
 from pix2pixhd_jax.models.factory import build as make_networks
 from pix2pixhd_jax.models.vgg import load_vgg
@@ -163,7 +163,7 @@ def test_odd_heights_fail_naming_the_scale_and_the_fix():
 
 
 def test_configs_saved_before_the_mesh_section_complete_to_one_image_per_device():
-    from configs import default
+    from pix2pixhd_jax.configs import default
     from pix2pixhd_jax import run_config
 
     saved = default.get_config().to_dict()

@@ -14,7 +14,7 @@ import pytest
 from flax import traverse_util
 
 import fault_helpers as faults
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax import checkpointing, staging, train
 from pix2pixhd_jax.optim import mask_frozen_trunk, official_lr
 from pix2pixhd_jax.train_step import build_program

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import tiny_test
+from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax import losses, sharding
 from pix2pixhd_jax.models.vgg import load_vgg
 from pix2pixhd_jax.optim import make_optimizers

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from configs import default
+from pix2pixhd_jax.configs import default
 from pix2pixhd_jax import run_config
 from pix2pixhd_jax.compat import official
 from pix2pixhd_jax.models import factory
