@@ -9,7 +9,10 @@ render time it measured (0 when the image came from the history).
 
 With `local=True` the new render is composited into the current image around what the edit
 changed (`compositing`), so pixels away from the edit keep their exact values; off by default
-(each edit shows the raw generator output). The edit vocabulary on top (typed edits, JSON
+(each edit shows the raw generator output). A local edit renders only a window around what it
+changed (`window`: the composited box plus `window_context_px` of context, normalised with the
+instance-norm statistics of the last full render), so its cost follows the edit's size; every
+other render (the first, edits with local off, a window that would span the image) is a full one. The edit vocabulary on top (typed edits, JSON
 dispatch, script export) is `vocabulary.Editor`.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from pix2pixhd_jax.editing import compositing, ops
+from pix2pixhd_jax.editing import compositing, ops, window as window_lib
 from pix2pixhd_jax.editing.options import EditorOptions
 from pix2pixhd_jax.editing.scene import Scene, check_vector
 from pix2pixhd_jax.features import feature_map
@@ -79,11 +82,16 @@ class EditSession:
     render, the next `local_feather_px` blend, the rest keep their bytes. The widths come from the
     config's `editing` section unless given here. `local` can be switched at any time; it applies
     to the edits that follow.
+
+    `window_context_px` (config editing.window_context_px unless given; 0 or absent: off) makes
+    local edits render a window (window.py) instead of the whole image; switching `local` off
+    gives full renders again.
     """
 
     def __init__(self, synthesizer, label: np.ndarray, inst: Optional[np.ndarray] = None, *, seed: Optional[int] = None,
                  thing_classes: Optional[Sequence[int]] = None, max_history: Optional[int] = None,
-                 local: bool = False, local_margin_px: Optional[int] = None, local_feather_px: Optional[int] = None):
+                 local: bool = False, local_margin_px: Optional[int] = None, local_feather_px: Optional[int] = None,
+                 window_context_px: Optional[int] = None):
         self.synth = synthesizer
         options = EditorOptions.from_config(synthesizer.config)
         if synthesizer.options.label_feat:
@@ -92,6 +100,12 @@ class EditSession:
         self.local_feather_px = _px(local_feather_px, options.local_feather_px, "local_feather_px")
         self._local = False
         self.local = local
+        self.window_context_px = _px(window_context_px, options.window_context_px, "window_context_px")
+        self._windows = (window_lib.WindowRenderer(synthesizer)
+                         if self.window_context_px and window_lib.supports_windows(synthesizer.config.model)[0] else None)
+        self._norm_stats = None  # G's instance-norm statistics of the current scene (window renders use them)
+        self._stats_of: dict[int, Any] = {}  # id(an image in the history) -> the statistics of its scene
+        self._last_window: tuple = (None, None, None)  # (scene made, window, its sums there) of the last window render
         self.label_nc = synthesizer.options.label_nc
         self.thing_classes = tuple(thing_classes if thing_classes is not None else options.thing_classes)
         self.seed = synthesizer.options.sample_seed if seed is None else seed
@@ -106,8 +120,9 @@ class EditSession:
         self.future: list[tuple[Scene, np.ndarray]] = []
         self.log: list[dict[str, Any]] = []  # every edit as JSON, for script export
         self.log_local: list[bool] = []  # the local setting each logged edit ran with
-        first = self.render(self.scene)
+        first = self.render_full(self.scene)
         self.image = self._initial_image = first.image
+        self._stats_of[id(self.image)] = self._norm_stats
         self.initial_render_seconds = first.seconds  # what opening the scene cost
 
     @property
@@ -158,13 +173,48 @@ class EditSession:
         image = np.asarray(self.synth.synthesize(scene.label[None], scene.inst[None], feats))[0]
         return Render(image, time.perf_counter() - start)
 
-    def composite(self, scene: Scene, image: np.ndarray) -> np.ndarray:
-        """`image` (the render of `scene`) blended into the current image around what changed."""
+    def render_full(self, scene: Scene) -> Render:
+        """The image of the whole `scene`; with window renders on, it also keeps G's norm statistics."""
+        if self._windows is None:
+            return self.render(scene)
+        start = time.perf_counter()
+        feats = feature_map(scene.inst, scene.features) if self.synth.uses_features else None
+        image, self._norm_stats = self._windows.full(scene.label, scene.inst, feats)
+        return Render(image, time.perf_counter() - start)
+
+    def render_window(self, scene: Scene, box: window_lib.Box) -> Render:
+        """The current image with `box` re-rendered from `scene`; the statistics follow the edit."""
+        start = time.perf_counter()
+        maps = []
+        for s in (self.scene, scene):
+            maps.append((s.label, s.inst, feature_map(s.inst[box], s.features) if self.synth.uses_features else None))
+        # The last window render recorded the sums of the scene it made in its window: the same
+        # window of that scene (a drag, a run of edits to one object) needs no pass over it.
+        made, last_box, sums = self._last_window
+        sums = sums if made is self.scene and last_box == box else None
+        image = self.image.copy()
+        image[box], self._norm_stats, sums = self._windows.window(self._norm_stats, *maps, box, sums)
+        self._last_window = (scene, box, sums)
+        return Render(image, time.perf_counter() - start)
+
+    def changed(self, scene: Scene) -> np.ndarray:
+        """(H, W) bool: where `scene`'s generator input differs from the current scene's."""
         feats = ()
         if self.synth.uses_features:
             feats = (feature_map(self.scene.inst, self.scene.features), feature_map(scene.inst, scene.features))
-        changed = compositing.changed_region(self.scene.label, self.scene.inst, scene.label, scene.inst, *feats)
+        return compositing.changed_region(self.scene.label, self.scene.inst, scene.label, scene.inst, *feats)
+
+    def composite(self, scene: Scene, image: np.ndarray, changed: Optional[np.ndarray] = None) -> np.ndarray:
+        """`image` (the render of `scene`) blended into the current image around what changed."""
+        changed = self.changed(scene) if changed is None else changed
         return compositing.composite(self.image, image, changed, self.local_margin_px, self.local_feather_px)
+
+    def window_of(self, changed: np.ndarray) -> Optional[window_lib.Box]:
+        """The window a local edit that changed `changed` renders, or None for a full render."""
+        if self._windows is None or self._norm_stats is None:
+            return None
+        reach = self.local_margin_px + self.local_feather_px + 1  # every pixel composite() may blend
+        return window_lib.window_box(changed, reach, self.window_context_px, self.synth.divisor)
 
     def swatches(self, inst_id: int) -> Swatches:
         """Instance `inst_id` rendered with each cluster of its class, in a window around it (not the
@@ -209,11 +259,19 @@ class EditSession:
     def commit(self, scene: Scene, region: Optional[int], record: dict[str, Any]) -> EditResult:
         """Make `scene` current: render (and composite when local), push history, log `record`."""
         scene = self.fill_features(scene)
-        render = self.render(scene)
-        image = self.composite(scene, render.image) if self.local else render.image
+        if self.local:
+            changed = self.changed(scene)
+            box = self.window_of(changed)
+            render = self.render_full(scene) if box is None else self.render_window(scene, box)
+            image = self.composite(scene, render.image, changed)
+        else:
+            render = self.render_full(scene)
+            image = render.image
         self._push(self.history, (self.scene, self.image))
+        self._forget(self.future)
         self.future.clear()
         self.scene, self.image = scene, image
+        self._stats_of[id(image)] = self._norm_stats
         self.note(record)
         return EditResult(self.scene, self.image, region, render.seconds)
 
@@ -230,8 +288,10 @@ class EditSession:
 
     def reset(self) -> EditResult:
         self._push(self.history, (self.scene, self.image))
+        self._forget(self.future)
         self.future.clear()
         self.scene, self.image = self._initial, self._initial_image
+        self._norm_stats = self._stats_of.get(id(self.image))
         self.note({"op": "reset"})
         return EditResult(self.scene, self.image)
 
@@ -241,13 +301,21 @@ class EditSession:
             raise IndexError(f"nothing to {op}")
         self._push(target, (self.scene, self.image))
         self.scene, self.image = source.pop()
+        self._norm_stats = self._stats_of.get(id(self.image))
         self.note({"op": op})
         return EditResult(self.scene, self.image)
 
     def _push(self, stack: list, entry: tuple[Scene, np.ndarray]) -> None:
         stack.append(entry)
         if self.max_history is not None and len(stack) > self.max_history:
+            self._forget(stack[:1])
             del stack[0]
+
+    def _forget(self, entries: list) -> None:
+        """Forget the statistics kept for the images of history entries about to be dropped (the opened scene's stay)."""
+        for _, image in entries:
+            if image is not self._initial_image:
+                self._stats_of.pop(id(image), None)
 
 
 def _px(given: Optional[int], configured: Any, key: str) -> Optional[int]:
