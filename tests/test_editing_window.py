@@ -89,6 +89,10 @@ def test_window_render_stays_within_the_bound_of_a_full_render(synth, maps, op):
     before = full_ed.scene
     full, windowed = edits[op](full_ed), edits[op](win_ed)
     changed = win_ed.changed(before)
+    after = win_ed.scene  # per-region feature comparison == the per-pixel one
+    np.testing.assert_array_equal(changed, compositing.changed_region(
+        before.label, before.inst, after.label, after.inst, feature_map(before.inst, before.features),
+        feature_map(after.inst, after.features)))
     box = win_ed.window_of(changed)
     assert box is not None and (box[0].stop - box[0].start) * (box[1].stop - box[1].start) < H * W
     weights = compositing.blend_weights(changed, win_ed.local_margin_px, win_ed.local_feather_px)

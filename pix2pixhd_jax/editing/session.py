@@ -101,7 +101,7 @@ class EditSession:
         self._local = False
         self.local = local
         self.window_context_px = _px(window_context_px, options.window_context_px, "window_context_px")
-        self._windows = (window_lib.WindowRenderer(synthesizer)
+        self._windows = (window_lib.renderer_for(synthesizer)
                          if self.window_context_px and window_lib.supports_windows(synthesizer.config.model)[0] else None)
         self._norm_stats = None  # G's instance-norm statistics of the current scene (window renders use them)
         self._stats_of: dict[int, Any] = {}  # id(an image in the history) -> the statistics of its scene
@@ -198,11 +198,21 @@ class EditSession:
         return Render(image, time.perf_counter() - start)
 
     def changed(self, scene: Scene) -> np.ndarray:
-        """(H, W) bool: where `scene`'s generator input differs from the current scene's."""
-        feats = ()
+        """(H, W) bool: where `scene`'s generator input differs from the current scene's.
+
+        The features are compared per region, not per pixel: where the instance id is the same in
+        both scenes the feature differs exactly where that region's vector does, and where the id
+        differs the pixel has changed anyway (compositing.changed_region with both feature maps,
+        without building them).
+        """
+        changed = compositing.changed_region(self.scene.label, self.scene.inst, scene.label, scene.inst)
         if self.synth.uses_features:
-            feats = (feature_map(self.scene.inst, self.scene.features), feature_map(scene.inst, scene.features))
-        return compositing.changed_region(self.scene.label, self.scene.inst, scene.label, scene.inst, *feats)
+            old = self.scene.features
+            recoloured = [rid for rid, vector in scene.features.items()
+                          if rid not in old or not np.array_equal(old[rid], vector)]
+            if recoloured:
+                changed |= np.isin(scene.inst, recoloured)
+        return changed
 
     def composite(self, scene: Scene, image: np.ndarray, changed: Optional[np.ndarray] = None) -> np.ndarray:
         """`image` (the render of `scene`) blended into the current image around what changed."""

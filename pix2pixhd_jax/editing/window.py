@@ -18,10 +18,12 @@ The bound measured on the editor's models is in tests/test_editing_window.py and
   window_box      where to render: the composited box + context, aligned to G's divisor so the
                   strided layers sample the grid of the full render, power-of-two sides (few
                   compiled shapes); None when that is the whole image anyway
-  WindowRenderer  the jitted full render (image + statistics) and window render of one Synthesizer
+  WindowRenderer  the jitted full render (image + statistics) and window render of one Synthesizer;
+                  renderer_for(synth) shares one per Synthesizer (its compiled shapes with it)
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Optional
 
 import jax
@@ -91,7 +93,7 @@ class WindowRenderer:
     """Full renders that keep G's instance-norm statistics, and window renders that use and update them."""
 
     def __init__(self, synthesizer):
-        self.synth = synthesizer
+        self._synth = weakref.ref(synthesizer)  # renderer_for keys on the Synthesizer: no cycle through here
         model_cfg, generator = synthesizer.config.model, synthesizer.nets.generator
         ok, why = supports_windows(model_cfg)
         if not ok:
@@ -124,6 +126,10 @@ class WindowRenderer:
             return window(params, collections, stats, sums_of(params, collections, stats, before), after)
 
         self._full, self._window, self._two_passes = jax.jit(full), jax.jit(window), jax.jit(two_passes)
+
+    @property
+    def synth(self):
+        return self._synth()
 
     @property
     def _variables(self) -> tuple[Any, Any]:
@@ -170,6 +176,15 @@ def _split_sums(recorded: Any) -> tuple[Any, Any]:
 
 
 Maps = tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]
+_RENDERERS: "weakref.WeakKeyDictionary[Any, WindowRenderer]" = weakref.WeakKeyDictionary()
+
+
+def renderer_for(synthesizer) -> WindowRenderer:
+    """The WindowRenderer of `synthesizer`, made once: every session of it shares the compiled functions."""
+    renderer = _RENDERERS.get(synthesizer)
+    if renderer is None:
+        renderer = _RENDERERS[synthesizer] = WindowRenderer(synthesizer)
+    return renderer
 
 
 def _window_maps(maps: Maps, box: Box) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
