@@ -136,15 +136,25 @@ def largest_car(scene: dict) -> int:
 
 
 def measure_size(client: httpx.Client, synth: Synthesizer, width: int, height: int, rounds: int, warmup: int) -> dict:
-    """Medians of local moves (the largest car, a median-sized one), a full move and the bare forward, per round."""
+    """Medians of local moves, a full move and the bare forward, one of each per round.
+
+    drag:   a scene whose only edits move one car (the largest, or a median-sized one in a second
+            scene): each window render reuses the last one's sums (one generator pass over the window)
+    switch: a scene where the two cars are moved in turn: every move is the first of its object
+            since another object's edit (two passes over the window)
+    full:   the largest car moved in a scene with local edits off (a full render)
+    """
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    local = upload(client, width, height, local=True)
-    first_ms = (time.perf_counter() - start) * 1e3
+    scenes = {name: upload(client, width, height, local=True) for name in ("drag_largest", "drag_median", "switch")}
+    first_ms = (time.perf_counter() - start) * 1e3 / len(scenes)
     full = upload(client, width, height, local=False)
-    cars = cars_by_area(local)
-    areas = {r["id"]: r["area"] for r in local["instances"]}
-    moves = {"local": (local, cars[0]), "local_median_car": (local, cars[len(cars) // 2]), "full": (full, cars[0])}
+    cars = cars_by_area(full)
+    largest, median = cars[0], cars[len(cars) // 2]
+    areas = {r["id"]: r["area"] for r in full["instances"]}
+    moves = {"drag_largest": (scenes["drag_largest"], largest), "drag_median": (scenes["drag_median"], median),
+             "switch_largest": (scenes["switch"], largest), "switch_median": (scenes["switch"], median),
+             "full": (full, largest)}
     times: dict[str, list[float]] = {kind: [] for kind in (*moves, "forward")}
     render: dict[str, list[float]] = {kind: [] for kind in moves}
     for i in range(warmup + rounds):
@@ -163,14 +173,14 @@ def measure_size(client: httpx.Client, synth: Synthesizer, width: int, height: i
         if i >= warmup:
             times["forward"].append((time.perf_counter() - t0) * 1e3)
     med = statistics.median
-    return {"measure": "move", "size": f"{width}x{height}", "rounds": rounds, "first_scene_ms": round(first_ms, 1),
-            "car_px": areas[cars[0]], "median_car_px": areas[cars[len(cars) // 2]],
-            "local_move_ms": round(med(times["local"]), 1), "local_render_ms": round(med(render["local"]), 1),
-            "local_median_car_move_ms": round(med(times["local_median_car"]), 1),
-            "local_median_car_render_ms": round(med(render["local_median_car"]), 1),
-            "full_move_ms": round(med(times["full"]), 1), "full_render_ms": round(med(render["full"]), 1),
-            "bare_forward_ms": round(med(times["forward"]), 1),
-            "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+    row = {"measure": "move", "size": f"{width}x{height}", "rounds": rounds, "first_scene_ms": round(first_ms, 1),
+           "car_px": areas[largest], "median_car_px": areas[median]}
+    for kind in moves:
+        row[f"{kind}_ms"] = round(med(times[kind]), 1)
+        row[f"{kind}_render_ms"] = round(med(render[kind]), 1)
+    row["bare_forward_ms"] = round(med(times["forward"]), 1)
+    row["load_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    return row
 
 
 def window_error(synth: Synthesizer, width: int, height: int, context_px: int) -> list[dict]:
@@ -256,10 +266,11 @@ def measure_select_then_edit(client: httpx.Client, swatch_client: httpx.Client, 
 COLUMNS: tuple[harness.Column, ...] = (
     ("measure", lambda r: r["measure"] + (f" {r['op']}" if "op" in r else "")), ("size", lambda r: r["size"]),
     ("result", lambda r: (
-        f"local move {r['local_move_ms']} ms (render {r['local_render_ms']}; car {r['car_px']} px), local move of a "
-        f"median car {r['local_median_car_move_ms']} ms (render {r['local_median_car_render_ms']}; "
-        f"{r['median_car_px']} px), full move {r['full_move_ms']} ms "
-        f"(render {r['full_render_ms']}), bare forward {r['bare_forward_ms']} ms" if r["measure"] == "move" else
+        f"drag: largest car ({r['car_px']} px) {r['drag_largest_ms']} ms (render {r['drag_largest_render_ms']}), "
+        f"median car ({r['median_car_px']} px) {r['drag_median_ms']} ms (render {r['drag_median_render_ms']}); "
+        f"switch: largest {r['switch_largest_ms']} ms, median {r['switch_median_ms']} ms; full move "
+        f"{r['full_ms']} ms (render {r['full_render_ms']}); bare forward {r['bare_forward_ms']} ms"
+        if r["measure"] == "move" else
         f"plain {r['plain_edit_ms']} ms, after select {r['edit_after_select_ms']} ms, ratio "
         f"{r['ratio_after_select_to_plain']}" if r["measure"] == "select_then_edit" else
         f"mean {r['mean_levels']}, max {r['max_levels']}, p99 {r['p99_levels']} levels over {r['composited_px']} px "

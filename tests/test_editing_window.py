@@ -19,7 +19,7 @@ from pix2pixhd_jax.models.layers import NORM_STATS, WINDOW_SUMS
 # 256x128 and 1024x512 (benchmarks/RESULTS.md): at most 0.47 / 3 and 3.6 / 31.
 BOUNDS = {"move": (0.5, 4), "cluster": (0.5, 4), "relabel": (4.0, 32), "delete": (4.0, 32)}
 
-H, W = 128, 256
+H, W = 256, 512
 
 
 @pytest.fixture(scope="module")

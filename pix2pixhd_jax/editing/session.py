@@ -224,7 +224,15 @@ class EditSession:
         if self._windows is None or self._norm_stats is None:
             return None
         reach = self.local_margin_px + self.local_feather_px + 1  # every pixel composite() may blend
-        return window_lib.window_box(changed, reach, self.window_context_px, self.synth.divisor)
+        box = window_lib.window_box(changed, reach, self.window_context_px, self.synth.divisor)
+        if box is None:
+            return None
+        # Without the current scene's sums in this window, it takes two passes over it: a full
+        # render is cheaper once the window is over half the image.
+        made, last_box, _ = self._last_window
+        passes = 1 if made is self.scene and last_box == box else 2
+        area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+        return box if passes * area <= changed.size else None
 
     def swatches(self, inst_id: int) -> Swatches:
         """Instance `inst_id` rendered with each cluster of its class, in a window around it (not the
