@@ -46,6 +46,8 @@ class EditResult:
 class Render:
     image: np.ndarray  # (H, W, 3) uint8
     seconds: float  # wall time of the generator call, until the image was on the host
+    norm_stats: Any = None  # G's instance-norm statistics of the scene rendered (window renders: shifted to it)
+    window: Any = None  # a window render's (window, the scene's sums there): the next edit there needs one pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +123,7 @@ class EditSession:
         self.log: list[dict[str, Any]] = []  # every edit as JSON, for script export
         self.log_local: list[bool] = []  # the local setting each logged edit ran with
         first = self.render_full(self.scene)
+        self._norm_stats = first.norm_stats
         self.image = self._initial_image = first.image
         self._stats_of[id(self.image)] = self._norm_stats
         self.initial_render_seconds = first.seconds  # what opening the scene cost
@@ -179,11 +182,11 @@ class EditSession:
             return self.render(scene)
         start = time.perf_counter()
         feats = feature_map(scene.inst, scene.features) if self.synth.uses_features else None
-        image, self._norm_stats = self._windows.full(scene.label, scene.inst, feats)
-        return Render(image, time.perf_counter() - start)
+        image, stats = self._windows.full(scene.label, scene.inst, feats)
+        return Render(image, time.perf_counter() - start, stats)
 
     def render_window(self, scene: Scene, box: window_lib.Box) -> Render:
-        """The current image with `box` re-rendered from `scene`; the statistics follow the edit."""
+        """The current image with `box` re-rendered from `scene`, and the statistics shifted to `scene`."""
         start = time.perf_counter()
         maps = []
         for s in (self.scene, scene):
@@ -193,9 +196,8 @@ class EditSession:
         made, last_box, sums = self._last_window
         sums = sums if made is self.scene and last_box == box else None
         image = self.image.copy()
-        image[box], self._norm_stats, sums = self._windows.window(self._norm_stats, *maps, box, sums)
-        self._last_window = (scene, box, sums)
-        return Render(image, time.perf_counter() - start)
+        image[box], stats, sums = self._windows.window(self._norm_stats, *maps, box, sums)
+        return Render(image, time.perf_counter() - start, stats, (box, sums))
 
     def changed(self, scene: Scene) -> np.ndarray:
         """(H, W) bool: where `scene`'s generator input differs from the current scene's.
@@ -289,6 +291,8 @@ class EditSession:
         self._forget(self.future)
         self.future.clear()
         self.scene, self.image = scene, image
+        self._norm_stats = render.norm_stats
+        self._last_window = (None, None, None) if render.window is None else (scene, *render.window)
         self._stats_of[id(image)] = self._norm_stats
         self.note(record)
         return EditResult(self.scene, self.image, region, render.seconds)
