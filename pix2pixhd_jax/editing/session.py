@@ -11,8 +11,9 @@ With `local=True` the new render is composited into the current image around wha
 changed (`compositing`), so pixels away from the edit keep their exact values; off by default
 (each edit shows the raw generator output). A local edit renders only a window around what it
 changed (`window`: the composited box plus `window_context_px` of context, normalised with the
-instance-norm statistics of the last full render), so its cost follows the edit's size; every
-other render (the first, edits with local off, a window that would span the image) is a full one. The edit vocabulary on top (typed edits, JSON
+instance-norm statistics of the last full render shifted by the edits since), so its cost follows
+the edit's size; every other render (the first, edits with local off, a window that would cost
+more than the whole image) is a full one. The edit vocabulary on top (typed edits, JSON
 dispatch, script export) is `vocabulary.Editor`.
 """
 from __future__ import annotations

@@ -4,20 +4,23 @@ A local edit keeps the previous image beyond a few pixels of what changed (compo
 that box needs the generator, plus some context around it. G is convolutional apart from its
 instance norms, whose statistics span the whole image: a window rendered alone would be
 normalised by its own content and come out in other tones. So a full render here also records
-every norm layer's (mean, var) (layers.NORM_STATS), and a window render of the same parameters
-normalises with those. Two things still differ from a full render of the edited scene:
+every norm layer's whole-image mean and mean of squares (layers.NORM_STATS), and a window render of
+the same parameters normalises with those, shifted by what its own sums differ from the same window
+of the current scene (layers.WINDOW_SUMS: the edit's share of the whole image). Two things still
+differ from a full render of the edited scene:
 
   context  the window's border is reflect-padded where the full image has real neighbours; the
            window reaches `context_px` beyond the composited box, so the border's effect has
            decayed where pixels are used
-  stats    the statistics are those of the last full render, not of the edited scene (an edit
-           moves them by its share of the image)
+  stats    the shift is first order: it sees how the window's activations changed, not how the
+           rest of the image re-normalises (large for a large edit: a big object relabelled)
 
-The bound measured on the editor's models is in tests/test_editing_window.py and RESULTS.md.
+The bound, measured on the editor workflow's model, is checked by tests/test_editing_window.py and
+reported in benchmarks/RESULTS.md.
 
   window_box      where to render: the composited box + context, aligned to G's divisor so the
-                  strided layers sample the grid of the full render, power-of-two sides (few
-                  compiled shapes); None when that is the whole image anyway
+                  strided layers sample the grid of the full render, two lengths per octave
+                  (few compiled shapes); None when that is the whole image anyway
   WindowRenderer  the jitted full render (image + statistics) and window render of one Synthesizer;
                   renderer_for(synth) shares one per Synthesizer (its compiled shapes with it)
 """
