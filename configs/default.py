@@ -152,6 +152,7 @@ def get_config() -> ml_collections.ConfigDict:
     ed = config.editing = ml_collections.ConfigDict()  # local edits (editing.Editor(local=True), compositing.py)
     ed.local_margin_px = 4  # pixels around what an edit changed that take the new render as is (Euclidean)
     ed.local_feather_px = 4  # then a linear blend to the previous image over this many pixels; beyond: unchanged
+    ed.window_context_px = 32  # local edits render a window: the blended box + this much context (0: whole image)
 
     config.num_devices = 0  # devices in the mesh (0 = all; a prefix of jax.devices() otherwise)
     ms = config.mesh = ml_collections.ConfigDict()  # the (data x space) device mesh (sharding.py)

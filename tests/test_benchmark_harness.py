@@ -54,8 +54,7 @@ def test_every_script_is_launched_one_way_and_uses_the_harness():
     import pathlib
 
     folder = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
-    # editor_latency.py is being moved onto the harness separately (it drives a server process).
-    scripts = [p for p in sorted(folder.glob("*.py")) if p.stem not in ("__init__", "harness", "editor_latency")]
+    scripts = [p for p in sorted(folder.glob("*.py")) if p.stem not in ("__init__", "harness")]
     assert len(scripts) >= 10, [p.name for p in scripts]
     for path in scripts:
         text = path.read_text()

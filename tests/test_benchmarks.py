@@ -89,3 +89,18 @@ def test_compare_official_alone_times_each_side_in_its_own_process(capsys, monke
     # Each child's own peak: at least the interpreter plus its framework, far below this machine's memory.
     assert all(0.1 < r["peak_rss_gb"] < 8 for r in rows.values()), rows
     assert "G inference, each alone: speed-up" in capsys.readouterr().out
+
+
+def test_editor_latency_measures_the_window_error_and_writes_its_table(tmp_path):
+    from benchmarks import editor_latency
+
+    rows = editor_latency.main(["--config=tiny_test", "--rounds=0", "--select_rounds=0", "--error_sizes=256x512",
+                                f"--out={tmp_path}"])
+    # Two cars x four edits, each a window smaller than the image, numbers in 0-255 levels.
+    assert [r["op"] for r in rows] == [f"{op} {car}" for car in ("largest car", "median car")
+                                       for op in ("move", "cluster", "relabel", "delete")]
+    for row in rows:
+        y0, y1, x0, x1 = row["window"]
+        assert (y1 - y0) * (x1 - x0) < 512 * 256 and 0 <= row["mean_levels"] <= row["max_levels"] <= 255
+    assert json.loads((tmp_path / "editor_latency.json").read_text()) == rows
+    assert "| window_error move largest car | 256x512 |" in (tmp_path / "editor_latency.md").read_text()

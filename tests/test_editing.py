@@ -284,7 +284,7 @@ def test_config_saved_before_the_editing_section_still_loads(tmp_path):
         editing.Editor(bare, label, inst, local=True)
     assert editing.Editor(bare, label, inst, local=True, local_margin_px=2, local_feather_px=1).local_margin_px == 2
     completed = Synthesizer.from_workdir(workdir, defaults=default_config.get_config())
-    assert completed.config.editing.to_dict() == {"local_margin_px": 4, "local_feather_px": 4}
+    assert completed.config.editing.to_dict() == {"local_margin_px": 4, "local_feather_px": 4, "window_context_px": 32}
     ed = editing.Editor(completed, label, inst, local=True)
     assert (ed.local_margin_px, ed.local_feather_px) == (4, 4)
 

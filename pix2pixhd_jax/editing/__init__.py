@@ -4,6 +4,7 @@
                hole filling, move / delete / resize / flip of one region
   scene        Scene (maps + one feature per region) and the pure edits that return a new Scene
   compositing  local edits: what an edit changed and the feathered blend into the last image
+  window       local edits render a window around the change with the last full render's norm statistics
   session      EditSession: current scene and image, history, render, composite, swatches
   vocabulary   the JSON edit vocabulary (OPS), its parsing and dispatch, script export; Editor
                (an EditSession that takes typed calls, JSON edits and scripts)

@@ -14,6 +14,7 @@ class EditorOptions:
     thing_classes: tuple[int, ...]  # classes whose regions are objects (features.thing_classes, else Cityscapes')
     local_margin_px: Optional[Any]  # editing.*: None when the config predates the editing section
     local_feather_px: Optional[Any]
+    window_context_px: Optional[Any]  # editing.window_context_px: None when the config predates it
 
     @classmethod
     def from_config(cls, config: Any) -> "EditorOptions":
@@ -22,4 +23,5 @@ class EditorOptions:
         editing = config.editing if "editing" in config else None
         return cls(thing_classes=tuple(int(c) for c in (config.features.thing_classes or sorted(cs.THING_IDS))),
                    local_margin_px=None if editing is None else editing.local_margin_px,
-                   local_feather_px=None if editing is None else editing.local_feather_px)
+                   local_feather_px=None if editing is None else editing.local_feather_px,
+                   window_context_px=None if editing is None else editing.get("window_context_px"))

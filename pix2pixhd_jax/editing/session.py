@@ -9,7 +9,11 @@ render time it measured (0 when the image came from the history).
 
 With `local=True` the new render is composited into the current image around what the edit
 changed (`compositing`), so pixels away from the edit keep their exact values; off by default
-(each edit shows the raw generator output). The edit vocabulary on top (typed edits, JSON
+(each edit shows the raw generator output). A local edit renders only a window around what it
+changed (`window`: the composited box plus `window_context_px` of context, normalised with the
+instance-norm statistics of the last full render shifted by the edits since), so its cost follows
+the edit's size; every other render (the first, edits with local off, a window that would cost
+more than the whole image) is a full one. The edit vocabulary on top (typed edits, JSON
 dispatch, script export) is `vocabulary.Editor`.
 """
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from pix2pixhd_jax.editing import compositing, ops
+from pix2pixhd_jax.editing import compositing, ops, window as window_lib
 from pix2pixhd_jax.editing.options import EditorOptions
 from pix2pixhd_jax.editing.scene import Scene, check_vector
 from pix2pixhd_jax.features import feature_map
@@ -43,6 +47,8 @@ class EditResult:
 class Render:
     image: np.ndarray  # (H, W, 3) uint8
     seconds: float  # wall time of the generator call, until the image was on the host
+    norm_stats: Any = None  # G's instance-norm statistics of the scene rendered (window renders: shifted to it)
+    window: Any = None  # a window render's (window, the scene's sums there): the next edit there needs one pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,11 +85,16 @@ class EditSession:
     render, the next `local_feather_px` blend, the rest keep their bytes. The widths come from the
     config's `editing` section unless given here. `local` can be switched at any time; it applies
     to the edits that follow.
+
+    `window_context_px` (config editing.window_context_px unless given; 0 or absent: off) makes
+    local edits render a window (window.py) instead of the whole image; switching `local` off
+    gives full renders again.
     """
 
     def __init__(self, synthesizer, label: np.ndarray, inst: Optional[np.ndarray] = None, *, seed: Optional[int] = None,
                  thing_classes: Optional[Sequence[int]] = None, max_history: Optional[int] = None,
-                 local: bool = False, local_margin_px: Optional[int] = None, local_feather_px: Optional[int] = None):
+                 local: bool = False, local_margin_px: Optional[int] = None, local_feather_px: Optional[int] = None,
+                 window_context_px: Optional[int] = None):
         self.synth = synthesizer
         options = EditorOptions.from_config(synthesizer.config)
         if synthesizer.options.label_feat:
@@ -92,6 +103,12 @@ class EditSession:
         self.local_feather_px = _px(local_feather_px, options.local_feather_px, "local_feather_px")
         self._local = False
         self.local = local
+        self.window_context_px = _px(window_context_px, options.window_context_px, "window_context_px")
+        self._windows = (window_lib.renderer_for(synthesizer)
+                         if self.window_context_px and window_lib.supports_windows(synthesizer.config.model)[0] else None)
+        self._norm_stats = None  # G's instance-norm statistics of the current scene (window renders use them)
+        self._stats_of: dict[int, Any] = {}  # id(an image in the history) -> the statistics of its scene
+        self._last_window: tuple = (None, None, None)  # (scene made, window, its sums there) of the last window render
         self.label_nc = synthesizer.options.label_nc
         self.thing_classes = tuple(thing_classes if thing_classes is not None else options.thing_classes)
         self.seed = synthesizer.options.sample_seed if seed is None else seed
@@ -106,8 +123,10 @@ class EditSession:
         self.future: list[tuple[Scene, np.ndarray]] = []
         self.log: list[dict[str, Any]] = []  # every edit as JSON, for script export
         self.log_local: list[bool] = []  # the local setting each logged edit ran with
-        first = self.render(self.scene)
+        first = self.render_full(self.scene)
+        self._norm_stats = first.norm_stats
         self.image = self._initial_image = first.image
+        self._stats_of[id(self.image)] = self._norm_stats
         self.initial_render_seconds = first.seconds  # what opening the scene cost
 
     @property
@@ -158,13 +177,65 @@ class EditSession:
         image = np.asarray(self.synth.synthesize(scene.label[None], scene.inst[None], feats))[0]
         return Render(image, time.perf_counter() - start)
 
-    def composite(self, scene: Scene, image: np.ndarray) -> np.ndarray:
-        """`image` (the render of `scene`) blended into the current image around what changed."""
-        feats = ()
+    def render_full(self, scene: Scene) -> Render:
+        """The image of the whole `scene`; with window renders on, it also keeps G's norm statistics."""
+        if self._windows is None:
+            return self.render(scene)
+        start = time.perf_counter()
+        feats = feature_map(scene.inst, scene.features) if self.synth.uses_features else None
+        image, stats = self._windows.full(scene.label, scene.inst, feats)
+        return Render(image, time.perf_counter() - start, stats)
+
+    def render_window(self, scene: Scene, box: window_lib.Box) -> Render:
+        """The current image with `box` re-rendered from `scene`, and the statistics shifted to `scene`."""
+        start = time.perf_counter()
+        maps = []
+        for s in (self.scene, scene):
+            maps.append((s.label, s.inst, feature_map(s.inst[box], s.features) if self.synth.uses_features else None))
+        # The last window render recorded the sums of the scene it made in its window: the same
+        # window of that scene (a drag, a run of edits to one object) needs no pass over it.
+        made, last_box, sums = self._last_window
+        sums = sums if made is self.scene and last_box == box else None
+        image = self.image.copy()
+        image[box], stats, sums = self._windows.window(self._norm_stats, *maps, box, sums)
+        return Render(image, time.perf_counter() - start, stats, (box, sums))
+
+    def changed(self, scene: Scene) -> np.ndarray:
+        """(H, W) bool: where `scene`'s generator input differs from the current scene's.
+
+        The features are compared per region, not per pixel: where the instance id is the same in
+        both scenes the feature differs exactly where that region's vector does, and where the id
+        differs the pixel has changed anyway (compositing.changed_region with both feature maps,
+        without building them).
+        """
+        changed = compositing.changed_region(self.scene.label, self.scene.inst, scene.label, scene.inst)
         if self.synth.uses_features:
-            feats = (feature_map(self.scene.inst, self.scene.features), feature_map(scene.inst, scene.features))
-        changed = compositing.changed_region(self.scene.label, self.scene.inst, scene.label, scene.inst, *feats)
+            old = self.scene.features
+            recoloured = [rid for rid, vector in scene.features.items()
+                          if rid not in old or not np.array_equal(old[rid], vector)]
+            if recoloured:
+                changed |= np.isin(scene.inst, recoloured)
+        return changed
+
+    def composite(self, scene: Scene, image: np.ndarray, changed: Optional[np.ndarray] = None) -> np.ndarray:
+        """`image` (the render of `scene`) blended into the current image around what changed."""
+        changed = self.changed(scene) if changed is None else changed
         return compositing.composite(self.image, image, changed, self.local_margin_px, self.local_feather_px)
+
+    def window_of(self, changed: np.ndarray) -> Optional[window_lib.Box]:
+        """The window a local edit that changed `changed` renders, or None for a full render."""
+        if self._windows is None or self._norm_stats is None:
+            return None
+        reach = self.local_margin_px + self.local_feather_px + 1  # every pixel composite() may blend
+        box = window_lib.window_box(changed, reach, self.window_context_px, self.synth.divisor)
+        if box is None:
+            return None
+        # Without the current scene's sums in this window, it takes two passes over it: a full
+        # render is cheaper once the window is over half the image.
+        made, last_box, _ = self._last_window
+        passes = 1 if made is self.scene and last_box == box else 2
+        area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+        return box if passes * area <= changed.size else None
 
     def swatches(self, inst_id: int) -> Swatches:
         """Instance `inst_id` rendered with each cluster of its class, in a window around it (not the
@@ -209,11 +280,21 @@ class EditSession:
     def commit(self, scene: Scene, region: Optional[int], record: dict[str, Any]) -> EditResult:
         """Make `scene` current: render (and composite when local), push history, log `record`."""
         scene = self.fill_features(scene)
-        render = self.render(scene)
-        image = self.composite(scene, render.image) if self.local else render.image
+        if self.local:
+            changed = self.changed(scene)
+            box = self.window_of(changed)
+            render = self.render_full(scene) if box is None else self.render_window(scene, box)
+            image = self.composite(scene, render.image, changed)
+        else:
+            render = self.render_full(scene)
+            image = render.image
         self._push(self.history, (self.scene, self.image))
+        self._forget(self.future)
         self.future.clear()
         self.scene, self.image = scene, image
+        self._norm_stats = render.norm_stats
+        self._last_window = (None, None, None) if render.window is None else (scene, *render.window)
+        self._stats_of[id(image)] = self._norm_stats
         self.note(record)
         return EditResult(self.scene, self.image, region, render.seconds)
 
@@ -230,8 +311,10 @@ class EditSession:
 
     def reset(self) -> EditResult:
         self._push(self.history, (self.scene, self.image))
+        self._forget(self.future)
         self.future.clear()
         self.scene, self.image = self._initial, self._initial_image
+        self._norm_stats = self._stats_of.get(id(self.image))
         self.note({"op": "reset"})
         return EditResult(self.scene, self.image)
 
@@ -241,13 +324,21 @@ class EditSession:
             raise IndexError(f"nothing to {op}")
         self._push(target, (self.scene, self.image))
         self.scene, self.image = source.pop()
+        self._norm_stats = self._stats_of.get(id(self.image))
         self.note({"op": op})
         return EditResult(self.scene, self.image)
 
     def _push(self, stack: list, entry: tuple[Scene, np.ndarray]) -> None:
         stack.append(entry)
         if self.max_history is not None and len(stack) > self.max_history:
+            self._forget(stack[:1])
             del stack[0]
+
+    def _forget(self, entries: list) -> None:
+        """Forget the statistics kept for the images of history entries about to be dropped (the opened scene's stay)."""
+        for _, image in entries:
+            if image is not self._initial_image:
+                self._stats_of.pop(id(image), None)
 
 
 def _px(given: Optional[int], configured: Any, key: str) -> Optional[int]:

@@ -62,8 +62,42 @@ def avg_pool_3x3_s2(x: Array) -> Array:
     return nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), count_include_pad=False)
 
 
+# Instance norm's statistics, for rendering a window of an image as part of the whole image
+# (editing/window.py). Both collections are absent in training, synthesis and the official parity
+# path, where Norm is flax's InstanceNorm as is.
+#   NORM_STATS   per layer 'mean' and 'mean_sq' (B, C) float32 over the whole image, 'count' its H*W:
+#                recorded when the collection is mutable and empty (a full render); when given, the
+#                layer normalises with them instead of its input's own
+#   WINDOW_SUMS  per layer 'sum' and 'sum_sq' (B, C) over the window: recorded when mutable (a window
+#                of the scene the statistics belong to); when given, the layer shifts the statistics
+#                by what its input's sums differ from them (the edited window's share of the whole),
+#                normalises with the shifted ones and, if NORM_STATS is mutable, records them with
+#                the window's own sums ('window_sum', 'window_sum_sq': the WINDOW_SUMS of the edited
+#                scene, for the next edit in the same window)
+NORM_STATS = "norm_stats"
+WINDOW_SUMS = "norm_window_sums"
+INSTANCE_NORM_EPS = 1e-5
+
+
+def spatial_sums(x: Array) -> tuple[Array, Array]:
+    """(sum, sum of squares) over H and W of an NHWC tensor, each (B, C) float32."""
+    x = x.astype(jnp.float32)
+    return x.sum((1, 2)), jnp.square(x).sum((1, 2))
+
+
+def normalize_with(x: Array, mean: Array, mean_sq: Array, dtype: Dtype) -> Array:
+    """x normalised with given (B, C) statistics (biased variance, clipped at 0 as flax does) instead of its own."""
+    var = jnp.maximum(0.0, mean_sq - jnp.square(mean))
+    scale = jax.lax.rsqrt(var + INSTANCE_NORM_EPS)[:, None, None, :]
+    return ((x.astype(jnp.float32) - mean[:, None, None, :]) * scale).astype(dtype)
+
+
 class Norm(nn.Module):
-    """Instance norm (no affine, eps 1e-5, biased variance), batch norm (affine, running stats) or none."""
+    """Instance norm (no affine, eps 1e-5, biased variance), batch norm (affine, running stats) or none.
+
+    Instance norm also records or uses whole-image statistics through the NORM_STATS and
+    WINDOW_SUMS collections (above) when a caller passes them; without them it is flax's InstanceNorm.
+    """
 
     kind: str = "instance"
     _: dataclasses.KW_ONLY
@@ -78,7 +112,15 @@ class Norm(nn.Module):
             # without the fusion); an identity, so numerics are unchanged.
             # Statistics are reduced in float32 by flax even for bf16 activations.
             x = unfused(x, self.conv_impl)
-            return nn.InstanceNorm(epsilon=1e-5, use_scale=False, use_bias=False, dtype=self.dtype)(x)
+            if self.has_variable(NORM_STATS, "mean"):
+                return self._with_given_stats(x)
+            if self.is_mutable_collection(NORM_STATS) and not self.is_initializing():  # init keeps no stats
+                total, total_sq = spatial_sums(x)
+                count = x.shape[1] * x.shape[2]
+                self.put_variable(NORM_STATS, "mean", total / count)
+                self.put_variable(NORM_STATS, "mean_sq", total_sq / count)
+                self.put_variable(NORM_STATS, "count", jnp.float32(count))
+            return nn.InstanceNorm(epsilon=INSTANCE_NORM_EPS, use_scale=False, use_bias=False, dtype=self.dtype)(x)
         if self.kind == "batch":
             # PyTorch momentum 0.1 == flax momentum 0.9 (weight of the old running value).
             return nn.BatchNorm(
@@ -91,6 +133,23 @@ class Norm(nn.Module):
         if self.kind == "none":
             return x
         raise ValueError(f"norm={self.kind!r} is not one of {NORMS}")
+
+    def _with_given_stats(self, x: Array) -> Array:
+        """x normalised with the NORM_STATS given, shifted by the window's sums when WINDOW_SUMS is given."""
+        mean, mean_sq = self.get_variable(NORM_STATS, "mean"), self.get_variable(NORM_STATS, "mean_sq")
+        total, total_sq = spatial_sums(x)
+        if self.is_mutable_collection(WINDOW_SUMS):
+            self.put_variable(WINDOW_SUMS, "sum", total)
+            self.put_variable(WINDOW_SUMS, "sum_sq", total_sq)
+        elif self.has_variable(WINDOW_SUMS, "sum"):
+            count = self.get_variable(NORM_STATS, "count")
+            mean = mean + (total - self.get_variable(WINDOW_SUMS, "sum")) / count
+            mean_sq = mean_sq + (total_sq - self.get_variable(WINDOW_SUMS, "sum_sq")) / count
+            if self.is_mutable_collection(NORM_STATS):
+                for name, value in (("mean", mean), ("mean_sq", mean_sq), ("window_sum", total),
+                                    ("window_sum_sq", total_sq)):
+                    self.put_variable(NORM_STATS, name, value)
+        return normalize_with(x, mean, mean_sq, self.dtype)
 
 
 def _batchnorm_scale_init(key, shape, dtype=jnp.float32):
