@@ -26,3 +26,29 @@ jax.config.update("jax_disable_most_optimizations", os.environ.get("PIX2PIXHD_TE
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: multi-process, signal and benchmark tests (CI runs them too)")
+
+
+# PIX2PIXHD_TEST_CPU_REPORT=<file>: one JSON line per test with the CPU seconds it used (this process and
+# the children it waited for), set-up included. Unlike wall time, that does not grow with other load on
+# the machine, so it shows where the suite's time goes on a shared box.
+_CPU_REPORT = os.environ.get("PIX2PIXHD_TEST_CPU_REPORT")
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+if _CPU_REPORT:
+    import json
+
+    import pytest
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        start = _cpu_seconds()
+        yield
+        with open(_CPU_REPORT, "a") as f:
+            f.write(json.dumps({"test": item.nodeid, "cpu_s": round(_cpu_seconds() - start, 2)}) + "\n")

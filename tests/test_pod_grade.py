@@ -100,8 +100,10 @@ def test_a_second_run_is_refused_an_outage_ends_the_run_in_bounded_time_and_the_
     last = run.last_line()
     assert last.startswith("error: ") and "storage" in last, run.output[-3000:]
     assert f"{workdir}/" in last and "the newest complete checkpoint is step " in last and "rerun to resume" in last
-    newest = int(last.split("the newest complete checkpoint is step ")[1].split(":")[0])
-    assert newest >= 3 and newest % 3 == 0 and _newest_committed(workdir) == newest
+    reported = int(last.split("the newest complete checkpoint is step ")[1].split(":")[0])
+    # A save in flight when storage went away may still have committed; the run cannot know that.
+    newest = _newest_committed(workdir)
+    assert 3 <= reported <= newest and reported % 3 == 0 and newest - reported <= 3, (reported, newest)
     assert _logged_steps(workdir)[:newest] == list(range(1, newest + 1))  # stored before the checkpoint started
 
     # The failed run could not release its lease (no storage); it ran on this host and its process is
