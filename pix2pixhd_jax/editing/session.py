@@ -200,6 +200,24 @@ class EditSession:
         image[box], stats, sums = self._windows.window(self._norm_stats, *maps, box, sums)
         return Render(image, time.perf_counter() - start, stats, (box, sums))
 
+    def warm_up_windows(self) -> list[tuple[int, int]]:
+        """Compile the window renders (two passes and one) for the window shapes the current scene's
+        objects take when edited in place; returns those (rows, cols) shapes. Renders nothing it keeps."""
+        if self._windows is None or self._norm_stats is None:
+            return []
+        boxes = {}
+        for inst_id in self.scene.instances():
+            box = self.window_of(self.scene.inst == inst_id)
+            if box is not None:
+                boxes.setdefault((box[0].stop - box[0].start, box[1].stop - box[1].start), box)
+        scene = self.scene
+        for box in boxes.values():
+            maps = (scene.label, scene.inst, feature_map(scene.inst[box], scene.features) if self.synth.uses_features
+                    else None)
+            _, _, sums = self._windows.window(self._norm_stats, maps, maps, box)  # the first edit's two passes
+            self._windows.window(self._norm_stats, maps, maps, box, sums)  # the next ones' one pass
+        return sorted(boxes)
+
     def changed(self, scene: Scene) -> np.ndarray:
         """(H, W) bool: where `scene`'s generator input differs from the current scene's.
 
