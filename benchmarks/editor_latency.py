@@ -37,6 +37,10 @@ of the edited scene over the pixels the edit composites (mean, max and 99th perc
 absolute difference in 0-255 levels) for a move, a cluster change, a relabel (car -> truck) and a
 delete of the largest car, at --window_context_px (default: the config's).
 
+--warmup_sizes times, in this process, the editor command's warm-up for a synthetic street of each
+size: the first full render, then the window renders of in-place edits of its objects (how many
+window shapes, how long).
+
 With --out, the rows also go to <out>/editor_latency.json and .md.
 """
 from __future__ import annotations
@@ -280,9 +284,26 @@ COLUMNS: tuple[harness.Column, ...] = (
         if r["measure"] == "move" else
         f"plain {r['plain_edit_ms']} ms, after select {r['edit_after_select_ms']} ms, ratio "
         f"{r['ratio_after_select_to_plain']}" if r["measure"] == "select_then_edit" else
+        f"first full render {r['first_render_s']} s, then {r['window_shapes']} window shapes in {r['windows_s']} s"
+        if r["measure"] == "warmup" else
         f"mean {r['mean_levels']}, max {r['max_levels']}, p99 {r['p99_levels']} levels over {r['composited_px']} px "
         f"(context {r['context_px']} px, window {r['window']})")),
     ("load (1 min, before / after)", lambda r: " / ".join(str(v) for v in r.get("load_1m", ["-"]))))
+
+
+def warm_up_time(synth: Synthesizer, width: int, height: int) -> dict:
+    """What the editor command's warm-up costs for a scene of this size: the first full render (its
+    compile), then EditSession.warm_up_windows (the window shapes of in-place edits of its objects)."""
+    ex = generate_example(7, 0, width, height)
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    ed = editing.Editor(synth, ex["label"], ex["inst"], seed=0, local=True)
+    full_s = time.perf_counter() - start
+    start = time.perf_counter()
+    shapes = ed.warm_up_windows()
+    return {"measure": "warmup", "size": f"{width}x{height}", "first_render_s": round(full_s, 1),
+            "window_shapes": len(shapes), "windows_s": round(time.perf_counter() - start, 1),
+            "shapes": [f"{h}x{w}" for h, w in shapes], "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
 def serve(workdir: str) -> tuple[subprocess.Popen, httpx.Client]:
@@ -316,6 +337,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
                         help="comma-separated: how long after the swatch request the edit is sent (cycled)")
     parser.add_argument("--error_sizes", default="", help="comma-separated WxH: window render vs full render error")
     parser.add_argument("--window_context_px", type=int, default=-1, help="for --error_sizes; -1: the config's")
+    parser.add_argument("--warmup_sizes", default="", help="comma-separated WxH: the editor's warm-up time")
     parser.add_argument("--out", default="", help="also write the rows as editor_latency.json and .md to this folder")
     args = parser.parse_args(argv)
     workdir = args.workdir or init_workdir(os.path.join(tempfile.mkdtemp(prefix="editor_latency_"), "w"),
@@ -343,6 +365,10 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     for size in filter(None, args.error_sizes.split(",")):
         width, height = (int(v) for v in size.lower().split("x"))
         results.extend(window_error(synth, width, height, context))
+    for size in filter(None, args.warmup_sizes.split(",")):
+        width, height = (int(v) for v in size.lower().split("x"))
+        results.append(warm_up_time(synth, width, height))
+        print(json.dumps(results[-1]), flush=True)
     print(json.dumps({"workdir": workdir, "environment": harness.environment(), "results": results}))
     if args.out:
         harness.write_results(args.out, "editor_latency", results, harness.markdown_table(results, COLUMNS))

@@ -104,3 +104,13 @@ def test_editor_latency_measures_the_window_error_and_writes_its_table(tmp_path)
         assert (y1 - y0) * (x1 - x0) < 512 * 256 and 0 <= row["mean_levels"] <= row["max_levels"] <= 255
     assert json.loads((tmp_path / "editor_latency.json").read_text()) == rows
     assert "| window_error move largest car | 256x512 |" in (tmp_path / "editor_latency.md").read_text()
+
+
+def test_editor_latency_times_the_warm_up_of_the_window_shapes(tmp_path):
+    from benchmarks import editor_latency
+
+    rows = editor_latency.main(["--config=tiny_test", "--rounds=0", "--select_rounds=0", "--warmup_sizes=256x128",
+                                f"--out={tmp_path}"])
+    assert [r["measure"] for r in rows] == ["warmup"]
+    assert rows[0]["window_shapes"] == len(rows[0]["shapes"]) >= 1  # the street's cars get windows
+    assert "| warmup | 256x128 | first full render" in (tmp_path / "editor_latency.md").read_text()

@@ -138,3 +138,44 @@ def test_a_second_edit_in_the_same_window_reuses_the_sums_of_the_first(synth, ma
     a, b = reused.move(car, 0, -4), fresh.move(car, 0, -4)
     assert reused._last_window[1] == box  # the same window both times: the sums were reused
     assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
+
+
+def test_warm_up_compiles_the_in_place_windows_and_keeps_the_session_as_it_was(synth, maps):
+    label, inst = maps
+    car = _largest_car(inst)
+    ed = editing.Editor(synth, label, inst, seed=0, local=True, window_context_px=32)
+    image, stats, last = ed.image.copy(), ed._norm_stats, ed._last_window
+    shapes = ed.warm_up_windows()
+    box = ed.window_of(ed.scene.inst == car)
+    assert (box[0].stop - box[0].start, box[1].stop - box[1].start) in shapes
+    np.testing.assert_array_equal(ed.image, image)
+    assert ed._norm_stats is stats and ed._last_window == last
+    # The relabel of the car renders that window: compiled already, twice (first edit, then the next).
+    renderer = window.renderer_for(synth)
+    compiled = renderer._two_passes._cache_size(), renderer._window._cache_size()
+    y, x = np.argwhere(inst == car)[0]
+    ed.relabel(car, 27)
+    ed.relabel(ed.scene.instance_at(int(y), int(x)), 26)
+    assert ed._last_window[1] == box
+    assert (renderer._two_passes._cache_size(), renderer._window._cache_size()) == compiled
+
+
+def test_an_edit_inside_the_last_window_renders_that_window_in_one_pass(synth, maps):
+    label, inst = maps
+    ids = np.unique(inst[inst // 1000 == 26])
+    car = int(ids[np.argsort([(inst == i).sum() for i in ids])[1]])  # small: its own window is narrower
+    full_ed = editing.Editor(synth, label, inst, seed=0, local=True, window_context_px=0)
+    win_ed = editing.Editor(synth, label, inst, seed=0, local=True, window_context_px=32)
+    for ed in (full_ed, win_ed):
+        ed.move(car, 0, 24)
+    moved_box = win_ed._last_window[1]
+    before = win_ed.scene
+    full, windowed = full_ed.set_feature(car, cluster=2), win_ed.set_feature(car, cluster=2)
+    changed = win_ed.changed(before)
+    reach = win_ed.local_margin_px + win_ed.local_feather_px + 1
+    own_box = window.window_box(changed, reach, 32, synth.divisor)
+    assert own_box != moved_box and win_ed._last_window[1] == moved_box  # the move's window, reused
+    inside = compositing.blend_weights(changed, win_ed.local_margin_px, win_ed.local_feather_px) > 0
+    diff = np.abs(windowed.image.astype(int) - full.image.astype(int))[inside]
+    mean_bound, max_bound = BOUNDS["cluster"]
+    assert diff.mean() <= mean_bound and diff.max() <= max_bound, (diff.mean(), diff.max())

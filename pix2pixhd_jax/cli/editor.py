@@ -39,7 +39,8 @@ def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_integer("max_upload_mb", 8, "largest label + instance PNG upload, in MiB", flag_values=fv)
     flags.DEFINE_bool("local", True, "new scenes start with local edits (pixels away from an edit keep their "
                       "values; the page's checkbox switches it per tab)", flag_values=fv)
-    flags.DEFINE_bool("warmup", True, "compile the generator for the test scenes' size before serving", flag_values=fv)
+    flags.DEFINE_bool("warmup", True, "compile the generator for the test scenes' size, and its window renders for "
+                      "the windows of their objects, before serving", flag_values=fv)
     flags.mark_flag_as_required("workdir", flag_values=fv)
 
 
@@ -62,6 +63,13 @@ def body(fv: flags.FlagValues) -> int:
             try:
                 service.create_from_index(0)  # compiles the generator once for this size
                 print(f"compiled the generator for the test scenes in {time.perf_counter() - start:.1f}s")
+                # Window renders compile per window shape: those of in-place edits of scene 0's objects
+                # (drags whose window lands on the same bucketed lengths reuse them).
+                start = time.perf_counter()
+                shapes = next(iter(service.scenes.values())).editor.warm_up_windows()
+                if shapes:
+                    print(f"compiled window renders for {len(shapes)} window shapes in "
+                          f"{time.perf_counter() - start:.1f}s", flush=True)
             except ApiError as e:
                 print(f"warm-up skipped: {e.message}")
             service.scenes.clear()

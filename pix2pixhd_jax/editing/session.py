@@ -200,6 +200,24 @@ class EditSession:
         image[box], stats, sums = self._windows.window(self._norm_stats, *maps, box, sums)
         return Render(image, time.perf_counter() - start, stats, (box, sums))
 
+    def warm_up_windows(self) -> list[tuple[int, int]]:
+        """Compile the window renders (two passes and one) for the window shapes the current scene's
+        objects take when edited in place; returns those (rows, cols) shapes. Renders nothing it keeps."""
+        if self._windows is None or self._norm_stats is None:
+            return []
+        boxes = {}
+        for inst_id in self.scene.instances():
+            box = self.window_of(self.scene.inst == inst_id)
+            if box is not None:
+                boxes.setdefault((box[0].stop - box[0].start, box[1].stop - box[1].start), box)
+        scene = self.scene
+        for box in boxes.values():
+            maps = (scene.label, scene.inst, feature_map(scene.inst[box], scene.features) if self.synth.uses_features
+                    else None)
+            _, _, sums = self._windows.window(self._norm_stats, maps, maps, box)  # the first edit's two passes
+            self._windows.window(self._norm_stats, maps, maps, box, sums)  # the next ones' one pass
+        return sorted(boxes)
+
     def changed(self, scene: Scene) -> np.ndarray:
         """(H, W) bool: where `scene`'s generator input differs from the current scene's.
 
@@ -233,6 +251,11 @@ class EditSession:
         # Without the current scene's sums in this window, it takes two passes over it: a full
         # render is cheaper once the window is over half the image.
         made, last_box, _ = self._last_window
+        if made is self.scene and last_box is not None and _contains(last_box, box) and \
+                _area(last_box) <= 2 * _area(box):
+            # The last window holds this one (a look picked after a drag): one pass over it, with
+            # more context, costs less than two over the smaller window.
+            return last_box
         passes = 1 if made is self.scene and last_box == box else 2
         area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
         return box if passes * area <= changed.size else None
@@ -339,6 +362,15 @@ class EditSession:
         for _, image in entries:
             if image is not self._initial_image:
                 self._stats_of.pop(id(image), None)
+
+
+def _area(box: window_lib.Box) -> int:
+    return (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+
+
+def _contains(outer: window_lib.Box, inner: window_lib.Box) -> bool:
+    """Whether box `outer` covers box `inner`."""
+    return all(o.start <= i.start and i.stop <= o.stop for o, i in zip(outer, inner))
 
 
 def _px(given: Optional[int], configured: Any, key: str) -> Optional[int]:
