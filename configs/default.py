@@ -91,6 +91,8 @@ def get_config() -> ml_collections.ConfigDict:
     d.serial_batches = False  # no shuffling
     d.max_dataset_size = 0  # cap on examples (0 = all)
     d.worker_count = 0  # grain worker processes
+    d.recolour_p = 0.0  # training photos: chance each object of recolour_classes takes a random mean colour (beyond the paper; 0 = off)
+    d.recolour_classes = (26,)  # label ids recoloured (instances class*1000+k); 26 = car
     d.skip_bad_examples = False  # log and skip unreadable (or odd-size) examples instead of stopping, samples too
     d.synthetic_num = 2000  # examples of the built-in synthetic street set
     d.synthetic_width, d.synthetic_height = 512, 256  # size at which synthetic scenes are drawn
