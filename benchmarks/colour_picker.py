@@ -38,7 +38,7 @@ def largest_car(label: np.ndarray, pool: np.ndarray) -> Optional[int]:
 
 def measure(workdir: str, cars: int, colours: dict[str, tuple[int, int, int]]) -> list[dict[str, Any]]:
     """Rows per colour: wanted, rendered mean over cars, mean abs error per channel (levels)."""
-    from configs import default
+    from pix2pixhd_jax.configs import default
     from pix2pixhd_jax import features as features_lib, inputs
     from pix2pixhd_jax.inference import Synthesizer
 

@@ -63,7 +63,7 @@ def recipe_overrides(recipe: str) -> list[str]:
         return []
     if recipe != "official":
         raise ValueError(f"recipe {recipe!r} is not one of {RECIPES} (--recipes)")
-    from configs import default
+    from pix2pixhd_jax.configs import default
     reference = default.get_config()
     out = []
     for key in RECIPE_KEYS:
@@ -140,7 +140,7 @@ def train_with_snapshots(cmd: list[str], workdir: str, marks_s: Sequence[float],
 
 def saved_config(workdir: str) -> Any:
     """The config a training run saved beside its checkpoints (keys it lacks from configs/default.py)."""
-    from configs import default
+    from pix2pixhd_jax.configs import default
     from pix2pixhd_jax.inference import Synthesizer
     return Synthesizer.from_workdir(workdir, defaults=default.get_config(), load_bank=False).config
 
@@ -149,7 +149,7 @@ def evaluate_snapshot(workdir: str, step: int, examples: list, segmenter: Any, u
     """The evaluation report of G (its EMA where the run keeps one) at checkpoint `step`."""
     import jax
 
-    from configs import default
+    from pix2pixhd_jax.configs import default
     from pix2pixhd_jax.evaluation import evaluate
     from pix2pixhd_jax.inference import Synthesizer
     from pix2pixhd_jax.models import factory

@@ -12,7 +12,7 @@ import conftest
 
 
 def test_official_recipe_resets_every_recipe_key_to_the_paper_default():
-    from configs import default
+    from pix2pixhd_jax.configs import default
 
     flags = qpm.recipe_overrides("official")
     assert len(flags) == len(qpm.RECIPE_KEYS)
