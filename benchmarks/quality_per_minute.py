@@ -202,10 +202,11 @@ def plot_png(rows: Sequence[dict], path: str, clock: str) -> None:
     recipes = list(dict.fromkeys(r["recipe"] for r in rows))
     image = Image.new("RGB", (2 * pw, 2 * ph + 28), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((8, 2 * ph + 8), f"x: training minutes ({clock} clock)   " +
-              "   ".join(f"[{i + 1}] {r}" for i, r in enumerate(recipes)), fill="black")
-    for i, (recipe, colour) in enumerate(zip(recipes, COLOURS)):
-        draw.rectangle([2 * pw - 150 + 70 * i, 2 * ph + 10, 2 * pw - 150 + 70 * i + 12, 2 * ph + 18], fill=colour)
+    draw.text((8, 2 * ph + 8), f"x: training minutes ({clock} clock)", fill="black")
+    for i, (recipe, colour) in enumerate(zip(recipes, COLOURS)):  # the legend: a swatch and the recipe's name
+        x = 2 * pw - 220 + 110 * i
+        draw.rectangle([x, 2 * ph + 10, x + 12, 2 * ph + 18], fill=colour)
+        draw.text((x + 16, 2 * ph + 8), recipe, fill="black")
     minutes = [r["minutes"] for r in rows]
     x0, x1 = 0.0, max(minutes) if minutes else 1.0
     for p, (key, title) in enumerate(PANELS):
