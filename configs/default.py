@@ -61,6 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
     loss.vgg_layer_weights = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)  # official VGGLoss weights
     loss.vgg_imagenet_norm = False  # official feeds [-1, 1] images without ImageNet mean/std
     loss.lambda_l1 = 0.0  # pixel L1 to the real photo (0 = off, official; pix2pix's reconstruction term)
+    loss.lambda_lattice = 0.0  # penalty on fake power above the real's at the lattice_period-pixel grid's frequencies (beyond the paper; 0 = off)
+    loss.lattice_period = 8  # period of that grid in pixels (8 also covers the 4- and 2-pixel grids); must divide H and W
     loss.lambda_region_colour = 0.0  # L1 of per-region mean colours, fake vs real, over the regions E pools (0 = off, official)
     loss.lambda_feature_colour = 0.0  # L1 anchoring E's first 3 pooled feature channels to the region's mean colour (0 = off, official)
     loss.r1_gamma = 0.0  # R1 penalty weight on real images (0 = off; beyond the paper, losses.r1_penalty)
@@ -91,6 +93,8 @@ def get_config() -> ml_collections.ConfigDict:
     d.serial_batches = False  # no shuffling
     d.max_dataset_size = 0  # cap on examples (0 = all)
     d.worker_count = 0  # grain worker processes
+    d.recolour_p = 0.0  # training photos: chance each object of recolour_classes takes a random mean colour (beyond the paper; 0 = off)
+    d.recolour_classes = (26,)  # label ids recoloured (instances class*1000+k); 26 = car
     d.skip_bad_examples = False  # log and skip unreadable (or odd-size) examples instead of stopping, samples too
     d.synthetic_num = 2000  # examples of the built-in synthetic street set
     d.synthetic_width, d.synthetic_height = 512, 256  # size at which synthetic scenes are drawn

@@ -28,7 +28,8 @@ def transform_config(config: ml_collections.ConfigDict) -> transforms.TransformC
     d, m = config.data, config.model
     return transforms.TransformConfig(
         resize_or_crop=d.resize_or_crop, load_size=d.loadSize, fine_size=d.fineSize, no_flip=d.no_flip,
-        size_divisor=factory.downsample_factor(m), label_nc=m.label_nc)
+        size_divisor=factory.downsample_factor(m), label_nc=m.label_nc, recolour_p=d.recolour_p,
+        recolour_classes=tuple(d.recolour_classes))
 
 
 def make_source(config: ml_collections.ConfigDict, split: str, num_examples: int, seed: int,

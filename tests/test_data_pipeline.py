@@ -278,3 +278,28 @@ def test_make_source_kinds_and_size_divisor(tmp_path):
     with pytest.raises(ValueError, match="unknown data source kind"):
         make_source("imagenet")
     assert transforms.size_divisor("global", 4, 1) == 16 and transforms.size_divisor("local", 4, 1) == 32
+
+
+def test_recolouring_moves_chosen_objects_to_a_random_mean_colour_and_nothing_else():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-0.3, 0.3, (16, 16, 3)).astype(np.float32)
+    inst = np.zeros((16, 16), np.int32)
+    inst[2:8, 2:8], inst[9:14, 9:14], inst[0, :] = 26001, 24001, 7  # a car, a person, road
+    example = {"label": inst // 1000 * (inst >= 1000) + 7 * (inst < 1000), "inst": inst,
+               "image": ((image + 1) * 127.5).round().astype(np.uint8)}
+    cfg = TransformConfig(resize_or_crop="none", no_flip=True, recolour_p=1.0, recolour_classes=(26,))
+    plain = transforms.transform_example(example, TransformConfig(resize_or_crop="none", no_flip=True), rng)
+    means = set()
+    for seed in range(4):
+        out = transforms.transform_example(example, cfg, np.random.default_rng(seed))
+        car = inst == 26001
+        np.testing.assert_array_equal(out["image"][~car], plain["image"][~car])  # the person and the road kept
+        shift, unclipped = out["image"][car] - plain["image"][car], np.abs(out["image"][car]) < 1 - 1e-6
+        for c in range(3):  # shading kept: one shift per channel for every pixel not clipped to [-1, 1]
+            assert unclipped[:, c].any() and np.ptp(shift[unclipped[:, c], c]) < 1e-5
+        means.add(tuple(out["image"][car].mean(axis=0).round(2)))
+    assert len(means) == 4  # each draw a new colour
+    held_out = transforms.transform_example(example, cfg, None, train=False)  # evaluation: never recoloured
+    np.testing.assert_array_equal(held_out["image"], plain["image"])
+    with pytest.raises(ValueError, match="recolour_p=1.5 is a probability"):
+        TransformConfig(recolour_p=1.5)

@@ -35,12 +35,16 @@ class TransformConfig:
     no_flip: bool = False
     size_divisor: int = 1  # the generator's total downsampling; output sizes must be multiples of it
     label_nc: int = 35  # 0: the label is an RGB image, resized bicubic and normalised like the photo
+    recolour_p: float = 0.0  # training only: chance that an object of recolour_classes takes a random colour
+    recolour_classes: tuple[int, ...] = ()  # label ids whose instances (ids class*1000+k) may be recoloured
 
     def __post_init__(self) -> None:
         if self.resize_or_crop not in RESIZE_OR_CROP_MODES:
             raise ValueError(f"resize_or_crop={self.resize_or_crop!r}; expected one of {RESIZE_OR_CROP_MODES}")
         if self.size_divisor < 1 or self.load_size < 1 or self.fine_size < 1:
             raise ValueError("load_size, fine_size and size_divisor must be positive")
+        if not 0.0 <= self.recolour_p <= 1.0:
+            raise ValueError(f"data.recolour_p={self.recolour_p} is a probability: give a value in [0, 1]")
 
 
 def size_divisor(net_g: str, n_downsample_global: int, n_local_enhancers: int) -> int:
@@ -138,8 +142,32 @@ def apply_params(example: dict[str, Any], params: dict[str, Any], cfg: Transform
     return out
 
 
+def recolour_instances(image: np.ndarray, inst: np.ndarray, classes: tuple[int, ...], p: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Each object of `classes` in an (H, W, 3) [-1, 1] photo, with chance p, shifted to a random mean colour.
+
+    The shift keeps the object's shading (windows stay darker than the body) and clips to [-1, 1].
+    Beyond the paper: a dataset's objects come in a few colours, and a colour-anchored generator
+    (loss.lambda_feature_colour) only renders the colours it was trained on; random colours teach it
+    the whole cube, so a colour the editor's picker asks for is rendered.
+    """
+    out = image
+    for obj in np.unique(inst):
+        if obj < 1000 or obj // 1000 not in classes or rng.random() >= p:
+            continue
+        mask = inst == obj
+        target = rng.uniform(-1.0, 1.0, 3).astype(image.dtype)
+        if out is image:
+            out = image.copy()
+        out[mask] = np.clip(out[mask] - out[mask].mean(axis=0) + target, -1.0, 1.0)
+    return out
+
+
 def transform_example(example: dict[str, Any], cfg: TransformConfig, rng: np.random.Generator | None,
                       train: bool = True) -> dict[str, Any]:
-    """Draw parameters for this example and apply them to all of its maps."""
+    """Draw parameters for this example and apply them to all of its maps (in training: recolouring too)."""
     h, w = example["label"].shape[:2]
-    return apply_params(example, sample_params(w, h, cfg, rng, train), cfg)
+    out = apply_params(example, sample_params(w, h, cfg, rng, train), cfg)
+    if train and rng is not None and cfg.recolour_p > 0 and "image" in out and "inst" in out:
+        out["image"] = recolour_instances(out["image"], out["inst"], cfg.recolour_classes, cfg.recolour_p, rng)
+    return out
