@@ -466,3 +466,28 @@ def test_polygon_and_flood_fill_regions(client):
                          ({"polygon": [[0, 0], [1, 1], [99, 0]]}, "polygon vertex .* outside")]:
         body = _edit(client, sid, {"op": "paint", "class": 8, **bad}, status=400)
         assert re.search(message, body["error"]), body["error"]
+
+
+def test_the_command_serves_while_the_window_warm_up_runs_beside_it(synth, monkeypatch, capsys):
+    import threading
+
+    from pix2pixhd_jax.editing.session import EditSession
+
+    events = []
+    warm_up = EditSession.warm_up_windows
+
+    def recorded_warm_up(self):
+        events.append(("warm-up starts", threading.current_thread().name))
+        return warm_up(self)
+
+    def serve(app, **kwargs):  # instead of uvicorn.run: note the order, then wait for the warm-up
+        events.append(("serving", threading.current_thread().name))
+        for t in threading.enumerate():
+            if t.name == "window-warm-up":
+                t.join(300)
+
+    monkeypatch.setattr(EditSession, "warm_up_windows", recorded_warm_up)
+    monkeypatch.setattr(editor_cli.uvicorn, "run", serve)
+    assert editor_cli.main(["prog", f"--workdir={synth.workdir}", "--port=0"]) == 0
+    assert "compiled the generator for the test scenes" in capsys.readouterr().out
+    assert ("warm-up starts", "window-warm-up") in events and ("serving", "MainThread") in events, events

@@ -12,8 +12,9 @@ The HTTP API the page uses is described in the README ("Interactive editor"); it
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from pix2pixhd_jax.cli import process
 
@@ -39,8 +40,8 @@ def define(fv: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_integer("max_upload_mb", 8, "largest label + instance PNG upload, in MiB", flag_values=fv)
     flags.DEFINE_bool("local", True, "new scenes start with local edits (pixels away from an edit keep their "
                       "values; the page's checkbox switches it per tab)", flag_values=fv)
-    flags.DEFINE_bool("warmup", True, "compile the generator for the test scenes' size, and its window renders for "
-                      "the windows of their objects, before serving", flag_values=fv)
+    flags.DEFINE_bool("warmup", True, "compile the generator for the test scenes' size before serving, then (in the background) "
+                      "its window renders for the windows of their objects", flag_values=fv)
     flags.mark_flag_as_required("workdir", flag_values=fv)
 
 
@@ -64,12 +65,10 @@ def body(fv: flags.FlagValues) -> int:
                 service.create_from_index(0)  # compiles the generator once for this size
                 print(f"compiled the generator for the test scenes in {time.perf_counter() - start:.1f}s")
                 # Window renders compile per window shape: those of in-place edits of scene 0's objects
-                # (drags whose window lands on the same bucketed lengths reuse them).
-                start = time.perf_counter()
-                shapes = next(iter(service.scenes.values())).editor.warm_up_windows()
-                if shapes:
-                    print(f"compiled window renders for {len(shapes)} window shapes in "
-                          f"{time.perf_counter() - start:.1f}s", flush=True)
+                # (drags whose window lands on the same bucketed lengths reuse them). That takes a while
+                # (seconds per shape), so it runs beside the server on a scene no user sees.
+                threading.Thread(target=_warm_up_windows, args=(next(iter(service.scenes.values())).editor,),
+                                 daemon=True, name="window-warm-up").start()
             except ApiError as e:
                 print(f"warm-up skipped: {e.message}")
             service.scenes.clear()
@@ -77,6 +76,19 @@ def body(fv: flags.FlagValues) -> int:
     print(f"pix2pixhd-jax editor for {synth.workdir} (step {synth.step}): {url}", flush=True)
     uvicorn.run(app, host=fv.host, port=fv.port, log_level="warning")
     return 0
+
+
+def _warm_up_windows(editor: Any) -> None:
+    """Compile the window renders of `editor`'s scene (a background thread; the shared renderer keeps them)."""
+    start = time.perf_counter()
+    try:
+        shapes = editor.warm_up_windows()
+    except Exception as e:  # noqa: BLE001  (a failed warm-up only means the first edits compile)
+        print(f"window warm-up stopped: {e}", flush=True)
+        return
+    if shapes:
+        print(f"compiled window renders for {len(shapes)} window shapes in {time.perf_counter() - start:.1f}s "
+              "(in the background)", flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
