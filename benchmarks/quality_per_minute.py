@@ -103,6 +103,10 @@ def pick_snapshots(appeared: dict[int, float], marks_s: Sequence[float]) -> list
     return picks + [max(appeared, default=None)]
 
 
+_DEFAULT_SIGINT_THEN_EXEC = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                             "os.execv(sys.argv[1], sys.argv[1:])")
+
+
 def train_with_snapshots(cmd: list[str], workdir: str, marks_s: Sequence[float], clock_kind: str,
                          log_path: str) -> dict[str, Any]:
     """Run the training command until `clock_kind` passes the last mark; when each checkpoint appeared."""
@@ -110,8 +114,9 @@ def train_with_snapshots(cmd: list[str], workdir: str, marks_s: Sequence[float],
     appeared: dict[int, float] = {}
     with open(log_path, "w") as log:
         # SIGINT at its default disposition, as from a terminal: the trainer turns it into save-and-stop.
-        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        # The child restores it and then becomes the command (a preexec_fn would fork this JAX process).
+        child = subprocess.Popen([sys.executable, "-c", _DEFAULT_SIGINT_THEN_EXEC, *cmd], stdout=log,
+                                 stderr=subprocess.STDOUT)
         proc = psutil.Process(child.pid)
         clock, stopped_at = make_clock(clock_kind, proc), None
         while child.poll() is None:
