@@ -76,3 +76,17 @@ def encode_bank(workdir, **overrides):
 
     synth = Synthesizer.from_workdir(workdir, load_bank=False)
     return encode_feature_bank(synth, config_overrides=overrides, progress=False)
+
+
+def workdir_with_bank(path: str, config=None) -> str:
+    """make_workdir(path, config) with its feature bank encoded: what the editor and synthesizer open."""
+    make_workdir(path, config)
+    encode_bank(path)
+    return path
+
+
+def synthesizer_with_bank(path: str, config=None):
+    """A Synthesizer of workdir_with_bank(path, config)."""
+    from pix2pixhd_jax.inference import Synthesizer
+
+    return Synthesizer.from_workdir(workdir_with_bank(path, config))

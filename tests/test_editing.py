@@ -17,9 +17,7 @@ from pix2pixhd_jax.semantics import instance_edges
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    workdir = fh.make_workdir(str(tmp_path_factory.mktemp("editing") / "w"))
-    fh.encode_bank(workdir)
-    return Synthesizer.from_workdir(workdir)
+    return fh.synthesizer_with_bank(str(tmp_path_factory.mktemp("editing") / "w"))
 
 
 def _maps():
@@ -342,9 +340,7 @@ def test_readme_edit_script_points_at_cars():
 
 @pytest.fixture(scope="module")
 def colour_synth(tmp_path_factory):
-    workdir = fh.make_workdir(str(tmp_path_factory.mktemp("colour") / "w"), fh.colour_config())
-    fh.encode_bank(workdir)
-    return Synthesizer.from_workdir(workdir)
+    return fh.synthesizer_with_bank(str(tmp_path_factory.mktemp("colour") / "w"), fh.colour_config())
 
 
 def test_set_colour_sets_the_colour_channels_undo_restores_and_scripts_replay(colour_synth):

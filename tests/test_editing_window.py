@@ -8,7 +8,6 @@ import feature_helpers as fh
 from pix2pixhd_jax import editing
 from pix2pixhd_jax.editing import compositing, window
 from pix2pixhd_jax.features import feature_map
-from pix2pixhd_jax.inference import Synthesizer
 from pix2pixhd_jax.models import factory
 from pix2pixhd_jax.models.layers import NORM_STATS, WINDOW_SUMS
 
@@ -24,9 +23,7 @@ H, W = 256, 512
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    workdir = fh.make_workdir(str(tmp_path_factory.mktemp("editing_window") / "w"))
-    fh.encode_bank(workdir)
-    return Synthesizer.from_workdir(workdir)
+    return fh.synthesizer_with_bank(str(tmp_path_factory.mktemp("editing_window") / "w"))
 
 
 @pytest.fixture(scope="module")

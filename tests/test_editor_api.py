@@ -20,9 +20,7 @@ LIMITS = Limits(max_scenes=3, max_upload_bytes=64 << 10)
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    workdir = fh.make_workdir(str(tmp_path_factory.mktemp("editor_api") / "w"))
-    fh.encode_bank(workdir)
-    return Synthesizer.from_workdir(workdir)
+    return fh.synthesizer_with_bank(str(tmp_path_factory.mktemp("editor_api") / "w"))
 
 
 @pytest.fixture(scope="module")
@@ -307,9 +305,7 @@ def test_model_without_instance_features_hides_appearance(tmp_path):
 
 
 def test_colour_anchored_model_takes_set_colour(tmp_path):
-    workdir = fh.make_workdir(str(tmp_path / "colour"), fh.colour_config())
-    fh.encode_bank(workdir)
-    synth = Synthesizer.from_workdir(workdir)
+    synth = fh.synthesizer_with_bank(str(tmp_path / "colour"), fh.colour_config())
     with TestClient(make_app(synth, limits=LIMITS)) as c:
         assert c.get("/api/info").json()["colour_features"] is True
         data = _new_scene(c)

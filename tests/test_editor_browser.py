@@ -56,16 +56,14 @@ def _serve(workdir: str):
 def server(tmp_path_factory):
     workdir = os.environ.get("PIX2PIXHD_EDITOR_WORKDIR")
     if not workdir:
-        workdir = fh.make_workdir(str(tmp_path_factory.mktemp("editor_browser") / "w"))
-        fh.encode_bank(workdir)
+        workdir = fh.workdir_with_bank(str(tmp_path_factory.mktemp("editor_browser") / "w"))
     yield from _serve(workdir)
 
 
 @pytest.fixture(scope="module")
 def colour_server(tmp_path_factory):
-    workdir = fh.make_workdir(str(tmp_path_factory.mktemp("editor_browser_colour") / "w"), fh.colour_config())
-    fh.encode_bank(workdir)
-    yield from _serve(workdir)
+    yield from _serve(fh.workdir_with_bank(str(tmp_path_factory.mktemp("editor_browser_colour") / "w"),
+                                           fh.colour_config()))
 
 
 @pytest.fixture(scope="module")
