@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from pix2pixhd_jax.choices import GAN_LOSSES, LATTICE_REFERENCES
+from pix2pixhd_jax.choices import GAN_LOSSES, LATTICE_REFERENCES, LATTICE_SIDES
 from pix2pixhd_jax.lattice_geometry import lattice_bins, neighbour_bins
 from pix2pixhd_jax.semantics import instance_average_pool, region_sizes
 
@@ -36,6 +36,7 @@ class LossOptions:
     lattice_period: int
     lattice_reference: str  # one of LATTICE_REFERENCES
     lattice_margin: float
+    lattice_sides: str  # one of LATTICE_SIDES
     lambda_region_colour: float
     lambda_feature_colour: float
     r1_gamma: float
@@ -48,7 +49,7 @@ class LossOptions:
                    vgg_layer_weights=tuple(float(w) for w in loss_cfg.vgg_layer_weights),
                    lambda_l1=float(loss_cfg.lambda_l1), lambda_lattice=float(loss_cfg.lambda_lattice),
                    lattice_period=int(loss_cfg.lattice_period), lattice_reference=str(loss_cfg.lattice_reference),
-                   lattice_margin=float(loss_cfg.lattice_margin),
+                   lattice_margin=float(loss_cfg.lattice_margin), lattice_sides=str(loss_cfg.lattice_sides),
                    lambda_region_colour=float(loss_cfg.lambda_region_colour),
                    lambda_feature_colour=float(loss_cfg.lambda_feature_colour), r1_gamma=float(loss_cfg.r1_gamma),
                    r1_every=int(loss_cfg.r1_every))
@@ -172,8 +173,11 @@ def periodic_power(x: Array) -> Array:
     return (jnp.abs(spectrum) ** 2).sum(-1).at[:, 0, 0].set(0.0)
 
 
-def lattice_neighbour_loss(fake: Array, *, period: int, weight: float, margin: float) -> Array:
+def lattice_neighbour_loss(fake: Array, *, period: int, weight: float, margin: float, sides: str = "above") -> Array:
     """weight * mean over images and over `period` and period/2 of max(0, log(lattice ratio) - log margin).
+
+    sides='both' takes |log(lattice ratio)| instead: a figure below 1/margin (a notch, less power
+    at the lattice than around it, as a blocky nearest-like upsampling leaves) is pushed back up.
 
     Self-referenced (beyond the paper): the lattice ratio is the evaluation's figure of each fake
     image alone (evaluation/lattice.py: power at the lattice bins over the power of their
@@ -189,6 +193,8 @@ def lattice_neighbour_loss(fake: Array, *, period: int, weight: float, margin: f
     h, w = fake.shape[1:3]
     if h % period or w % period:
         raise ValueError(f"loss.lattice_period={period} must divide the image size {h}x{w}")
+    if sides not in LATTICE_SIDES:
+        raise ValueError(f"loss.lattice_sides={sides!r} is not one of {LATTICE_SIDES}")
     power = periodic_power(fake)
     total = jnp.float32(0.0)
     periods = [p for p in (period, period // 2) if p >= 2 and h % p == 0 and w % p == 0]
@@ -199,7 +205,8 @@ def lattice_neighbour_loss(fake: Array, *, period: int, weight: float, margin: f
         # The figure's floor: a bin set holding a billionth of the image's mean power per bin is empty.
         eps = jax.lax.stop_gradient(1e-9 * len(bins) * power.mean(axis=(1, 2)) + 1e-30)
         ratio = (power[:, bins[:, 0], bins[:, 1]].sum(-1) + eps) / (jax.lax.stop_gradient(around.sum(-1)) + eps)
-        total += jnp.mean(jnp.maximum(jnp.log(ratio) - jnp.log(margin), 0.0))
+        log_ratio = jnp.log(ratio) if sides == "above" else jnp.abs(jnp.log(ratio))
+        total += jnp.mean(jnp.maximum(log_ratio - jnp.log(margin), 0.0))
     return weight * total / len(periods)
 
 

@@ -172,6 +172,7 @@ def _validate_more(config: ml_collections.ConfigDict) -> None:
     _one_of(m.upsample_impl, "model.upsample_impl", choices.UPSAMPLE_IMPLS)
     _one_of(m.attention_form, "model.attention_form", choices.ATTENTION_FORMS)
     _one_of(loss.lattice_reference, "loss.lattice_reference", choices.LATTICE_REFERENCES)
+    _one_of(loss.lattice_sides, "loss.lattice_sides", choices.LATTICE_SIDES)
     _require(loss.lattice_margin >= 1, "loss.lattice_margin", loss.lattice_margin,
              "must be >= 1 (a bin's allowed power over its neighbours')")
     for key in ("attention_pool", "attention_window", "attention_reduction"):

@@ -131,7 +131,7 @@ def make_train_step(config: ml_collections.ConfigDict, nets: factory.Networks, t
                 if loss_cfg.lattice_reference == "neighbours":
                     terms["G_lattice"] = losses.lattice_neighbour_loss(
                         fake, period=loss_cfg.lattice_period, weight=loss_cfg.lambda_lattice,
-                        margin=loss_cfg.lattice_margin)
+                        margin=loss_cfg.lattice_margin, sides=loss_cfg.lattice_sides)
                 else:
                     terms["G_lattice"] = losses.lattice_loss(fake, real, period=loss_cfg.lattice_period,
                                                              weight=loss_cfg.lambda_lattice)

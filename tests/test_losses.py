@@ -182,3 +182,10 @@ def test_neighbour_lattice_loss_never_pushes_a_bin_below_its_surroundings():
     notched = jnp.asarray(np.real(np.fft.ifft2(spectrum, axes=(1, 2))), jnp.float32)
     value, grad = jax.jit(jax.value_and_grad(lambda f: lattice_neighbour_loss(f, period=8, weight=1.0, margin=1.05)))(notched)
     assert float(value) == 0.0 and float(jnp.abs(grad).max()) == 0.0
+    # sides='both' pushes a notch back up: positive, and a step against its gradient lowers it.
+    both = jax.jit(jax.value_and_grad(lambda f: lattice_neighbour_loss(f, period=8, weight=1.0, margin=1.05, sides="both")))
+    value, grad = both(notched)
+    assert float(value) > 0.5  # the bins hold a quarter of their surroundings' power: |log 0.25| - log 1.05
+    assert float(both(notched - 0.01 * grad / jnp.abs(grad).max())[0]) < float(value)
+    with pytest.raises(ValueError, match="lattice_sides='below' is not one of"):
+        lattice_neighbour_loss(notched, period=8, weight=1.0, margin=1.05, sides="below")
