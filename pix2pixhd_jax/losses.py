@@ -183,7 +183,8 @@ def lattice_neighbour_loss(fake: Array, *, period: int, weight: float, margin: f
     image alone (evaluation/lattice.py: power at the lattice bins over the power of their
     neighbours in the same image, lattice_geometry), with the neighbours' power held fixed
     (stop_gradient). So only power a grid adds above its surroundings is pushed down, and the
-    hinge stops at `margin` times the surroundings instead of pushing on below them (a notch). The
+    hinge stops at `margin` times the surroundings. (Trained, G still overshoots into a notch,
+    less power at the lattice than around it; sides='both' pushes back: benchmarks/RESULTS.md.) The
     ratio is taken over all the lattice's bins at once: the power at one bin of one image is a
     noisy draw (a real photo's single bin exceeds 1.1x its neighbours a third of the time), so a
     per-bin hinge would push a grid-free spectrum below its surroundings too. The half period
