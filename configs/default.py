@@ -63,6 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
     loss.lambda_l1 = 0.0  # pixel L1 to the real photo (0 = off, official; pix2pix's reconstruction term)
     loss.lambda_lattice = 0.0  # penalty on fake power above the real's at the lattice_period-pixel grid's frequencies (beyond the paper; 0 = off)
     loss.lattice_period = 8  # period of that grid in pixels (8 also covers the 4- and 2-pixel grids); must divide H and W
+    loss.lattice_reference = "real"  # 'real': the real photo's power at each bin | 'neighbours': the bins' neighbours in the same fake
+    loss.lattice_margin = 1.1  # 'neighbours': the lattice figure (bins' power over their neighbours') may reach this before the penalty starts (>= 1)
+    loss.lattice_sides = "above"  # 'neighbours': 'above' penalises a figure above lattice_margin; 'both' also one below 1/lattice_margin (a notch)
     loss.lambda_region_colour = 0.0  # L1 of per-region mean colours, fake vs real, over the regions E pools (0 = off, official)
     loss.lambda_feature_colour = 0.0  # L1 anchoring E's first 3 pooled feature channels to the region's mean colour (0 = off, official)
     loss.r1_gamma = 0.0  # R1 penalty weight on real images (0 = off; beyond the paper, losses.r1_penalty)

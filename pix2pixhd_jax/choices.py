@@ -12,4 +12,6 @@ UPSAMPLE_LAYERS = ("transpose", "resize_conv", "bilinear_conv", "subpixel_icnr")
 UPSAMPLE_IMPLS = ("tapwise", "subpixel", "xla")  # model.upsample_impl: forms of the transposed conv
 ATTENTION_FORMS = ("full", "pooled", "window")  # model.attention_form
 GAN_LOSSES = ("lsgan", "vanilla", "hinge")  # loss.gan_mode
+LATTICE_REFERENCES = ("real", "neighbours")  # loss.lattice_reference: what a lattice bin's power is compared with
+LATTICE_SIDES = ("above", "both")  # loss.lattice_sides: the 'neighbours' penalty on a grid only, or on a notch too
 AUGMENT_OPS = ("color", "translation", "cutout")  # the comma list augment.policy

@@ -11,7 +11,8 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from pix2pixhd_jax.choices import GAN_LOSSES
+from pix2pixhd_jax.choices import GAN_LOSSES, LATTICE_REFERENCES, LATTICE_SIDES
+from pix2pixhd_jax.lattice_geometry import lattice_bins, neighbour_bins
 from pix2pixhd_jax.semantics import instance_average_pool, region_sizes
 
 Array = jax.Array
@@ -33,6 +34,9 @@ class LossOptions:
     lambda_l1: float  # the terms below are off at 0
     lambda_lattice: float
     lattice_period: int
+    lattice_reference: str  # one of LATTICE_REFERENCES
+    lattice_margin: float
+    lattice_sides: str  # one of LATTICE_SIDES
     lambda_region_colour: float
     lambda_feature_colour: float
     r1_gamma: float
@@ -44,7 +48,8 @@ class LossOptions:
                    no_vgg_loss=bool(loss_cfg.no_vgg_loss), lambda_feat=float(loss_cfg.lambda_feat),
                    vgg_layer_weights=tuple(float(w) for w in loss_cfg.vgg_layer_weights),
                    lambda_l1=float(loss_cfg.lambda_l1), lambda_lattice=float(loss_cfg.lambda_lattice),
-                   lattice_period=int(loss_cfg.lattice_period),
+                   lattice_period=int(loss_cfg.lattice_period), lattice_reference=str(loss_cfg.lattice_reference),
+                   lattice_margin=float(loss_cfg.lattice_margin), lattice_sides=str(loss_cfg.lattice_sides),
                    lambda_region_colour=float(loss_cfg.lambda_region_colour),
                    lambda_feature_colour=float(loss_cfg.lambda_feature_colour), r1_gamma=float(loss_cfg.r1_gamma),
                    r1_every=int(loss_cfg.r1_every))
@@ -146,6 +151,64 @@ def lattice_loss(fake: Array, real: Array, *, period: int, weight: float) -> Arr
     eps = 0.01 * real_power.mean(axis=(1, 2), keepdims=True)
     excess = jnp.log(power(fake)[:, rows, cols] + eps) - jnp.log(real_power[:, rows, cols] + eps)
     return weight * jnp.sum(jnp.maximum(excess, 0.0) * not_dc) / (fake.shape[0] * (period * period - 1))
+
+
+def periodic_power(x: Array) -> Array:
+    """(B, H, W) power spectrum of the periodic component of (B, H, W, C) images, summed over channels.
+
+    The jnp twin of evaluation/lattice.power_spectrum (Moisan's periodic plus smooth decomposition,
+    unnormalised FFT, DC set to 0), so the loss sees the spectrum the figure measures. The border
+    jumps v sit on four lines, so their FFT is written in closed form: column FFTs of the row jump
+    times (1 - e^{2 pi i k/H}), plus the same with rows and columns swapped.
+    """
+    x = x.astype(jnp.float32)
+    h, w = x.shape[1:3]
+    row_jump = jnp.fft.fft(x[:, -1] - x[:, 0], axis=1)  # (B, W, C): last row minus first row
+    col_jump = jnp.fft.fft(x[:, :, -1] - x[:, :, 0], axis=1)  # (B, H, C)
+    ky, kx = 2 * jnp.pi * jnp.arange(h) / h, 2 * jnp.pi * jnp.arange(w) / w
+    jumps = ((1 - jnp.exp(1j * ky))[None, :, None, None] * row_jump[:, None]
+             + (1 - jnp.exp(1j * kx))[None, None, :, None] * col_jump[:, :, None])
+    denom = (2 * jnp.cos(ky)[:, None] + 2 * jnp.cos(kx)[None, :] - 4).at[0, 0].set(1.0)  # the mean: s has none
+    spectrum = jnp.fft.fft2(x, axes=(1, 2)) - jumps / denom[None, :, :, None]
+    return (jnp.abs(spectrum) ** 2).sum(-1).at[:, 0, 0].set(0.0)
+
+
+def lattice_neighbour_loss(fake: Array, *, period: int, weight: float, margin: float, sides: str = "above") -> Array:
+    """weight * mean over images and over `period` and period/2 of max(0, log(lattice ratio) - log margin).
+
+    sides='both' takes |log(lattice ratio)| instead: a figure below 1/margin (a notch, less power
+    at the lattice than around it, as a blocky nearest-like upsampling leaves) is pushed back up.
+
+    Self-referenced (beyond the paper): the lattice ratio is the evaluation's figure of each fake
+    image alone (evaluation/lattice.py: power at the lattice bins over the power of their
+    neighbours in the same image, lattice_geometry), with the neighbours' power held fixed
+    (stop_gradient). So only power a grid adds above its surroundings is pushed down, and the
+    hinge stops at `margin` times the surroundings. (Trained, G still overshoots into a notch,
+    less power at the lattice than around it; sides='both' pushes back: benchmarks/RESULTS.md.) The
+    ratio is taken over all the lattice's bins at once: the power at one bin of one image is a
+    noisy draw (a real photo's single bin exceeds 1.1x its neighbours a third of the time), so a
+    per-bin hinge would push a grid-free spectrum below its surroundings too. The half period
+    (the 4-pixel grid inside the 8-pixel one) is scored separately, as its bins carry little of
+    the whole lattice's power.
+    """
+    h, w = fake.shape[1:3]
+    if h % period or w % period:
+        raise ValueError(f"loss.lattice_period={period} must divide the image size {h}x{w}")
+    if sides not in LATTICE_SIDES:
+        raise ValueError(f"loss.lattice_sides={sides!r} is not one of {LATTICE_SIDES}")
+    power = periodic_power(fake)
+    total = jnp.float32(0.0)
+    periods = [p for p in (period, period // 2) if p >= 2 and h % p == 0 and w % p == 0]
+    for p in periods:
+        bins = lattice_bins(h, w, p)
+        rows, cols, keep = neighbour_bins(h, w, p)
+        around = jnp.where(keep, power[:, rows, cols], 0.0).sum(-1) / keep.sum(1).clip(1)
+        # The figure's floor: a bin set holding a billionth of the image's mean power per bin is empty.
+        eps = jax.lax.stop_gradient(1e-9 * len(bins) * power.mean(axis=(1, 2)) + 1e-30)
+        ratio = (power[:, bins[:, 0], bins[:, 1]].sum(-1) + eps) / (jax.lax.stop_gradient(around.sum(-1)) + eps)
+        log_ratio = jnp.log(ratio) if sides == "above" else jnp.abs(jnp.log(ratio))
+        total += jnp.mean(jnp.maximum(log_ratio - jnp.log(margin), 0.0))
+    return weight * total / len(periods)
 
 
 def _per_region_l1(a: Array, b: Array, regions: Array) -> Array:

@@ -171,6 +171,10 @@ def _validate_more(config: ml_collections.ConfigDict) -> None:
     _one_of(m.upsample_layer, "model.upsample_layer", choices.UPSAMPLE_LAYERS)  # 'transpose' is the official one
     _one_of(m.upsample_impl, "model.upsample_impl", choices.UPSAMPLE_IMPLS)
     _one_of(m.attention_form, "model.attention_form", choices.ATTENTION_FORMS)
+    _one_of(loss.lattice_reference, "loss.lattice_reference", choices.LATTICE_REFERENCES)
+    _one_of(loss.lattice_sides, "loss.lattice_sides", choices.LATTICE_SIDES)
+    _require(loss.lattice_margin >= 1, "loss.lattice_margin", loss.lattice_margin,
+             "must be >= 1 (a bin's allowed power over its neighbours')")
     for key in ("attention_pool", "attention_window", "attention_reduction"):
         _require(m[key] >= 1, f"model.{key}", m[key], "must be >= 1")
     _require(m.init_std > 0, "model.init_std", m.init_std, "must be > 0")
@@ -183,7 +187,7 @@ def _validate_more(config: ml_collections.ConfigDict) -> None:
         _require(d[key] >= 0, f"data.{key}", d[key], "must be >= 0")
     _require(len(loss.vgg_layers) == len(loss.vgg_layer_weights), "loss.vgg_layer_weights", tuple(loss.vgg_layer_weights),
              f"needs one weight per loss.vgg_layers entry ({len(loss.vgg_layers)})")
-    for key in ("lambda_feat", "lambda_l1", "lambda_region_colour", "lambda_feature_colour", "r1_gamma"):
+    for key in ("lambda_feat", "lambda_l1", "lambda_lattice", "lambda_region_colour", "lambda_feature_colour", "r1_gamma"):
         _require(loss[key] >= 0, f"loss.{key}", loss[key], "must be >= 0")
     _require(loss.lambda_region_colour == 0 or m.instance_feat or m.label_feat, "loss.lambda_region_colour",
              loss.lambda_region_colour, "needs model.instance_feat or model.label_feat (it compares the regions E pools over)")

@@ -128,8 +128,13 @@ def make_train_step(config: ml_collections.ConfigDict, nets: factory.Networks, t
                 terms["G_L1"] = losses.pixel_l1_loss(fake, real, weight=loss_cfg.lambda_l1)
                 loss_g += terms["G_L1"]
             if loss_cfg.lambda_lattice > 0:
-                terms["G_lattice"] = losses.lattice_loss(fake, real, period=loss_cfg.lattice_period,
-                                                         weight=loss_cfg.lambda_lattice)
+                if loss_cfg.lattice_reference == "neighbours":
+                    terms["G_lattice"] = losses.lattice_neighbour_loss(
+                        fake, period=loss_cfg.lattice_period, weight=loss_cfg.lambda_lattice,
+                        margin=loss_cfg.lattice_margin, sides=loss_cfg.lattice_sides)
+                else:
+                    terms["G_lattice"] = losses.lattice_loss(fake, real, period=loss_cfg.lattice_period,
+                                                             weight=loss_cfg.lambda_lattice)
                 loss_g += terms["G_lattice"]
             if loss_cfg.lambda_region_colour > 0:
                 terms["G_region_colour"] = losses.region_colour_loss(fake, real, regions,

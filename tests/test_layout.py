@@ -122,7 +122,8 @@ def test_editing_package_reads_bottom_up():
 # The layers README's Layout section promises, bottom first. A module may import its own layer and
 # the ones below; a new module must be placed here (the test names it otherwise).
 LAYERS = [
-    ("storage and signals", ["storage", "semantics", "host_memory", "stopping", "choices", "configs"]),
+    ("storage and signals", ["storage", "semantics", "lattice_geometry", "host_memory", "stopping", "choices",
+                             "configs"]),
     ("data and run records", ["data", "visualize", "run_config", "run_folder", "workdir_lease", "metric_writer"]),
     ("networks and losses", ["models", "losses", "augment"]),
     ("inputs, checkpoints, state", ["inputs", "checkpointing", "state", "optim", "sharding", "features", "compat"]),

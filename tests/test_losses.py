@@ -114,3 +114,78 @@ def test_lattice_loss_counts_only_grid_power_above_the_real_photo():
     assert float(L.lattice_loss(fake - 0.01 * g / jnp.abs(g).max(), real, period=8, weight=2.0)) < with_grid
     with pytest.raises(ValueError, match="lattice_period=8 must divide the image size 30x64"):
         L.lattice_loss(real[:, :30], real[:, :30], period=8, weight=1.0)
+
+
+def _natural_like(shape, seed):
+    """Gaussian noise with a 1/f amplitude spectrum (natural-image statistics), std 0.3."""
+    rng = np.random.default_rng(seed)
+    h, w = shape[1:3]
+    f = np.sqrt(np.fft.fftfreq(h)[:, None] ** 2 + np.fft.fftfreq(w)[None] ** 2)
+    f[0, 0] = 1.0
+    x = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=shape), axes=(1, 2)) / f[None, :, :, None], axes=(1, 2)))
+    return jnp.asarray(0.3 * x / x.std(), jnp.float32)
+
+
+def _grid(h, w, period=8, strength=0.1):
+    grid = np.zeros((h, w, 3), np.float32)
+    grid[::period] += strength
+    grid[:, ::period] += strength
+    return jnp.asarray(grid - grid.mean())
+
+
+def test_periodic_power_is_the_spectrum_the_lattice_figure_measures():
+    from pix2pixhd_jax.evaluation import lattice
+    from pix2pixhd_jax.losses import periodic_power
+
+    image = _natural_like((1, 32, 64, 3), 0) + jnp.linspace(-1, 1, 64)[None, None, :, None]  # border jumps too
+    want = lattice.power_spectrum(np.asarray(image[0]))
+    np.testing.assert_allclose(np.asarray(jax.jit(periodic_power)(image)[0]), want, rtol=1e-3, atol=1e-4 * want.max())
+
+
+def test_neighbour_lattice_loss_is_the_hinged_log_of_the_lattice_figure():
+    """Per image, max(0, log(figure) - log margin), averaged over the 8- and 4-pixel lattices."""
+    from pix2pixhd_jax.evaluation import lattice
+    from pix2pixhd_jax.losses import lattice_neighbour_loss
+
+    fake = _natural_like((3, 32, 64, 3), 1) + jnp.asarray([0.0, 0.02, 0.1])[:, None, None, None] * _grid(32, 64)[None]
+    ratios = [lattice.lattice_ratios(np.asarray(im, np.float64)) for im in fake]
+    want = np.mean([[max(0.0, np.log(r[k] / 1.1)) for r in ratios] for k in ("period8", "period4")])
+    loss = jax.jit(lambda f: lattice_neighbour_loss(f, period=8, weight=2.0, margin=1.1))
+    assert float(loss(fake)) == pytest.approx(2 * want, rel=1e-3)
+
+
+def test_neighbour_lattice_loss_removes_a_grid_and_leaves_grid_free_images_alone():
+    from pix2pixhd_jax.losses import lattice_neighbour_loss
+
+    loss = jax.jit(lambda f: lattice_neighbour_loss(f, period=8, weight=1.0, margin=1.1))
+    natural = _natural_like((2, 32, 64, 3), 2)
+    fake = natural + _grid(32, 64)[None]
+    with_grid = float(loss(fake))
+    assert with_grid > 0.5  # the lattice bins hold more than 1.8x their surroundings' power
+    assert float(loss(natural)) < 0.02 * with_grid
+    # The gradient points along the grid, and a small step against it lowers the penalty.
+    g = jax.jit(jax.grad(loss))(fake)
+    assert float(jnp.sum(g * _grid(32, 64)[None])) > 0
+    assert float(loss(fake - 0.01 * g / jnp.abs(g).max())) < with_grid
+    with pytest.raises(ValueError, match="lattice_period=8 must divide the image size 30x64"):
+        lattice_neighbour_loss(fake[:, :30], period=8, weight=1.0, margin=1.1)
+
+
+def test_neighbour_lattice_loss_never_pushes_a_bin_below_its_surroundings():
+    """An image whose lattice frequencies are emptied (a notch) scores 0 with a zero gradient."""
+    from pix2pixhd_jax.lattice_geometry import lattice_bins
+    from pix2pixhd_jax.losses import lattice_neighbour_loss
+
+    spectrum = np.fft.fft2(np.asarray(_natural_like((1, 32, 64, 3), 3)), axes=(1, 2))
+    bins = lattice_bins(32, 64, 8)
+    spectrum[:, bins[:, 0], bins[:, 1]] *= 0.5  # real images stay real: the bins come in conjugate pairs
+    notched = jnp.asarray(np.real(np.fft.ifft2(spectrum, axes=(1, 2))), jnp.float32)
+    value, grad = jax.jit(jax.value_and_grad(lambda f: lattice_neighbour_loss(f, period=8, weight=1.0, margin=1.05)))(notched)
+    assert float(value) == 0.0 and float(jnp.abs(grad).max()) == 0.0
+    # sides='both' pushes a notch back up: positive, and a step against its gradient lowers it.
+    both = jax.jit(jax.value_and_grad(lambda f: lattice_neighbour_loss(f, period=8, weight=1.0, margin=1.05, sides="both")))
+    value, grad = both(notched)
+    assert float(value) > 0.5  # the bins hold a quarter of their surroundings' power: |log 0.25| - log 1.05
+    assert float(both(notched - 0.01 * grad / jnp.abs(grad).max())[0]) < float(value)
+    with pytest.raises(ValueError, match="lattice_sides='below' is not one of"):
+        lattice_neighbour_loss(notched, period=8, weight=1.0, margin=1.05, sides="below")

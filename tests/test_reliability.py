@@ -87,6 +87,8 @@ def test_a_run_going_nan_stops_before_writing_a_non_finite_checkpoint(tmp_path):
     ("optim.beta2_D", 1.0), ("data.fineSize", 0), ("data.resize_or_crop", "scale"), ("data.source", "folders"),
     ("loss.lambda_feat", -1.0), ("augment.policy", "colour"), ("eval.batch_size", 0), ("features.n_clusters", 0),
     ("model.upsample_impl", "nearest"), ("data.worker_count", -1), ("loss.lambda_l1", -1.0),
+    ("loss.lambda_lattice", -1.0), ("loss.lattice_reference", "fake"), ("loss.lattice_margin", 0.9),
+    ("loss.lattice_sides", "below"),
     ("loss.lambda_region_colour", 1.0), ("loss.lambda_feature_colour", 1.0),  # tiny_test has no features
 ])
 def test_config_values_that_cannot_work_are_refused_by_name(key, value):

@@ -16,7 +16,8 @@ Definition (lattice_ratio, per image; evaluation reports the mean over images):
      compared with 4 neighbouring bins (wrapping): on an axis of the spectrum (row or column 0)
      the bins 1 and 2 away along that axis, since axis-aligned edges (buildings, the horizon) put
      far more power on the axes than beside them; elsewhere the bins up, down, left and right.
-     Neighbours that are lattice bins or (0, 0) are left out.
+     Neighbours that are lattice bins or (0, 0) are left out. (Bins and neighbours:
+     pix2pixhd_jax/lattice_geometry.py, shared with the self-referenced lattice penalty.)
   5. ratio = (sum over L of P[bin] + eps) / (sum over L of mean(P[neighbours of bin]) + eps),
      eps = 1e-9 * len(L) * mean(P) + 1e-30 (a bin set holding a billionth of the image's average
      power per bin counts as empty, so a flat or very smooth image scores about 1).
@@ -26,6 +27,8 @@ power their surroundings predict.
 from __future__ import annotations
 
 import numpy as np
+
+from pix2pixhd_jax.lattice_geometry import lattice_bins, neighbour_bins
 
 # The periods evaluation reports: the 4- and 8-pixel grids that two and three stacked 2x
 # upsamplings leave (part of the measure's definition, not a tunable).
@@ -55,22 +58,6 @@ def power_spectrum(image: np.ndarray) -> np.ndarray:
     return power
 
 
-def lattice_bins(h: int, w: int, period: int) -> np.ndarray:
-    """(N, 2) frequency bins (row, column) of a `period`-pixel lattice in an h x w spectrum, DC left out."""
-    a, b = np.meshgrid(np.arange(period), np.arange(period), indexing="ij")
-    bins = np.stack([(a.ravel() * h // period) % h, (b.ravel() * w // period) % w], axis=1)
-    return bins[(bins != 0).any(axis=1)]
-
-
-def _neighbours(bins: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 4) rows and columns of the bins each lattice bin is compared with (step 4 of the definition)."""
-    on_row0, on_col0 = bins[:, :1] == 0, bins[:, 1:] == 0
-    along = np.array([-2, -1, 1, 2])
-    dy = np.where(on_row0, 0, np.where(on_col0, along, np.array([-1, 1, 0, 0])))
-    dx = np.where(on_row0, along, np.where(on_col0, 0, np.array([0, 0, -1, 1])))
-    return (bins[:, :1] + dy) % h, (bins[:, 1:] + dx) % w
-
-
 def lattice_ratio(image: np.ndarray, period: int) -> float:
     """Power at the `period`-pixel lattice bins over the power their neighbours predict (module docstring)."""
     image = np.asarray(image)
@@ -89,11 +76,7 @@ def _ratio(power: np.ndarray, period: int) -> float:
     """Steps 4-5 of the definition on a power spectrum from power_spectrum."""
     h, w = power.shape
     bins = lattice_bins(h, w, period)
-    excluded = np.zeros((h, w), bool)
-    excluded[bins[:, 0], bins[:, 1]] = True
-    excluded[0, 0] = True
-    ny, nx = _neighbours(bins, h, w)
-    keep = ~excluded[ny, nx]
+    ny, nx, keep = neighbour_bins(h, w, period)
     neighbour_power = np.where(keep, power[ny, nx], 0.0).sum(1) / np.maximum(keep.sum(1), 1)
     eps = 1e-9 * len(bins) * power.mean() + 1e-30
     return float((power[bins[:, 0], bins[:, 1]].sum() + eps) / (neighbour_power.sum() + eps))
