@@ -32,6 +32,10 @@ from pix2pixhd_jax.editing.options import EditorOptions
 from pix2pixhd_jax.editing.scene import Scene, check_vector
 from pix2pixhd_jax.features import feature_map
 
+# Windows whose sums of the current scene are kept (the last edits' windows whose maps no later edit
+# touched): switching back to an object edited before needs one pass over its window again.
+KNOWN_WINDOWS = 8
+
 # Swatch windows: power-of-two sides of at least this many pixels (and G's divisor) keep the
 # number of shapes the generator compiles for swatches small.
 SWATCH_MIN_SIDE = 32
@@ -112,7 +116,8 @@ class EditSession:
         self._norm_stats = None  # G's instance-norm statistics of the current scene (window renders use them)
         self._blocks = None  # the last full render's block sums (window.py), for the scene of that render
         self._dirty = None  # (H/d, W/d) bool: divisor blocks whose maps may differ from that render's scene
-        self._stats_of: dict[int, Any] = {}  # id(an image in the history) -> (statistics, blocks, dirty) of its scene
+        self._known: list[tuple[window_lib.Box, Any]] = []  # (window, the current scene's sums there), newest first
+        self._stats_of: dict[int, Any] = {}  # id(an image in the history) -> (statistics, blocks, dirty, known) of its scene
         self._last_window: tuple = (None, (), ())  # (scene made, windows, its sums in each) of the last window render
         self.label_nc = synthesizer.options.label_nc
         self.thing_classes = tuple(thing_classes if thing_classes is not None else options.thing_classes)
@@ -211,12 +216,10 @@ class EditSession:
         return Render(image, time.perf_counter() - start, stats, (tuple(boxes), tuple(recorded)))
 
     def _known_sums(self, box: window_lib.Box) -> Any:
-        """The current scene's sums in `box` if the last window render recorded them, else None."""
-        made, boxes, sums = self._last_window
-        if made is self.scene:
-            for known, known_sums in zip(boxes, sums):
-                if known == box:
-                    return known_sums
+        """The current scene's sums in `box` if a window render recorded them (and no edit since touched its maps)."""
+        for known, sums in self._known:
+            if known == box:
+                return sums
         return None
 
     def _window_maps(self, scene: Scene, box: window_lib.Box) -> window_lib.Maps:
@@ -233,16 +236,25 @@ class EditSession:
         """Take the statistics of a render of the new current image; a full one also brings block sums."""
         self._norm_stats = render.norm_stats
         if render.window is None:
-            self._blocks = render.blocks
+            self._blocks, self._known = render.blocks, []
             self._dirty = None if render.blocks is None else np.zeros(
                 [n // self.synth.divisor for n in self.scene.label.shape], bool)
-        elif self._dirty is not None:
-            self._dirty = self._dirty | _touched_blocks(changed, self.synth.divisor)
-        self._stats_of[id(self.image)] = (self._norm_stats, self._blocks, self._dirty)
+        else:
+            touched = _touched_blocks(changed, self.synth.divisor)
+            if self._dirty is not None:
+                self._dirty = self._dirty | touched
+            # Sums recorded earlier stay those of the current scene where this edit left the maps alone
+            # (to first order: the statistics they were taken with have shifted a little since).
+            d, boxes = self.synth.divisor, render.window[0]
+            kept = [(box, sums) for box, sums in self._known if box not in boxes
+                    and not touched[box[0].start // d:box[0].stop // d, box[1].start // d:box[1].stop // d].any()]
+            self._known = (list(zip(*render.window)) + kept)[:KNOWN_WINDOWS]
+        self._stats_of[id(self.image)] = (self._norm_stats, self._blocks, self._dirty, self._known)
 
     def _restore_norms(self) -> None:
-        """The statistics (and blocks) kept for the current image (undo, redo, reset)."""
-        self._norm_stats, self._blocks, self._dirty = self._stats_of.get(id(self.image), (None, None, None))
+        """The statistics (blocks, known sums) kept for the current image (undo, redo, reset)."""
+        self._norm_stats, self._blocks, self._dirty, self._known = self._stats_of.get(id(self.image),
+                                                                                      (None, None, None, []))
 
     def warm_up_windows(self) -> list[tuple[int, int]]:
         """Compile the window renders (two passes and one) for the window shapes the current scene's
