@@ -12,9 +12,9 @@ changed (`compositing`), so pixels away from the edit keep their exact values; o
 (each edit shows the raw generator output). A local edit renders only a window around what it
 changed (`window`: the composited box plus `window_context_px` of context, normalised with the
 instance-norm statistics of the last full render shifted by the edits since), so its cost follows
-the edit's size. It takes one pass over the window when the current scene's sums there are known
-(the last window render's, or the last full render's blocks while the maps in the window are still
-that render's), two otherwise; every other render (the first, edits with local off, a window that would cost
+the edit's size: one pass over the window (the current scene's sums there from the window render
+that recorded them, else from the per-block sums the full render and the window renders since
+kept); every other render (the first, edits with local off, a window that would cost
 more than the whole image) is a full one. The edit vocabulary on top (typed edits, JSON
 dispatch, script export) is `vocabulary.Editor`.
 """
@@ -114,10 +114,9 @@ class EditSession:
         self._windows = (window_lib.renderer_for(synthesizer)
                          if self.window_context_px and window_lib.supports_windows(synthesizer.config.model)[0] else None)
         self._norm_stats = None  # G's instance-norm statistics of the current scene (window renders use them)
-        self._blocks = None  # the last full render's block sums (window.py), for the scene of that render
-        self._dirty = None  # (H/d, W/d) bool: divisor blocks whose maps may differ from that render's scene
+        self._blocks = None  # the current scene's norm inputs summed per divisor block (window.py)
         self._known: list[tuple[window_lib.Box, Any]] = []  # (window, the current scene's sums there), newest first
-        self._stats_of: dict[int, Any] = {}  # id(an image in the history) -> (statistics, blocks, dirty, known) of its scene
+        self._stats_of: dict[int, Any] = {}  # id(an image in the history) -> (statistics, blocks, known) of its scene
         self._last_window: tuple = (None, (), ())  # (scene made, windows, its sums in each) of the last window render
         self.label_nc = synthesizer.options.label_nc
         self.thing_classes = tuple(thing_classes if thing_classes is not None else options.thing_classes)
@@ -201,19 +200,15 @@ class EditSession:
         Several windows render one after the other, each with the statistics the one before shifted.
         """
         start = time.perf_counter()
-        image, stats, recorded = self.image.copy(), self._norm_stats, []
+        image, stats, blocks, recorded = self.image.copy(), self._norm_stats, self._blocks, []
         for box in boxes:
-            # The last window render recorded the sums of the scene it made in its windows: the same
-            # window of that scene (a drag, a run of edits to one object) needs no pass over it; nor
-            # does a window whose maps are still those of the last full render (its block sums).
-            sums = self._known_sums(box)
-            blocks = self._blocks if sums is None and self._clean(box) else None
-            before = self._window_maps(self.scene, box) if sums is None and blocks is None else None
+            # A window render recorded the sums of the scene it made in its window: the same window of
+            # that scene (a drag, a switch back to an object) takes them; any other, the blocks'.
             inner = window_lib.inner_box(box, scene.label.shape, self.window_context_px, self.synth.divisor)
-            image[box], stats, sums = self._windows.window(stats, before, self._window_maps(scene, box), box, sums,
-                                                           blocks, inner)
+            image[box], stats, sums, blocks = self._windows.window(stats, blocks, self._window_maps(scene, box), box,
+                                                                   inner, self._known_sums(box))
             recorded.append(sums)
-        return Render(image, time.perf_counter() - start, stats, (tuple(boxes), tuple(recorded)))
+        return Render(image, time.perf_counter() - start, stats, (tuple(boxes), tuple(recorded)), blocks)
 
     def _known_sums(self, box: window_lib.Box) -> Any:
         """The current scene's sums in `box` if a window render recorded them (and no edit since touched its maps)."""
@@ -225,40 +220,29 @@ class EditSession:
     def _window_maps(self, scene: Scene, box: window_lib.Box) -> window_lib.Maps:
         return scene.label, scene.inst, feature_map(scene.inst[box], scene.features) if self.synth.uses_features else None
 
-    def _clean(self, box: window_lib.Box) -> bool:
-        """Whether the maps inside `box` (and the pixel around it) are still those of the last full render."""
-        if self._blocks is None or self._dirty is None:
-            return False
-        d = self.synth.divisor
-        return not self._dirty[box[0].start // d:box[0].stop // d, box[1].start // d:box[1].stop // d].any()
-
     def _keep_norms(self, render: Render, changed: Optional[np.ndarray] = None) -> None:
-        """Take the statistics of a render of the new current image; a full one also brings block sums."""
-        self._norm_stats = render.norm_stats
+        """Take the statistics and block sums of a render of the new current image (and the windows' sums)."""
+        self._norm_stats, self._blocks = render.norm_stats, render.blocks
         if render.window is None:
-            self._blocks, self._known = render.blocks, []
-            self._dirty = None if render.blocks is None else np.zeros(
-                [n // self.synth.divisor for n in self.scene.label.shape], bool)
+            self._known = []
         else:
             touched = _touched_blocks(changed, self.synth.divisor)
-            if self._dirty is not None:
-                self._dirty = self._dirty | touched
             # Sums recorded earlier stay those of the current scene where this edit left the maps alone
             # (to first order: the statistics they were taken with have shifted a little since).
             d, boxes = self.synth.divisor, render.window[0]
             kept = [(box, sums) for box, sums in self._known if box not in boxes
                     and not touched[box[0].start // d:box[0].stop // d, box[1].start // d:box[1].stop // d].any()]
             self._known = (list(zip(*render.window)) + kept)[:KNOWN_WINDOWS]
-        self._stats_of[id(self.image)] = (self._norm_stats, self._blocks, self._dirty, self._known)
+        self._stats_of[id(self.image)] = (self._norm_stats, self._blocks, self._known)
 
     def _restore_norms(self) -> None:
         """The statistics (blocks, known sums) kept for the current image (undo, redo, reset)."""
-        self._norm_stats, self._blocks, self._dirty, self._known = self._stats_of.get(id(self.image),
-                                                                                      (None, None, None, []))
+        self._norm_stats, self._blocks, self._known = self._stats_of.get(id(self.image), (None, None, []))
 
     def warm_up_windows(self) -> list[tuple[int, int]]:
-        """Compile the window renders (two passes and one) for the window shapes the current scene's
-        objects take when edited in place; returns those (rows, cols) shapes. Renders nothing it keeps."""
+        """Compile the window renders (sums from the blocks, and from the last window) for the window shapes
+        the current scene's objects take when edited in place; returns those (rows, cols) shapes. Renders
+        nothing it keeps."""
         if self._windows is None or self._norm_stats is None:
             return []
         boxes = {}
@@ -270,9 +254,9 @@ class EditSession:
         for box in boxes.values():
             maps = self._window_maps(scene, box)
             inner = window_lib.inner_box(box, scene.label.shape, self.window_context_px, self.synth.divisor)
-            # The first edit's pass (from the full render's blocks), then the next ones' (the last window's sums).
-            _, _, sums = self._windows.window(self._norm_stats, None, maps, box, None, self._blocks, inner)
-            self._windows.window(self._norm_stats, maps, maps, box, sums)
+            # The first edit's pass (sums from the blocks), then the next ones' (the last window's sums).
+            _, _, sums, _ = self._windows.window(self._norm_stats, self._blocks, maps, box, inner)
+            self._windows.window(self._norm_stats, self._blocks, maps, box, inner, sums)
         return sorted(boxes)
 
     def changed(self, scene: Scene) -> np.ndarray:
@@ -323,10 +307,8 @@ class EditSession:
                     # The last window holds this one (a look picked after a drag): one pass over it, with
                     # more context, costs less than two over the smaller window.
                     return [last_box]
-        # Without the current scene's sums in a window, it takes two passes over it: a full render
-        # is cheaper once the windows' passes cover more than the image.
-        cost = sum((1 if self._known_sums(b) is not None or self._clean(b) else 2) * _area(b) for b in boxes)
-        return boxes if cost <= changed.size else None
+        # One pass over each window: a full render is cheaper once they cover more than the image.
+        return boxes if sum(map(_area, boxes)) <= changed.size else None
 
     def swatches(self, inst_id: int) -> Swatches:
         """Instance `inst_id` rendered with each cluster of its class, in a window around it (not the
@@ -433,7 +415,7 @@ class EditSession:
 
 def _touched_blocks(changed: np.ndarray, divisor: int) -> np.ndarray:
     """(H/d, W/d) bool: the divisor blocks holding a changed pixel, and their neighbours (a window's input
-    reads one pixel beyond it for the boundary map)."""
+    reads one pixel beyond it for the boundary map): windows there have other maps now."""
     h, w = changed.shape
     cells = np.asarray(changed, bool).reshape(h // divisor, divisor, w // divisor, divisor).any(axis=(1, 3))
     grown = np.pad(cells, 1)

@@ -8,17 +8,17 @@ every norm layer's whole-image mean and mean of squares (layers.NORM_STATS), and
 the same parameters normalises with those, shifted by what its own sums differ from the same window
 of the current scene (layers.WINDOW_SUMS: the edit's share of the whole image).
 
-Those sums of the current scene come from one of three places, cheapest first:
-  the last window render  it records the sums of the scene it made: the next edit in the same
-                          window (a drag) needs one pass over it
-  the last full render    it records every norm layer's input summed per divisor block
-                          (`block_sums`); while the maps inside a window are still those of that
-                          render, the window's sums of the current scene are a sum of blocks: one
-                          pass too. Inside the window's context ring the window's own activations
-                          are off (the border is padded), so both sides of the shift are taken
-                          over the window less that ring (`inner_box`); what the edit changes in
-                          the ring itself is left out
-  a pass over the window of the current scene  (two passes in all) otherwise
+Those sums of the current scene come from one of two places, so every window render is one pass:
+  a window render   it records the sums of the scene it made: the next edit in the same window (a
+                    drag, a switch back to that object while no edit touched its window since:
+                    EditSession keeps a few) takes them as they are
+  the blocks        a full render records every norm layer's input summed per divisor block
+                    (`block_sums`), and each window render puts in its own for the window less its
+                    context ring (`inner_box`), where its activations stand for the edited scene's:
+                    the blocks follow the scene. Any other window takes its sums from them. Inside
+                    the ring a window's own activations are off (the border is padded), so both
+                    sides of the shift are then taken over the window less the ring; what the edit
+                    changes in the ring itself is left out
 Two things still differ from a full render of the edited scene:
 
   context  the window's border is reflect-padded where the full image has real neighbours; the
@@ -36,8 +36,8 @@ reported in benchmarks/RESULTS.md.
   window_boxes    one window per group of changed pixels when that is smaller (a move's old and
                   new place apart): a move's cost follows the object's size, not the distance
   inner_box       the window less its context ring (the sides away from the image's border)
-  WindowRenderer  the jitted full render (image + statistics + block sums) and window render of one Synthesizer;
-                  renderer_for(synth) shares one per Synthesizer (its compiled shapes with it)
+  WindowRenderer  the jitted full render (image + statistics + block sums) and window render of one
+                  Synthesizer; renderer_for(synth) shares one per Synthesizer (its compiled shapes with it)
 """
 from __future__ import annotations
 
@@ -180,6 +180,18 @@ def _nest(tree: dict, path: tuple[str, ...], leaf: Any) -> None:
     tree[path[-1]] = leaf
 
 
+def _placed(whole: jax.Array, part: jax.Array, place: jax.Array) -> jax.Array:
+    """Block sums of the whole image with those of a window put in, inside its inner cells only.
+
+    place: int32 [window's first row, first col, inner rows start, stop, inner cols start, stop] in cells.
+    """
+    b, (h, w), c = whole.shape[0], part.shape[1:3], whole.shape[3]
+    here = jax.lax.dynamic_slice(whole, (0, place[0], place[1], 0), (b, h, w, c))
+    rows, cols = jnp.arange(h) + place[0], jnp.arange(w) + place[1]
+    inside = ((rows >= place[2]) & (rows < place[3]))[:, None] & ((cols >= place[4]) & (cols < place[5]))[None, :]
+    return jax.lax.dynamic_update_slice(whole, jnp.where(inside[None, :, :, None], part, here), (0, place[0], place[1], 0))
+
+
 def _sums_in(blocks: Any, cells: jax.Array, region: jax.Array) -> Any:
     """Block sums -> WINDOW_SUMS over the grid cells [r0, r1) x [c0, c1) given, with the window `region`."""
     if "sum" not in blocks:
@@ -209,20 +221,20 @@ class WindowRenderer:
 
         divisor = synthesizer.divisor
 
-        def full(params: Any, collections: Any, label: jax.Array, inst: jax.Array, feats: Optional[jax.Array]):
-            g_in = _generator_input(model_cfg, label, inst, feats)
-            grid = (g_in.shape[1] // divisor, g_in.shape[2] // divisor)
-            blocks: dict = {}
-
-            def record_blocks(next_fun, args, kwargs, context):
-                # Every instance norm's input, summed per divisor block (the model records its own
-                # whole-image statistics; the blocks are the editor's business).
+        def recording_blocks(blocks: dict, grid: tuple[int, int]):
+            """An interceptor that sums every instance norm's input per divisor block into `blocks`
+            (the model records its own whole-image statistics; the blocks are the editor's business)."""
+            def record(next_fun, args, kwargs, context):
                 module = context.module
                 if isinstance(module, Norm) and module.kind == "instance" and context.method_name == "__call__":
                     _nest(blocks, module.path, block_sums(args[0], grid))
                 return next_fun(*args, **kwargs)
+            return nn.intercept_methods(record)
 
-            with nn.intercept_methods(record_blocks):
+        def full(params: Any, collections: Any, label: jax.Array, inst: jax.Array, feats: Optional[jax.Array]):
+            g_in = _generator_input(model_cfg, label, inst, feats)
+            blocks: dict = {}
+            with recording_blocks(blocks, (g_in.shape[1] // divisor, g_in.shape[2] // divisor)):
                 fake, captured = generator.apply({"params": params, **collections}, g_in, False, mutable=[NORM_STATS])
             return to_output(fake, "uint8"), captured.get(NORM_STATS, {}), blocks
 
@@ -232,27 +244,23 @@ class WindowRenderer:
             g_in = _generator_input(model_cfg, label, inst, None)[:, 1:-1, 1:-1]
             return g_in if feats is None else jnp.concatenate([g_in, feats.astype(g_in.dtype)], axis=-1)
 
-        def window(params: Any, collections: Any, stats: Any, sums: Any, after: tuple):
+        def window(params: Any, collections: Any, stats: Any, sums: Any, blocks: Any, place: jax.Array,
+                   after: tuple):
             # Each layer normalises with the statistics shifted by what its sums in the edited window
-            # differ from `sums` (the same window of the scene the statistics belong to).
+            # differ from `sums` (the same window of the scene the statistics belong to). The blocks
+            # inside the window less its ring take the window's own: the edited scene's from now on.
             variables = {"params": params, **collections, NORM_STATS: stats, WINDOW_SUMS: sums}
-            fake, updated = generator.apply(variables, window_input(*after), False, mutable=[NORM_STATS])
-            return to_output(fake, "uint8"), updated.get(NORM_STATS, {})
+            g_in, ours = window_input(*after), {}
+            with recording_blocks(ours, (g_in.shape[1] // divisor, g_in.shape[2] // divisor)):
+                fake, updated = generator.apply(variables, g_in, False, mutable=[NORM_STATS])
+            blocks = jax.tree_util.tree_map(lambda whole, part: _placed(whole, part, place), blocks, ours)
+            return to_output(fake, "uint8"), updated.get(NORM_STATS, {}), blocks
 
-        def sums_of(params: Any, collections: Any, stats: Any, before: tuple):
-            variables = {"params": params, **collections, NORM_STATS: stats}
-            _, sums = generator.apply(variables, window_input(*before), False, mutable=[WINDOW_SUMS])
-            return sums.get(WINDOW_SUMS, {})
-
-        def two_passes(params: Any, collections: Any, stats: Any, before: tuple, after: tuple):
-            return window(params, collections, stats, sums_of(params, collections, stats, before), after)
-
-        def from_blocks(params: Any, collections: Any, stats: Any, blocks: Any, cells: jax.Array, region: jax.Array,
+        def from_blocks(params: Any, collections: Any, stats: Any, blocks: Any, place: jax.Array, region: jax.Array,
                         after: tuple):
-            return window(params, collections, stats, _sums_in(blocks, cells, region), after)
+            return window(params, collections, stats, _sums_in(blocks, place[2:], region), blocks, place, after)
 
-        self._full, self._window, self._two_passes = jax.jit(full), jax.jit(window), jax.jit(two_passes)
-        self._from_blocks = jax.jit(from_blocks)
+        self._full, self._window, self._from_blocks = jax.jit(full), jax.jit(window), jax.jit(from_blocks)
 
     @property
     def synth(self):
@@ -275,32 +283,31 @@ class WindowRenderer:
                                           None if feats is None else jnp.asarray(feats, jnp.float32)[None])
         return np.asarray(image)[0], stats, blocks
 
-    def window(self, stats: Any, before: Optional[Maps], after: Maps, box: Box, sums: Any = None,
-               blocks: Any = None, inner: Optional[Box] = None) -> tuple[np.ndarray, Any, Any]:
-        """(the image inside `box` of the scene `after`, the statistics shifted to it, its sums in the window).
+    def window(self, stats: Any, blocks: Any, after: Maps, box: Box, inner: Box,
+               sums: Any = None) -> tuple[np.ndarray, Any, Any, Any]:
+        """(the image inside `box` of the scene `after`, the statistics shifted to it, its sums in the window,
+        the blocks with those of the window less its ring replaced by the edited scene's).
 
-        stats: those of the scene `before` (a full render's, or shifted by window renders since);
-        before / after: (label, inst, feats) with (H, W) maps and (h, w, F) features inside `box`
-        (or None). The sums of `before` in this window, when known, save the pass over `before`:
-        sums (what the window render that made `before` returned) or blocks + inner (the last full
-        render's block sums, valid when `before`'s maps in the window are that render's, and the
-        part of the window they are taken over: inner_box).
+        stats, blocks: those of the current scene (a full render's, updated by the window renders
+        since); after: (label, inst, feats) with (H, W) maps and (h, w, F) features inside `box` (or
+        None); inner: inner_box of the window. The current scene's sums in the window are `sums` when
+        given (what the window render that made the scene recorded there: the whole window, exactly
+        as this pass sums it), else the blocks' over `inner`.
         """
         check_labels(after[0], self.synth.config.model.label_nc, "the scene's label map")
-        if sums is None and blocks is not None:
-            d, (rows, cols) = self.synth.divisor, inner
-            cells = jnp.asarray([rows.start // d, rows.stop // d, cols.start // d, cols.stop // d], jnp.int32)
+        d, (rows, cols) = self.synth.divisor, inner
+        place = jnp.asarray([box[0].start // d, box[1].start // d, rows.start // d, rows.stop // d, cols.start // d,
+                             cols.stop // d], jnp.int32)
+        maps = _window_maps(after, box)
+        if sums is None:
             region = jnp.asarray([rows.start - box[0].start, rows.stop - box[0].start, cols.start - box[1].start,
                                   cols.stop - box[1].start, box[0].stop - box[0].start, box[1].stop - box[1].start],
                                  jnp.int32)
-            image, shifted = self._from_blocks(*self._variables, stats, blocks, cells, region, _window_maps(after, box))
-        elif sums is None:
-            image, shifted = self._two_passes(*self._variables, stats, _window_maps(before, box),
-                                              _window_maps(after, box))
+            image, shifted, blocks = self._from_blocks(*self._variables, stats, blocks, place, region, maps)
         else:
-            image, shifted = self._window(*self._variables, stats, sums, _window_maps(after, box))
+            image, shifted, blocks = self._window(*self._variables, stats, sums, blocks, place, maps)
         stats, sums = _split_sums(shifted)
-        return np.asarray(image)[0], stats, sums
+        return np.asarray(image)[0], stats, sums, blocks
 
 
 def _split_sums(recorded: Any) -> tuple[Any, Any]:
