@@ -214,7 +214,7 @@ def window_error(synth: Synthesizer, width: int, height: int, context_px: int) -
             box = window_lib.window_box(changed, reach, context_px, synth.divisor)
             if box is None:  # the window would be the whole image: nothing to measure
                 continue
-            windowed = ed.composite(edited, ed.render_window(edited, [box]).image, changed)  # two passes
+            windowed = ed.composite(edited, ed.render_window(edited, [box], op == "move").image, changed)  # two passes
             inside = compositing.blend_weights(changed, ed.local_margin_px, ed.local_feather_px) > 0
             diff = np.abs(windowed.astype(int) - full_ed.image.astype(int))[inside]
             rows.append({"measure": "window_error", "size": f"{width}x{height}", "op": f"{op} {which}",

@@ -12,9 +12,10 @@ changed (`compositing`), so pixels away from the edit keep their exact values; o
 (each edit shows the raw generator output). A local edit renders only a window around what it
 changed (`window`: the composited box plus `window_context_px` of context, normalised with the
 instance-norm statistics of the last full render shifted by the edits since), so its cost follows
-the edit's size: one pass over the window (the current scene's sums there from the window render
-that recorded them, else from the per-block sums the full render and the window renders since
-kept); every other render (the first, edits with local off, a window that would cost
+the edit's size: one pass over the window where the current scene's sums there are known (the
+window render that recorded them) or a move's (from the per-block sums the full render and the
+window renders since kept), two for other edits (a first pass over the current scene); every other
+render (the first, edits with local off, a window that would cost
 more than the whole image) is a full one. The edit vocabulary on top (typed edits, JSON
 dispatch, script export) is `vocabulary.Editor`.
 """
@@ -31,6 +32,13 @@ from pix2pixhd_jax.editing import compositing, ops, window as window_lib
 from pix2pixhd_jax.editing.options import EditorOptions
 from pix2pixhd_jax.editing.scene import Scene, check_vector
 from pix2pixhd_jax.features import feature_map
+
+# Edits whose window takes the current scene's sums from the blocks (one pass) rather than from a
+# pass over it: a move shifts the statistics little. A look, class or presence changed by a large
+# object moves them more than the blocks' shift sees (at 1024x512, the README model's largest car:
+# cluster 0.57 / 4, delete 4.98 / 43 levels from the blocks against 0.47 / 3 and 3.61 / 31 with the
+# pass; benchmarks/RESULTS.md).
+BLOCK_SUMS_OPS = ("move",)
 
 # Windows whose sums of the current scene are kept (the last edits' windows whose maps no later edit
 # touched): switching back to an object edited before needs one pass over its window again.
@@ -194,10 +202,11 @@ class EditSession:
         image, stats, blocks = self._windows.full(scene.label, scene.inst, feats)
         return Render(image, time.perf_counter() - start, stats, blocks=blocks)
 
-    def render_window(self, scene: Scene, boxes: Sequence[window_lib.Box]) -> Render:
+    def render_window(self, scene: Scene, boxes: Sequence[window_lib.Box], from_blocks: bool = True) -> Render:
         """The current image with `boxes` re-rendered from `scene`, and the statistics shifted to `scene`.
 
         Several windows render one after the other, each with the statistics the one before shifted.
+        A window without known sums takes them from the blocks (`from_blocks`) or a pass over it.
         """
         start = time.perf_counter()
         image, stats, blocks, recorded = self.image.copy(), self._norm_stats, self._blocks, []
@@ -205,8 +214,10 @@ class EditSession:
             # A window render recorded the sums of the scene it made in its window: the same window of
             # that scene (a drag, a switch back to an object) takes them; any other, the blocks'.
             inner = window_lib.inner_box(box, scene.label.shape, self.window_context_px, self.synth.divisor)
+            sums = self._known_sums(box)
+            before = self._window_maps(self.scene, box) if sums is None and not from_blocks else None
             image[box], stats, sums, blocks = self._windows.window(stats, blocks, self._window_maps(scene, box), box,
-                                                                   inner, self._known_sums(box))
+                                                                   inner, sums, before)
             recorded.append(sums)
         return Render(image, time.perf_counter() - start, stats, (tuple(boxes), tuple(recorded)), blocks)
 
@@ -218,7 +229,9 @@ class EditSession:
         return None
 
     def _window_maps(self, scene: Scene, box: window_lib.Box) -> window_lib.Maps:
-        return scene.label, scene.inst, feature_map(scene.inst[box], scene.features) if self.synth.uses_features else None
+        """(label, inst, the features inside `box`) of `scene`, as WindowRenderer.window takes them."""
+        feats = feature_map(scene.inst[box], scene.features) if self.synth.uses_features else None
+        return scene.label, scene.inst, feats
 
     def _keep_norms(self, render: Render, changed: Optional[np.ndarray] = None) -> None:
         """Take the statistics and block sums of a render of the new current image (and the windows' sums)."""
@@ -254,8 +267,9 @@ class EditSession:
         for box in boxes.values():
             maps = self._window_maps(scene, box)
             inner = window_lib.inner_box(box, scene.label.shape, self.window_context_px, self.synth.divisor)
-            # The first edit's pass (sums from the blocks), then the next ones' (the last window's sums).
+            # A first edit's pass (sums from the blocks, or a pass first), then the next ones' (known sums).
             _, _, sums, _ = self._windows.window(self._norm_stats, self._blocks, maps, box, inner)
+            self._windows.window(self._norm_stats, self._blocks, maps, box, inner, None, maps)
             self._windows.window(self._norm_stats, self._blocks, maps, box, inner, sums)
         return sorted(boxes)
 
@@ -281,12 +295,13 @@ class EditSession:
         changed = self.changed(scene) if changed is None else changed
         return compositing.composite(self.image, image, changed, self.local_margin_px, self.local_feather_px)
 
-    def window_of(self, changed: np.ndarray) -> Optional[window_lib.Box]:
+    def window_of(self, changed: np.ndarray, from_blocks: bool = True) -> Optional[window_lib.Box]:
         """The one window around everything `changed` that a local edit would render, or None for a full render."""
-        boxes = self.windows_of(changed, split=False)
+        boxes = self.windows_of(changed, split=False, from_blocks=from_blocks)
         return None if boxes is None else boxes[0]
 
-    def windows_of(self, changed: np.ndarray, split: bool = True) -> Optional[list[window_lib.Box]]:
+    def windows_of(self, changed: np.ndarray, split: bool = True,
+                   from_blocks: bool = True) -> Optional[list[window_lib.Box]]:
         """The windows a local edit that changed `changed` renders (one per group of changes far
         apart when `split` and that is smaller: window.window_boxes), or None for a full render."""
         if self._windows is None or self._norm_stats is None:
@@ -307,8 +322,9 @@ class EditSession:
                     # The last window holds this one (a look picked after a drag): one pass over it, with
                     # more context, costs less than two over the smaller window.
                     return [last_box]
-        # One pass over each window: a full render is cheaper once they cover more than the image.
-        return boxes if sum(map(_area, boxes)) <= changed.size else None
+        # A full render is cheaper once the windows' passes cover more than the image.
+        cost = sum((1 if from_blocks or self._known_sums(b) is not None else 2) * _area(b) for b in boxes)
+        return boxes if cost <= changed.size else None
 
     def swatches(self, inst_id: int) -> Swatches:
         """Instance `inst_id` rendered with each cluster of its class, in a window around it (not the
@@ -354,9 +370,9 @@ class EditSession:
         """Make `scene` current: render (and composite when local), push history, log `record`."""
         scene = self.fill_features(scene)
         if self.local:
-            changed = self.changed(scene)
-            boxes = self.windows_of(changed)
-            render = self.render_full(scene) if boxes is None else self.render_window(scene, boxes)
+            changed, from_blocks = self.changed(scene), record.get("op") in BLOCK_SUMS_OPS
+            boxes = self.windows_of(changed, from_blocks=from_blocks)
+            render = self.render_full(scene) if boxes is None else self.render_window(scene, boxes, from_blocks)
             image = self.composite(scene, render.image, changed)
         else:
             render = self.render_full(scene)

@@ -189,7 +189,8 @@ def _placed(whole: jax.Array, part: jax.Array, place: jax.Array) -> jax.Array:
     here = jax.lax.dynamic_slice(whole, (0, place[0], place[1], 0), (b, h, w, c))
     rows, cols = jnp.arange(h) + place[0], jnp.arange(w) + place[1]
     inside = ((rows >= place[2]) & (rows < place[3]))[:, None] & ((cols >= place[4]) & (cols < place[5]))[None, :]
-    return jax.lax.dynamic_update_slice(whole, jnp.where(inside[None, :, :, None], part, here), (0, place[0], place[1], 0))
+    merged = jnp.where(inside[None, :, :, None], part, here)
+    return jax.lax.dynamic_update_slice(whole, merged, (0, place[0], place[1], 0))
 
 
 def _sums_in(blocks: Any, cells: jax.Array, region: jax.Array) -> Any:
@@ -260,7 +261,16 @@ class WindowRenderer:
                         after: tuple):
             return window(params, collections, stats, _sums_in(blocks, place[2:], region), blocks, place, after)
 
+        def two_passes(params: Any, collections: Any, stats: Any, blocks: Any, place: jax.Array, before: tuple,
+                       after: tuple):
+            # The current scene's sums in the window taken the same way as the edited window's (its
+            # padded border and all): the shift then sees the edit's own change alone.
+            variables = {"params": params, **collections, NORM_STATS: stats}
+            _, sums = generator.apply(variables, window_input(*before), False, mutable=[WINDOW_SUMS])
+            return window(params, collections, stats, sums.get(WINDOW_SUMS, {}), blocks, place, after)
+
         self._full, self._window, self._from_blocks = jax.jit(full), jax.jit(window), jax.jit(from_blocks)
+        self._two_passes = jax.jit(two_passes)
 
     @property
     def synth(self):
@@ -283,8 +293,8 @@ class WindowRenderer:
                                           None if feats is None else jnp.asarray(feats, jnp.float32)[None])
         return np.asarray(image)[0], stats, blocks
 
-    def window(self, stats: Any, blocks: Any, after: Maps, box: Box, inner: Box,
-               sums: Any = None) -> tuple[np.ndarray, Any, Any, Any]:
+    def window(self, stats: Any, blocks: Any, after: Maps, box: Box, inner: Box, sums: Any = None,
+               before: Optional[Maps] = None) -> tuple[np.ndarray, Any, Any, Any]:
         """(the image inside `box` of the scene `after`, the statistics shifted to it, its sums in the window,
         the blocks with those of the window less its ring replaced by the edited scene's).
 
@@ -292,14 +302,18 @@ class WindowRenderer:
         since); after: (label, inst, feats) with (H, W) maps and (h, w, F) features inside `box` (or
         None); inner: inner_box of the window. The current scene's sums in the window are `sums` when
         given (what the window render that made the scene recorded there: the whole window, exactly
-        as this pass sums it), else the blocks' over `inner`.
+        as this pass sums it), else a first pass over `before` (the current scene's maps) when given,
+        else the blocks' over `inner`.
         """
         check_labels(after[0], self.synth.config.model.label_nc, "the scene's label map")
         d, (rows, cols) = self.synth.divisor, inner
         place = jnp.asarray([box[0].start // d, box[1].start // d, rows.start // d, rows.stop // d, cols.start // d,
                              cols.stop // d], jnp.int32)
         maps = _window_maps(after, box)
-        if sums is None:
+        if sums is None and before is not None:
+            image, shifted, blocks = self._two_passes(*self._variables, stats, blocks, place, _window_maps(before, box),
+                                                      maps)
+        elif sums is None:
             region = jnp.asarray([rows.start - box[0].start, rows.stop - box[0].start, cols.start - box[1].start,
                                   cols.stop - box[1].start, box[0].stop - box[0].start, box[1].stop - box[1].start],
                                  jnp.int32)
