@@ -253,8 +253,8 @@ class EditSession:
         self._norm_stats, self._blocks, self._known = self._stats_of.get(id(self.image), (None, None, []))
 
     def warm_up_windows(self) -> list[tuple[int, int]]:
-        """Compile the window renders (sums from the blocks, and from the last window) for the window shapes
-        the current scene's objects take when edited in place; returns those (rows, cols) shapes. Renders
+        """Compile the window renders of moves (sums from the blocks) and of the edits after them (known
+        sums) for the window shapes the current scene's objects take when edited in place; returns those (rows, cols) shapes. Renders
         nothing it keeps."""
         if self._windows is None or self._norm_stats is None:
             return []
@@ -267,9 +267,9 @@ class EditSession:
         for box in boxes.values():
             maps = self._window_maps(scene, box)
             inner = window_lib.inner_box(box, scene.label.shape, self.window_context_px, self.synth.divisor)
-            # A first edit's pass (sums from the blocks, or a pass first), then the next ones' (known sums).
+            # A first move's pass (sums from the blocks), then the next edits' (known sums). The first
+            # look, class or delete of an object (two passes) compiles when it comes.
             _, _, sums, _ = self._windows.window(self._norm_stats, self._blocks, maps, box, inner)
-            self._windows.window(self._norm_stats, self._blocks, maps, box, inner, None, maps)
             self._windows.window(self._norm_stats, self._blocks, maps, box, inner, sums)
         return sorted(boxes)
 
