@@ -161,6 +161,7 @@ def measure_size(client: httpx.Client, synth: Synthesizer, width: int, height: i
              "full": (full, largest)}
     times: dict[str, list[float]] = {kind: [] for kind in (*moves, "forward")}
     render: dict[str, list[float]] = {kind: [] for kind in moves}
+    server: dict[str, list[float]] = {kind: [] for kind in moves}
     for i in range(warmup + rounds):
         for kind, (scene, car) in moves.items():
             t0 = time.perf_counter()
@@ -170,6 +171,7 @@ def measure_size(client: httpx.Client, synth: Synthesizer, width: int, height: i
             if i >= warmup:
                 times[kind].append((time.perf_counter() - t0) * 1e3)
                 render[kind].append(out["render_ms"])
+                server[kind].append(out["server_ms"])
         label, inst = decode(out["label_png"]), decode(out["inst_png"])
         feats = synth.feature_map(label, inst, synth.region_features(label, inst, seed=0))[None]
         t0 = time.perf_counter()
@@ -182,6 +184,7 @@ def measure_size(client: httpx.Client, synth: Synthesizer, width: int, height: i
     for kind in moves:
         row[f"{kind}_ms"] = round(med(times[kind]), 1)
         row[f"{kind}_render_ms"] = round(med(render[kind]), 1)
+        row[f"{kind}_server_ms"] = round(med(server[kind]), 1)  # the request's time in the server (render included)
     row["bare_forward_ms"] = round(med(times["forward"]), 1)
     row["load_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return row
@@ -211,7 +214,7 @@ def window_error(synth: Synthesizer, width: int, height: int, context_px: int) -
             box = window_lib.window_box(changed, reach, context_px, synth.divisor)
             if box is None:  # the window would be the whole image: nothing to measure
                 continue
-            windowed = ed.composite(edited, ed.render_window(edited, box).image, changed)  # two passes
+            windowed = ed.composite(edited, ed.render_window(edited, [box], op == "move").image, changed)  # two passes
             inside = compositing.blend_weights(changed, ed.local_margin_px, ed.local_feather_px) > 0
             diff = np.abs(windowed.astype(int) - full_ed.image.astype(int))[inside]
             rows.append({"measure": "window_error", "size": f"{width}x{height}", "op": f"{op} {which}",

@@ -12,6 +12,7 @@ import feature_helpers as fh
 from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax import editing
 from pix2pixhd_jax.cli import editor as editor_cli
+from pix2pixhd_jax.editing.server import codec
 from pix2pixhd_jax.editing.server.app import Limits, make_app
 from pix2pixhd_jax.inference import Synthesizer
 
@@ -109,6 +110,10 @@ def test_scene_from_the_test_split_and_every_op(client, synth):
     for op in ops:
         out = _edit(client, sid, op)
         assert out["can_undo"] and not out["can_redo"] and out["render_ms"] > 0
+        # The table is updated for the regions an edit touched; it equals one made from the maps anew.
+        keys = ("id", "class", "class_name", "bbox", "area")
+        assert [{k: r[k] for k in keys} for r in out["instances"]] == codec.instance_geometry(
+            _decode(out["label_png"]), _inst(out))
     assert (_decode(out["label_png"])[28:32, :16] == 8).all()
     assert any(r["class"] == 27 for r in out["instances"]) and any(r["class"] == 24 for r in out["instances"])
     last = out

@@ -12,7 +12,10 @@ changed (`compositing`), so pixels away from the edit keep their exact values; o
 (each edit shows the raw generator output). A local edit renders only a window around what it
 changed (`window`: the composited box plus `window_context_px` of context, normalised with the
 instance-norm statistics of the last full render shifted by the edits since), so its cost follows
-the edit's size; every other render (the first, edits with local off, a window that would cost
+the edit's size: one pass over the window where the current scene's sums there are known (the
+window render that recorded them) or a move's (from the per-block sums the full render and the
+window renders since kept), two for other edits (a first pass over the current scene); every other
+render (the first, edits with local off, a window that would cost
 more than the whole image) is a full one. The edit vocabulary on top (typed edits, JSON
 dispatch, script export) is `vocabulary.Editor`.
 """
@@ -29,6 +32,17 @@ from pix2pixhd_jax.editing import compositing, ops, window as window_lib
 from pix2pixhd_jax.editing.options import EditorOptions
 from pix2pixhd_jax.editing.scene import Scene, check_vector
 from pix2pixhd_jax.features import feature_map
+
+# Edits whose window takes the current scene's sums from the blocks (one pass) rather than from a
+# pass over it: a move shifts the statistics little. A look, class or presence changed by a large
+# object moves them more than the blocks' shift sees (at 1024x512, the README model's largest car:
+# cluster 0.57 / 4, delete 4.98 / 43 levels from the blocks against 0.47 / 3 and 3.61 / 31 with the
+# pass; benchmarks/RESULTS.md).
+BLOCK_SUMS_OPS = ("move",)
+
+# Windows whose sums of the current scene are kept (the last edits' windows whose maps no later edit
+# touched): switching back to an object edited before needs one pass over its window again.
+KNOWN_WINDOWS = 8
 
 # Swatch windows: power-of-two sides of at least this many pixels (and G's divisor) keep the
 # number of shapes the generator compiles for swatches small.
@@ -48,7 +62,8 @@ class Render:
     image: np.ndarray  # (H, W, 3) uint8
     seconds: float  # wall time of the generator call, until the image was on the host
     norm_stats: Any = None  # G's instance-norm statistics of the scene rendered (window renders: shifted to it)
-    window: Any = None  # a window render's (window, the scene's sums there): the next edit there needs one pass
+    window: Any = None  # a window render's (windows, the scene's sums in each): the next edit there needs one pass
+    blocks: Any = None  # a full render's norm inputs summed per divisor block (window.WindowRenderer.full)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +122,10 @@ class EditSession:
         self._windows = (window_lib.renderer_for(synthesizer)
                          if self.window_context_px and window_lib.supports_windows(synthesizer.config.model)[0] else None)
         self._norm_stats = None  # G's instance-norm statistics of the current scene (window renders use them)
-        self._stats_of: dict[int, Any] = {}  # id(an image in the history) -> the statistics of its scene
-        self._last_window: tuple = (None, None, None)  # (scene made, window, its sums there) of the last window render
+        self._blocks = None  # the current scene's norm inputs summed per divisor block (window.py)
+        self._known: list[tuple[window_lib.Box, Any]] = []  # (window, the current scene's sums there), newest first
+        self._stats_of: dict[int, Any] = {}  # id(an image in the history) -> (statistics, blocks, known) of its scene
+        self._last_window: tuple = (None, (), ())  # (scene made, windows, its sums in each) of the last window render
         self.label_nc = synthesizer.options.label_nc
         self.thing_classes = tuple(thing_classes if thing_classes is not None else options.thing_classes)
         self.seed = synthesizer.options.sample_seed if seed is None else seed
@@ -124,9 +141,8 @@ class EditSession:
         self.log: list[dict[str, Any]] = []  # every edit as JSON, for script export
         self.log_local: list[bool] = []  # the local setting each logged edit ran with
         first = self.render_full(self.scene)
-        self._norm_stats = first.norm_stats
         self.image = self._initial_image = first.image
-        self._stats_of[id(self.image)] = self._norm_stats
+        self._keep_norms(first)
         self.initial_render_seconds = first.seconds  # what opening the scene cost
 
     @property
@@ -183,26 +199,63 @@ class EditSession:
             return self.render(scene)
         start = time.perf_counter()
         feats = feature_map(scene.inst, scene.features) if self.synth.uses_features else None
-        image, stats = self._windows.full(scene.label, scene.inst, feats)
-        return Render(image, time.perf_counter() - start, stats)
+        image, stats, blocks = self._windows.full(scene.label, scene.inst, feats)
+        return Render(image, time.perf_counter() - start, stats, blocks=blocks)
 
-    def render_window(self, scene: Scene, box: window_lib.Box) -> Render:
-        """The current image with `box` re-rendered from `scene`, and the statistics shifted to `scene`."""
+    def render_window(self, scene: Scene, boxes: Sequence[window_lib.Box], from_blocks: bool = True) -> Render:
+        """The current image with `boxes` re-rendered from `scene`, and the statistics shifted to `scene`.
+
+        Several windows render one after the other, each with the statistics the one before shifted.
+        A window without known sums takes them from the blocks (`from_blocks`) or a pass over it.
+        """
         start = time.perf_counter()
-        maps = []
-        for s in (self.scene, scene):
-            maps.append((s.label, s.inst, feature_map(s.inst[box], s.features) if self.synth.uses_features else None))
-        # The last window render recorded the sums of the scene it made in its window: the same
-        # window of that scene (a drag, a run of edits to one object) needs no pass over it.
-        made, last_box, sums = self._last_window
-        sums = sums if made is self.scene and last_box == box else None
-        image = self.image.copy()
-        image[box], stats, sums = self._windows.window(self._norm_stats, *maps, box, sums)
-        return Render(image, time.perf_counter() - start, stats, (box, sums))
+        image, stats, blocks, recorded = self.image.copy(), self._norm_stats, self._blocks, []
+        for box in boxes:
+            # A window render recorded the sums of the scene it made in its window: the same window of
+            # that scene (a drag, a switch back to an object) takes them; any other, the blocks'.
+            inner = window_lib.inner_box(box, scene.label.shape, self.window_context_px, self.synth.divisor)
+            sums = self._known_sums(box)
+            before = self._window_maps(self.scene, box) if sums is None and not from_blocks else None
+            image[box], stats, sums, blocks = self._windows.window(stats, blocks, self._window_maps(scene, box), box,
+                                                                   inner, sums, before)
+            recorded.append(sums)
+        return Render(image, time.perf_counter() - start, stats, (tuple(boxes), tuple(recorded)), blocks)
+
+    def _known_sums(self, box: window_lib.Box) -> Any:
+        """The current scene's sums in `box` if a window render recorded them (and no edit since touched its maps)."""
+        for known, sums in self._known:
+            if known == box:
+                return sums
+        return None
+
+    def _window_maps(self, scene: Scene, box: window_lib.Box) -> window_lib.Maps:
+        """(label, inst, the features inside `box`) of `scene`, as WindowRenderer.window takes them."""
+        feats = feature_map(scene.inst[box], scene.features) if self.synth.uses_features else None
+        return scene.label, scene.inst, feats
+
+    def _keep_norms(self, render: Render, changed: Optional[np.ndarray] = None) -> None:
+        """Take the statistics and block sums of a render of the new current image (and the windows' sums)."""
+        self._norm_stats, self._blocks = render.norm_stats, render.blocks
+        if render.window is None:
+            self._known = []
+        else:
+            touched = _touched_blocks(changed, self.synth.divisor)
+            # Sums recorded earlier stay those of the current scene where this edit left the maps alone
+            # (to first order: the statistics they were taken with have shifted a little since).
+            d, boxes = self.synth.divisor, render.window[0]
+            kept = [(box, sums) for box, sums in self._known if box not in boxes
+                    and not touched[box[0].start // d:box[0].stop // d, box[1].start // d:box[1].stop // d].any()]
+            self._known = (list(zip(*render.window)) + kept)[:KNOWN_WINDOWS]
+        self._stats_of[id(self.image)] = (self._norm_stats, self._blocks, self._known)
+
+    def _restore_norms(self) -> None:
+        """The statistics (blocks, known sums) kept for the current image (undo, redo, reset)."""
+        self._norm_stats, self._blocks, self._known = self._stats_of.get(id(self.image), (None, None, []))
 
     def warm_up_windows(self) -> list[tuple[int, int]]:
-        """Compile the window renders (two passes and one) for the window shapes the current scene's
-        objects take when edited in place; returns those (rows, cols) shapes. Renders nothing it keeps."""
+        """Compile the window renders of moves (sums from the blocks) and of the edits after them (known
+        sums) for the window shapes the current scene's objects take when edited in place; returns those (rows, cols) shapes. Renders
+        nothing it keeps."""
         if self._windows is None or self._norm_stats is None:
             return []
         boxes = {}
@@ -212,10 +265,12 @@ class EditSession:
                 boxes.setdefault((box[0].stop - box[0].start, box[1].stop - box[1].start), box)
         scene = self.scene
         for box in boxes.values():
-            maps = (scene.label, scene.inst, feature_map(scene.inst[box], scene.features) if self.synth.uses_features
-                    else None)
-            _, _, sums = self._windows.window(self._norm_stats, maps, maps, box)  # the first edit's two passes
-            self._windows.window(self._norm_stats, maps, maps, box, sums)  # the next ones' one pass
+            maps = self._window_maps(scene, box)
+            inner = window_lib.inner_box(box, scene.label.shape, self.window_context_px, self.synth.divisor)
+            # A first move's pass (sums from the blocks), then the next edits' (known sums). The first
+            # look, class or delete of an object (two passes) compiles when it comes.
+            _, _, sums, _ = self._windows.window(self._norm_stats, self._blocks, maps, box, inner)
+            self._windows.window(self._norm_stats, self._blocks, maps, box, inner, sums)
         return sorted(boxes)
 
     def changed(self, scene: Scene) -> np.ndarray:
@@ -240,25 +295,36 @@ class EditSession:
         changed = self.changed(scene) if changed is None else changed
         return compositing.composite(self.image, image, changed, self.local_margin_px, self.local_feather_px)
 
-    def window_of(self, changed: np.ndarray) -> Optional[window_lib.Box]:
-        """The window a local edit that changed `changed` renders, or None for a full render."""
+    def window_of(self, changed: np.ndarray, from_blocks: bool = True) -> Optional[window_lib.Box]:
+        """The one window around everything `changed` that a local edit would render, or None for a full render."""
+        boxes = self.windows_of(changed, split=False, from_blocks=from_blocks)
+        return None if boxes is None else boxes[0]
+
+    def windows_of(self, changed: np.ndarray, split: bool = True,
+                   from_blocks: bool = True) -> Optional[list[window_lib.Box]]:
+        """The windows a local edit that changed `changed` renders (one per group of changes far
+        apart when `split` and that is smaller: window.window_boxes), or None for a full render."""
         if self._windows is None or self._norm_stats is None:
             return None
         reach = self.local_margin_px + self.local_feather_px + 1  # every pixel composite() may blend
-        box = window_lib.window_box(changed, reach, self.window_context_px, self.synth.divisor)
-        if box is None:
+        args = (changed, reach, self.window_context_px, self.synth.divisor)
+        if split:
+            boxes = window_lib.window_boxes(*args)
+        else:
+            box = window_lib.window_box(*args)
+            boxes = None if box is None else [box]
+        if boxes is None:
             return None
-        # Without the current scene's sums in this window, it takes two passes over it: a full
-        # render is cheaper once the window is over half the image.
-        made, last_box, _ = self._last_window
-        if made is self.scene and last_box is not None and _contains(last_box, box) and \
-                _area(last_box) <= 2 * _area(box):
-            # The last window holds this one (a look picked after a drag): one pass over it, with
-            # more context, costs less than two over the smaller window.
-            return last_box
-        passes = 1 if made is self.scene and last_box == box else 2
-        area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
-        return box if passes * area <= changed.size else None
+        made, last_boxes, _ = self._last_window
+        if made is self.scene and len(boxes) == 1:
+            for last_box in last_boxes:
+                if _contains(last_box, boxes[0]) and _area(last_box) <= 2 * _area(boxes[0]):
+                    # The last window holds this one (a look picked after a drag): one pass over it, with
+                    # more context, costs less than two over the smaller window.
+                    return [last_box]
+        # A full render is cheaper once the windows' passes cover more than the image.
+        cost = sum((1 if from_blocks or self._known_sums(b) is not None else 2) * _area(b) for b in boxes)
+        return boxes if cost <= changed.size else None
 
     def swatches(self, inst_id: int) -> Swatches:
         """Instance `inst_id` rendered with each cluster of its class, in a window around it (not the
@@ -304,9 +370,9 @@ class EditSession:
         """Make `scene` current: render (and composite when local), push history, log `record`."""
         scene = self.fill_features(scene)
         if self.local:
-            changed = self.changed(scene)
-            box = self.window_of(changed)
-            render = self.render_full(scene) if box is None else self.render_window(scene, box)
+            changed, from_blocks = self.changed(scene), record.get("op") in BLOCK_SUMS_OPS
+            boxes = self.windows_of(changed, from_blocks=from_blocks)
+            render = self.render_full(scene) if boxes is None else self.render_window(scene, boxes, from_blocks)
             image = self.composite(scene, render.image, changed)
         else:
             render = self.render_full(scene)
@@ -315,9 +381,8 @@ class EditSession:
         self._forget(self.future)
         self.future.clear()
         self.scene, self.image = scene, image
-        self._norm_stats = render.norm_stats
-        self._last_window = (None, None, None) if render.window is None else (scene, *render.window)
-        self._stats_of[id(image)] = self._norm_stats
+        self._keep_norms(render, changed if self.local else None)
+        self._last_window = (None, (), ()) if render.window is None else (scene, *render.window)
         self.note(record)
         return EditResult(self.scene, self.image, region, render.seconds)
 
@@ -337,7 +402,7 @@ class EditSession:
         self._forget(self.future)
         self.future.clear()
         self.scene, self.image = self._initial, self._initial_image
-        self._norm_stats = self._stats_of.get(id(self.image))
+        self._restore_norms()
         self.note({"op": "reset"})
         return EditResult(self.scene, self.image)
 
@@ -347,7 +412,7 @@ class EditSession:
             raise IndexError(f"nothing to {op}")
         self._push(target, (self.scene, self.image))
         self.scene, self.image = source.pop()
-        self._norm_stats = self._stats_of.get(id(self.image))
+        self._restore_norms()
         self.note({"op": op})
         return EditResult(self.scene, self.image)
 
@@ -362,6 +427,19 @@ class EditSession:
         for _, image in entries:
             if image is not self._initial_image:
                 self._stats_of.pop(id(image), None)
+
+
+def _touched_blocks(changed: np.ndarray, divisor: int) -> np.ndarray:
+    """(H/d, W/d) bool: the divisor blocks holding a changed pixel, and their neighbours (a window's input
+    reads one pixel beyond it for the boundary map): windows there have other maps now."""
+    h, w = changed.shape
+    cells = np.asarray(changed, bool).reshape(h // divisor, divisor, w // divisor, divisor).any(axis=(1, 3))
+    grown = np.pad(cells, 1)
+    out = np.zeros_like(cells)
+    for dy in range(3):
+        for dx in range(3):
+            out |= grown[dy:dy + cells.shape[0], dx:dx + cells.shape[1]]
+    return out
 
 
 def _area(box: window_lib.Box) -> int:

@@ -73,7 +73,10 @@ def avg_pool_3x3_s2(x: Array) -> Array:
 #                by what its input's sums differ from them (the edited window's share of the whole),
 #                normalises with the shifted ones and, if NORM_STATS is mutable, records them with
 #                the window's own sums ('window_sum', 'window_sum_sq': the WINDOW_SUMS of the edited
-#                scene, for the next edit in the same window)
+#                scene, for the next edit in the same window). With a 'region' (int32 [r0, r1, c0, c1,
+#                height, width]: a box of a height x width window, in its pixels, aligned to every
+#                layer's grid) the shift takes the window's sums inside that box only (the given sums
+#                are then of that box too); 'window_sum' stays the whole window's
 NORM_STATS = "norm_stats"
 WINDOW_SUMS = "norm_window_sums"
 INSTANCE_NORM_EPS = 1e-5
@@ -83,6 +86,20 @@ def spatial_sums(x: Array) -> tuple[Array, Array]:
     """(sum, sum of squares) over H and W of an NHWC tensor, each (B, C) float32."""
     x = x.astype(jnp.float32)
     return x.sum((1, 2)), jnp.square(x).sum((1, 2))
+
+
+def region_mask(shape: tuple[int, ...], region: Array) -> Array:
+    """(1, h, w, 1) float32: 1 on the cells of an NHWC tensor of `shape` inside WINDOW_SUMS' 'region'.
+
+    A cell of a layer h cells high covers pixel rows [i * height / h, (i + 1) * height / h) of the
+    window; it is inside when those rows all are (integer arithmetic: exact for an aligned box).
+    """
+    r0, r1, c0, c1, height, width = (region[i] for i in range(6))
+    h, w = shape[1], shape[2]
+    rows, cols = jnp.arange(h), jnp.arange(w)
+    rows_in = (rows * height >= r0 * h) & ((rows + 1) * height <= r1 * h)
+    cols_in = (cols * width >= c0 * w) & ((cols + 1) * width <= c1 * w)
+    return (rows_in[:, None] & cols_in[None, :]).astype(jnp.float32)[None, :, :, None]
 
 
 def normalize_with(x: Array, mean: Array, mean_sq: Array, dtype: Dtype) -> Array:
@@ -143,8 +160,11 @@ class Norm(nn.Module):
             self.put_variable(WINDOW_SUMS, "sum_sq", total_sq)
         elif self.has_variable(WINDOW_SUMS, "sum"):
             count = self.get_variable(NORM_STATS, "count")
-            mean = mean + (total - self.get_variable(WINDOW_SUMS, "sum")) / count
-            mean_sq = mean_sq + (total_sq - self.get_variable(WINDOW_SUMS, "sum_sq")) / count
+            ours, ours_sq = total, total_sq
+            if self.has_variable(WINDOW_SUMS, "region"):
+                ours, ours_sq = spatial_sums(x * region_mask(x.shape, self.get_variable(WINDOW_SUMS, "region")))
+            mean = mean + (ours - self.get_variable(WINDOW_SUMS, "sum")) / count
+            mean_sq = mean_sq + (ours_sq - self.get_variable(WINDOW_SUMS, "sum_sq")) / count
             if self.is_mutable_collection(NORM_STATS):
                 for name, value in (("mean", mean), ("mean_sq", mean_sq), ("window_sum", total),
                                     ("window_sum_sq", total_sq)):

@@ -106,8 +106,14 @@ class OpenScene:
 
     def instances(self, scene: Scene) -> list[dict[str, Any]]:
         """The instance table; its geometry is recomputed only when the maps changed."""
-        if self.geometry is None or self.geometry[0] is not scene.label or self.geometry[1] is not scene.inst:
+        if self.geometry is None:
             self.geometry = (scene.label, scene.inst, codec.instance_geometry(scene.label, scene.inst))
+        elif self.geometry[0] is not scene.label or self.geometry[1] is not scene.inst:
+            # An edit changes a few regions: the others keep their rows.
+            old_label, old_inst, rows = self.geometry
+            rows = (codec.updated_geometry(rows, old_label, old_inst, scene.label, scene.inst)
+                    if old_label.shape == scene.label.shape else codec.instance_geometry(scene.label, scene.inst))
+            self.geometry = (scene.label, scene.inst, rows)
         return codec.with_clusters(self.geometry[2], scene.clusters)
 
     def encode(self, array: np.ndarray, encoder: Callable[[np.ndarray], str]) -> str:

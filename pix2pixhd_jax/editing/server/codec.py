@@ -56,14 +56,38 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
+def grey_png(ids: np.ndarray) -> str:
+    """(H, W) uint8 or uint16 ids -> base64 grey PNG, every row filtered 'Up', deflated for runs.
+
+    Id maps are flat regions: the difference to the row above is mostly zero, which zlib's run-length
+    strategy packs in a few ms (PIL at level 1: 3-6x the time and a larger file at 1024x512).
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or ids.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected (H, W) uint8 or uint16 ids, got {ids.shape} {ids.dtype}")
+    h, w = ids.shape
+    raw = np.ascontiguousarray(ids.astype(">u2") if ids.dtype == np.uint16 else ids).view(np.uint8).reshape(h, -1)
+    rows = np.empty((h, 1 + raw.shape[1]), np.uint8)
+    rows[:, 0] = 2  # filter type Up (the first row's "above" is zeros: its bytes as they are)
+    rows[0, 1:] = raw[0]
+    np.subtract(raw[1:], raw[:-1], out=rows[1:, 1:])  # modulo 256, as the filter is defined
+    deflate = zlib.compressobj(PNG_COMPRESS_LEVEL, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    return base64.b64encode(b"".join([
+        PNG_SIGNATURE,
+        _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8 * ids.itemsize, 0, 0, 0, 0)),  # grey, no interlace
+        _chunk(b"IDAT", deflate.compress(rows.tobytes()) + deflate.flush()),
+        _chunk(b"IEND", b""),
+    ])).decode("ascii")
+
+
 def label_png(label: np.ndarray) -> str:
     """Class ids as an 8-bit grey PNG (what the edit CLI reads with --label)."""
-    return png_base64(np.asarray(label).astype(np.uint8))
+    return grey_png(np.asarray(label).astype(np.uint8))
 
 
 def inst_png(inst: np.ndarray) -> str:
     """Instance ids as a 16-bit grey PNG (what the edit CLI reads with --inst)."""
-    return png_base64(inst_uint16(inst))
+    return grey_png(inst_uint16(inst))
 
 
 def inst_uint16(inst: np.ndarray) -> np.ndarray:
@@ -137,6 +161,25 @@ def instance_table(label: np.ndarray, inst: np.ndarray, clusters: Mapping[int, O
 
 def with_clusters(rows: list[dict[str, Any]], clusters: Mapping[int, Optional[int]]) -> list[dict[str, Any]]:
     return [{**row, "cluster": None if clusters.get(row["id"]) is None else int(clusters[row["id"]])} for row in rows]
+
+
+def updated_geometry(rows: list[dict[str, Any]], old_label: np.ndarray, old_inst: np.ndarray, label: np.ndarray,
+                     inst: np.ndarray) -> list[dict[str, Any]]:
+    """instance_geometry(label, inst) from the rows of the old maps: only regions with a changed pixel are redone."""
+    diff = (old_inst != inst) | (old_label != label)
+    if not diff.any():
+        return rows
+    touched = set(np.unique(old_inst[diff]).tolist()) | set(np.unique(inst[diff]).tolist())
+    kept = [row for row in rows if row["id"] not in touched]
+    flat, classes, w = np.asarray(inst).reshape(-1), np.asarray(label).reshape(-1), inst.shape[1]
+    for rid in touched:
+        where = np.flatnonzero(flat == rid)
+        if where.size:  # the class at the region's first pixel, as instance_geometry takes it
+            ys, xs = where // w, where % w
+            kept.append({"id": rid, "class": int(classes[where[0]]), "class_name": class_name(classes[where[0]]),
+                         "bbox": [int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1],
+                         "area": int(where.size)})
+    return sorted(kept, key=lambda row: row["id"])
 
 
 def instance_geometry(label: np.ndarray, inst: np.ndarray) -> list[dict[str, Any]]:
