@@ -71,8 +71,13 @@ def test_remat_blocks_give_identical_outputs_and_grads():
     plain = GlobalGenerator(3, 4, 2, 2)
     variables = jax.jit(plain.init)(jax.random.PRNGKey(1), x)
     loss = lambda m: jax.jit(jax.grad(lambda v: jnp.sum(m.apply(v, x, True) ** 2)))(variables)
-    for a, b in zip(jax.tree_util.tree_leaves(loss(plain)), jax.tree_util.tree_leaves(loss(plain.clone(remat_blocks=True)))):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    grads, remat_grads = loss(plain), loss(plain.clone(remat_blocks=True))
+    # A conv bias feeding an instance norm has a true gradient of 0: both sides hold float32 noise
+    # there (measured up to 1.3e-5, the kernels' gradients reach 64), so the absolute part of the
+    # tolerance is taken at the scale of the whole tree.
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(grads))
+    for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(remat_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_spectral_norm_bounds_the_largest_singular_value_and_updates_in_train():
