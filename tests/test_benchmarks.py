@@ -91,26 +91,21 @@ def test_compare_official_alone_times_each_side_in_its_own_process(capsys, monke
     assert "G inference, each alone: speed-up" in capsys.readouterr().out
 
 
-def test_editor_latency_measures_the_window_error_and_writes_its_table(tmp_path):
+def test_editor_latency_measures_the_window_error_and_the_warm_up_and_writes_its_table(tmp_path):
     from benchmarks import editor_latency
 
+    # One run, one initialised workdir: the window error at one size, the warm-up at another.
     rows = editor_latency.main(["--config=tiny_test", "--rounds=0", "--select_rounds=0", "--error_sizes=256x512",
-                                f"--out={tmp_path}"])
+                                "--warmup_sizes=256x128", f"--out={tmp_path}"])
+    assert [r["measure"] for r in rows] == ["window_error"] * 8 + ["warmup"]
+    errors, warmup = rows[:-1], rows[-1]
     # Two cars x four edits, each a window smaller than the image, numbers in 0-255 levels.
-    assert [r["op"] for r in rows] == [f"{op} {car}" for car in ("largest car", "median car")
-                                       for op in ("move", "cluster", "relabel", "delete")]
-    for row in rows:
+    assert [r["op"] for r in errors] == [f"{op} {car}" for car in ("largest car", "median car")
+                                         for op in ("move", "cluster", "relabel", "delete")]
+    for row in errors:
         y0, y1, x0, x1 = row["window"]
         assert (y1 - y0) * (x1 - x0) < 512 * 256 and 0 <= row["mean_levels"] <= row["max_levels"] <= 255
+    assert warmup["window_shapes"] == len(warmup["shapes"]) >= 1  # the street's cars get windows
     assert json.loads((tmp_path / "editor_latency.json").read_text()) == rows
-    assert "| window_error move largest car | 256x512 |" in (tmp_path / "editor_latency.md").read_text()
-
-
-def test_editor_latency_times_the_warm_up_of_the_window_shapes(tmp_path):
-    from benchmarks import editor_latency
-
-    rows = editor_latency.main(["--config=tiny_test", "--rounds=0", "--select_rounds=0", "--warmup_sizes=256x128",
-                                f"--out={tmp_path}"])
-    assert [r["measure"] for r in rows] == ["warmup"]
-    assert rows[0]["window_shapes"] == len(rows[0]["shapes"]) >= 1  # the street's cars get windows
-    assert "| warmup | 256x128 | first full render" in (tmp_path / "editor_latency.md").read_text()
+    table = (tmp_path / "editor_latency.md").read_text()
+    assert "| window_error move largest car | 256x512 |" in table and "| warmup | 256x128 | first full render" in table
