@@ -36,6 +36,9 @@ def _setup(config):
 
 def _config(loss=None, **model):
     config = tiny_test.get_config()
+    # Plain lax convs compile in half the time of the CPU rewrites; what is checked here does not depend
+    # on the conv form (the rewrites equal lax: test_conv_rewrites; full steps with them: test_recipe).
+    config.model.conv_impl = "lax"
     config.model.update(model)
     config.loss.update(loss or {})
     return config
