@@ -27,7 +27,7 @@ def g_grad_fn(config, layer: str, x: jax.Array):
     config = config.copy_and_resolve_references()
     config.model.upsample_layer = layer
     g = factory.make_generator(config.model)
-    params = g.init(jax.random.PRNGKey(0), x)["params"]
+    params = jax.jit(g.init)(jax.random.PRNGKey(0), x)["params"]  # eager init compiles op by op
     return jax.jit(jax.grad(lambda p, x: jnp.mean(g.apply({"params": p}, x) ** 2))), params
 
 

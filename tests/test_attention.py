@@ -140,14 +140,14 @@ def test_generator_bottleneck_attention_with_batch_norm_and_bf16():
     x = _x((1, 8, 8, 5))
     plain = GlobalGenerator(3, 4, 1, 2, norm="batch")
     attn = plain.clone(attention=AttentionConfig("window", window=2), attention_after_block=0)
-    v_attn = attn.init(KEY, x)
+    v_attn = jax.jit(attn.init)(KEY, x)  # jitted: an eager G compiles op by op
     p_plain = _flat(jax.eval_shape(plain.init, jax.random.PRNGKey(0), x)["params"])
     assert {k[0] for k in set(_flat(v_attn["params"])) - set(p_plain)} == {"attn"}
     # Without the attention arrays the same variables drive the plain generator to the same output.
     v_plain = {c: {k: v for k, v in tree.items() if k != "attn"} for c, tree in v_attn.items()}
-    np.testing.assert_array_equal(plain.apply(v_plain, x), attn.apply(v_attn, x))
+    np.testing.assert_array_equal(jax.jit(plain.apply)(v_plain, x), jax.jit(attn.apply)(v_attn, x))
     bf16 = attn.clone(dtype=jnp.bfloat16)
-    out, _ = bf16.apply(_with_gate(v_attn, 0.5), x, True, mutable=["batch_stats"])
+    out, _ = jax.jit(lambda v: bf16.apply(v, x, True, mutable=["batch_stats"]))(_with_gate(v_attn, 0.5))
     assert out.shape == (1, 8, 8, 3) and bool(jnp.all(jnp.isfinite(out)))
     with pytest.raises(ValueError, match="g_attention_after_block"):
         jax.eval_shape(plain.clone(attention=AttentionConfig(), attention_after_block=2).init, jax.random.PRNGKey(0), x)

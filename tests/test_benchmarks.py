@@ -1,4 +1,5 @@
-"""Benchmark smoke run (not a timing test) and the evaluation entry the trainer/CLI use."""
+"""Benchmark smoke runs (not timing tests): the train suite, the editor latency; result tables; the evaluation
+entry the trainer/CLI use. (The benchmarks against the official PyTorch code: test_benchmarks_official.py.)"""
 import json
 
 import numpy as np
@@ -52,65 +53,21 @@ def test_evaluate_generator_scores_a_perfect_generator_zero():
     assert worse["l1"] > 0.5 and worse["lpips_to_real"] > 0.05
 
 
-def test_layer_profile_times_every_official_unit_against_ours(capsys):
-    pytest.importorskip("torch")
-    from benchmarks import layer_profile
-
-    results = layer_profile.main(["--config=bench_quick", "--rounds=1"])
-    units = [r["unit"] for r in results]
-    # bench_quick: front, 2 down, residual, 2 up, output, D at 2 scales.
-    assert len(units) == 9 and units[0].startswith("G front") and units[-1].startswith("D at 1/2")
-    assert all(r["baseline"] == "official" and r["baseline_ms"] > 0 and r["ours_ms"] > 0 for r in results)
-    assert "| G output: pad, 7x7 conv 8->3, tanh @64x32 |" in capsys.readouterr().out
-
-
-def test_layer_profile_times_the_conv_rewrites_against_plain_lax(capsys):
-    pytest.importorskip("torch")
-    from benchmarks import layer_profile
-
-    results = layer_profile.main(["--config=bench_quick", "--rounds=1", "--baseline=lax"])
-    assert len(results) == 9 and all(r["baseline"] == "lax" and r["baseline_ms"] > 0 for r in results)
-    assert "| lax ms | ours (rewrites) ms |" in capsys.readouterr().out
-
-
-def test_compare_official_alone_times_each_side_in_its_own_process(capsys, monkeypatch):
-    pytest.importorskip("torch")
-    from train_process import env
-
-    for name, value in env().items():  # the children share the session's compile cache and XLA setting
-        if name.startswith("JAX_"):
-            monkeypatch.setenv(name, value)
-    from benchmarks import compare_official
-
-    # G inference: the same process isolation at a fraction of the train step's compile (tested in the train suite).
-    rows = compare_official.main(["--config=bench_quick", "--rounds=1", "--alone", "--infer"])
-    assert set(rows) == {"official_pytorch", "ours_jax"}
-    assert all(r["median_s"] > 0 and r["rounds"] == 1 for r in rows.values())
-    # Each child's own peak: at least the interpreter plus its framework, far below this machine's memory.
-    assert all(0.1 < r["peak_rss_gb"] < 8 for r in rows.values()), rows
-    assert "G inference, each alone: speed-up" in capsys.readouterr().out
-
-
-def test_editor_latency_measures_the_window_error_and_writes_its_table(tmp_path):
+def test_editor_latency_measures_the_window_error_and_the_warm_up_and_writes_its_table(tmp_path):
     from benchmarks import editor_latency
 
+    # One run, one initialised workdir: the window error at one size, the warm-up at another.
     rows = editor_latency.main(["--config=tiny_test", "--rounds=0", "--select_rounds=0", "--error_sizes=256x512",
-                                f"--out={tmp_path}"])
+                                "--warmup_sizes=256x128", f"--out={tmp_path}"])
+    assert [r["measure"] for r in rows] == ["window_error"] * 8 + ["warmup"]
+    errors, warmup = rows[:-1], rows[-1]
     # Two cars x four edits, each a window smaller than the image, numbers in 0-255 levels.
-    assert [r["op"] for r in rows] == [f"{op} {car}" for car in ("largest car", "median car")
-                                       for op in ("move", "cluster", "relabel", "delete")]
-    for row in rows:
+    assert [r["op"] for r in errors] == [f"{op} {car}" for car in ("largest car", "median car")
+                                         for op in ("move", "cluster", "relabel", "delete")]
+    for row in errors:
         y0, y1, x0, x1 = row["window"]
         assert (y1 - y0) * (x1 - x0) < 512 * 256 and 0 <= row["mean_levels"] <= row["max_levels"] <= 255
+    assert warmup["window_shapes"] == len(warmup["shapes"]) >= 1  # the street's cars get windows
     assert json.loads((tmp_path / "editor_latency.json").read_text()) == rows
-    assert "| window_error move largest car | 256x512 |" in (tmp_path / "editor_latency.md").read_text()
-
-
-def test_editor_latency_times_the_warm_up_of_the_window_shapes(tmp_path):
-    from benchmarks import editor_latency
-
-    rows = editor_latency.main(["--config=tiny_test", "--rounds=0", "--select_rounds=0", "--warmup_sizes=256x128",
-                                f"--out={tmp_path}"])
-    assert [r["measure"] for r in rows] == ["warmup"]
-    assert rows[0]["window_shapes"] == len(rows[0]["shapes"]) >= 1  # the street's cars get windows
-    assert "| warmup | 256x128 | first full render" in (tmp_path / "editor_latency.md").read_text()
+    table = (tmp_path / "editor_latency.md").read_text()
+    assert "| window_error move largest car | 256x512 |" in table and "| warmup | 256x128 | first full render" in table

@@ -97,21 +97,23 @@ def test_feature_colour_loss_anchors_the_first_three_channels_to_region_colour()
 def test_lattice_loss_counts_only_grid_power_above_the_real_photo():
     from pix2pixhd_jax import losses as L
 
+    # Jitted: the loss's FFTs and masks compiled op by op cost seconds; every call here has one shape.
+    loss = jax.jit(lambda fake, real, weight: L.lattice_loss(fake, real, period=8, weight=weight))
     rng = np.random.default_rng(0)
     real = jnp.asarray(np.cumsum(rng.normal(size=(2, 32, 64, 3)), axis=2) / 20, jnp.float32)  # smooth-ish
     grid = np.zeros((32, 64, 3), np.float32)
     grid[::8] += 0.1
     grid[:, ::8] += 0.1
-    assert float(L.lattice_loss(real, real, period=8, weight=1.0)) == 0.0
-    with_grid = float(L.lattice_loss(real + grid, real, period=8, weight=2.0))
+    assert float(loss(real, real, 1.0)) == 0.0
+    with_grid = float(loss(real + grid, real, 2.0))
     assert with_grid > 0.5
     # Less grid power than the real photo is almost free (only bins where the grid cancels real content count).
-    assert float(L.lattice_loss(real, real + grid, period=8, weight=2.0)) < 0.05 * with_grid
+    assert float(loss(real, real + grid, 2.0)) < 0.05 * with_grid
     # Its gradient points along the grid, and a small step against it lowers the loss.
     fake = real + grid
-    g = jax.grad(lambda f: L.lattice_loss(f, real, period=8, weight=2.0))(fake)
+    g = jax.jit(jax.grad(loss))(fake, real, 2.0)
     assert float(jnp.sum(g * grid)) > 0
-    assert float(L.lattice_loss(fake - 0.01 * g / jnp.abs(g).max(), real, period=8, weight=2.0)) < with_grid
+    assert float(loss(fake - 0.01 * g / jnp.abs(g).max(), real, 2.0)) < with_grid
     with pytest.raises(ValueError, match="lattice_period=8 must divide the image size 30x64"):
         L.lattice_loss(real[:, :30], real[:, :30], period=8, weight=1.0)
 

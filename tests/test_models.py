@@ -71,8 +71,13 @@ def test_remat_blocks_give_identical_outputs_and_grads():
     plain = GlobalGenerator(3, 4, 2, 2)
     variables = jax.jit(plain.init)(jax.random.PRNGKey(1), x)
     loss = lambda m: jax.jit(jax.grad(lambda v: jnp.sum(m.apply(v, x, True) ** 2)))(variables)
-    for a, b in zip(jax.tree_util.tree_leaves(loss(plain)), jax.tree_util.tree_leaves(loss(plain.clone(remat_blocks=True)))):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    grads, remat_grads = loss(plain), loss(plain.clone(remat_blocks=True))
+    # A conv bias feeding an instance norm has a true gradient of 0: both sides hold float32 noise
+    # there (measured up to 1.3e-5, the kernels' gradients reach 64), so the absolute part of the
+    # tolerance is taken at the scale of the whole tree.
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(grads))
+    for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(remat_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_spectral_norm_bounds_the_largest_singular_value_and_updates_in_train():
@@ -93,7 +98,7 @@ def test_spectral_norm_bounds_the_largest_singular_value_and_updates_in_train():
     sigma_est = float((v @ m @ np.asarray(u).T)[0, 0])
     assert abs(sigma_est - sigma_true) / sigma_true < 1e-3
     # eval mode does not move the state
-    _, same = d.apply(variables, x, False, mutable=["batch_stats"])
+    _, same = jax.jit(lambda v: d.apply(v, x, False, mutable=["batch_stats"]))(variables)
     np.testing.assert_array_equal(same["batch_stats"]["scale0"]["layer1"]["spectral_u"], u)
 
 
@@ -113,7 +118,7 @@ def test_encoder_image_skip_lets_absolute_colour_through_instance_norm():
 def test_feature_skip_feeds_the_last_input_channels_to_the_output_conv():
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 16, 16, 7))
     for module in (GlobalGenerator(3, 8, 2, 1, output_skip_nc=3), LocalEnhancer(3, 4, 1, 1, 1, 1, output_skip_nc=3)):
-        variables = jax.jit(module.init)(jax.random.PRNGKey(1), x)
+        variables = jax.eval_shape(module.init, jax.random.PRNGKey(1), x)  # shapes only: nothing compiled
         kernel = variables["params"]["out"]["conv"]["kernel"]
         assert kernel.shape[-2] == module.ngf + 3, kernel.shape  # the last feature map + 3 skipped channels
         plain = module.clone(output_skip_nc=0)

@@ -1,5 +1,5 @@
-"""The jitted train step: gradients equal the official three-pass formulation, and 8 devices
-give the same result as 1 for the same global batch."""
+"""The jitted train step: gradients equal the official three-pass formulation; bfloat16 compute stays
+close to float32. (8 devices giving the same step as 1: tests/test_sharding.py.)"""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pix2pixhd_jax.configs import tiny_test
-from pix2pixhd_jax import losses, sharding
+from pix2pixhd_jax import losses
 from pix2pixhd_jax.models.vgg import load_vgg
 from pix2pixhd_jax.optim import make_optimizers
 from pix2pixhd_jax.models.factory import build as make_networks, encode, generate, label_encoding
@@ -36,6 +36,9 @@ def _setup(config):
 
 def _config(loss=None, **model):
     config = tiny_test.get_config()
+    # Plain lax convs compile in half the time of the CPU rewrites; what is checked here does not depend
+    # on the conv form (the rewrites equal lax: test_conv_rewrites; full steps with them: test_recipe).
+    config.model.conv_impl = "lax"
     config.model.update(model)
     config.loss.update(loss or {})
     return config
@@ -57,81 +60,50 @@ def test_step_gradients_equal_official_three_pass_losses(model):
     _, metrics = jax.jit(step)(state, batch, vgg_vars)
 
     # Official formulation: loss_G from D(fake) (grad to G); loss_D from D(fake.detach()) and D(real).
-    enc = label_encoding(batch, config.model)
-    d = lambda p, img: nets.discriminator.apply({"params": p}, jnp.concatenate([enc, img], -1), True)
+    def reference(g_params, d_params, batch):  # one jit: op-by-op ops outside compile one program per shape
+        enc = label_encoding(batch, config.model)
+        d = lambda p, img: nets.discriminator.apply({"params": p}, jnp.concatenate([enc, img], -1), True)
 
-    def loss_g(g_params):
-        fake, _ = generate(nets, config.model, g_params, state.g_collections, batch, enc, train=True)
-        fake_out, real_out = d(state.d_params, fake), d(state.d_params, batch["image"])
-        return (losses.gan_loss(fake_out, target_is_real=True, for_discriminator=False)
-                + losses.feature_matching_loss(fake_out, real_out, n_layers_D=config.model.n_layers_D,
-                                               num_D=config.model.num_D, lambda_feat=config.loss.lambda_feat)
-                + losses.perceptual_loss(nets.vgg.apply, vgg_vars, fake, batch["image"],
-                                         layer_weights=tuple(config.loss.vgg_layer_weights),
-                                         lambda_feat=config.loss.lambda_feat)
-                + appearance_terms(g_params, fake))
+        def loss_g(g_params):
+            fake, _ = generate(nets, config.model, g_params, state.g_collections, batch, enc, train=True)
+            fake_out, real_out = d(d_params, fake), d(d_params, batch["image"])
+            return (losses.gan_loss(fake_out, target_is_real=True, for_discriminator=False)
+                    + losses.feature_matching_loss(fake_out, real_out, n_layers_D=config.model.n_layers_D,
+                                                   num_D=config.model.num_D, lambda_feat=config.loss.lambda_feat)
+                    + losses.perceptual_loss(nets.vgg.apply, vgg_vars, fake, batch["image"],
+                                             layer_weights=tuple(config.loss.vgg_layer_weights),
+                                             lambda_feat=config.loss.lambda_feat)
+                    + appearance_terms(g_params, fake))
 
-    def appearance_terms(g_params, fake):  # written out from the loss definitions, not the step's code
-        if not extra.lambda_l1:
-            return 0.0
-        regions = batch["inst"]
-        feats, _ = encode(nets, g_params, state.g_collections, batch["image"], regions, train=True)
-        mean = lambda img: instance_average_pool(img, regions)
-        sizes = region_sizes(regions)
-        per_region = lambda a, b: jnp.mean(jnp.sum(jnp.abs(a - b).mean(-1) / sizes, (1, 2)) / jnp.sum(1 / sizes, (1, 2)))
-        return (extra.lambda_l1 * jnp.mean(jnp.abs(fake - batch["image"]))
-                + extra.lambda_region_colour * per_region(mean(fake), mean(batch["image"]))
-                + extra.lambda_feature_colour * per_region(feats[..., :3], mean(batch["image"])))
+        def appearance_terms(g_params, fake):  # written out from the loss definitions, not the step's code
+            if not extra.lambda_l1:
+                return 0.0
+            regions = batch["inst"]
+            feats, _ = encode(nets, g_params, state.g_collections, batch["image"], regions, train=True)
+            mean = lambda img: instance_average_pool(img, regions)
+            sizes = region_sizes(regions)
+            per_region = lambda a, b: jnp.mean(jnp.sum(jnp.abs(a - b).mean(-1) / sizes, (1, 2))
+                                               / jnp.sum(1 / sizes, (1, 2)))
+            return (extra.lambda_l1 * jnp.mean(jnp.abs(fake - batch["image"]))
+                    + extra.lambda_region_colour * per_region(mean(fake), mean(batch["image"]))
+                    + extra.lambda_feature_colour * per_region(feats[..., :3], mean(batch["image"])))
 
-    def loss_d(d_params):
-        fake, _ = generate(nets, config.model, state.g_params, state.g_collections, batch, enc, train=True)
-        return losses.discriminator_loss(d(d_params, jax.lax.stop_gradient(fake)), d(d_params, batch["image"]))
+        def loss_d(d_params):
+            fake, _ = generate(nets, config.model, g_params, state.g_collections, batch, enc, train=True)
+            return losses.discriminator_loss(d(d_params, jax.lax.stop_gradient(fake)), d(d_params, batch["image"]))
 
-    want_g, grad_g = jax.jit(jax.value_and_grad(loss_g))(state.g_params)
-    want_d, grad_d = jax.jit(jax.value_and_grad(loss_d))(state.d_params)
+        return jax.value_and_grad(loss_g)(g_params), jax.value_and_grad(loss_d)(d_params)
+
+    (want_g, grad_g), (want_d, grad_d) = jax.jit(reference)(state.g_params, state.d_params, batch)
+    norm = lambda grads: float(np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree_util.tree_leaves(jax.device_get(grads)))))
     np.testing.assert_allclose(metrics["loss_G"], want_g, rtol=1e-5)
     np.testing.assert_allclose(metrics["loss_D"], want_d, rtol=1e-5)
-    np.testing.assert_allclose(metrics["grad_norm_G"], float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(grad_g)))), rtol=1e-4)
-    np.testing.assert_allclose(metrics["grad_norm_D"], float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(grad_d)))), rtol=1e-4)
+    np.testing.assert_allclose(metrics["grad_norm_G"], norm(grad_g), rtol=1e-4)
+    np.testing.assert_allclose(metrics["grad_norm_D"], norm(grad_d), rtol=1e-4)
     if model.get("instance_feat"):
         assert "encoder" in state.g_params
     if extra.lambda_l1:
         assert {"G_L1", "G_region_colour", "E_feature_colour"} <= set(metrics), sorted(metrics)
-
-
-def _run(n_devices, steps=2):
-    config = _config()
-    # Conv biases right before instance norm have a true gradient of 0; Adam's first step turns
-    # their float noise into +-lr jumps that differ between reductions. A larger eps keeps the
-    # update a smooth function of the gradient, so params can be compared at float32 tolerance.
-    config.optim.eps = 1e-3
-    nets, init, step, vgg_vars = _setup(config)
-    mesh = sharding.make_mesh(jax.devices()[:n_devices])
-    state = sharding.init_sharded(init, mesh, jax.random.PRNGKey(0))
-    jitted = sharding.jit_train_step(step, jax.eval_shape(init, jax.random.PRNGKey(0)), mesh)
-    vgg_vars = jax.device_put(vgg_vars, sharding.replicated(mesh))
-    history = []
-    for i in range(steps):
-        state, metrics = jitted(state, sharding.global_batch(_batch(8, seed=i), mesh), vgg_vars)
-        history.append({k: float(v) for k, v in metrics.items()})
-    return jax.device_get(state), history
-
-
-def test_eight_devices_match_one_device():
-    assert len(jax.devices()) == 8, "conftest should provide 8 CPU devices"
-    state1, hist1 = _run(1, steps=2)
-    state8, hist8 = _run(8, steps=2)
-    assert int(state8.step) == 2
-    for h1, h8 in zip(hist1, hist8):
-        for k in h1:
-            assert h8[k] == pytest.approx(h1[k], rel=1e-5, abs=1e-7), k
-    for side in ("g_params", "d_params", "g_opt_state", "d_opt_state"):
-        leaves1, leaves8 = jax.tree_util.tree_leaves(getattr(state1, side)), jax.tree_util.tree_leaves(getattr(state8, side))
-        # Reductions run in another order on 8 devices: float32 tolerance at the scale of the tree
-        # (two steps of 8-way sums; the worst element measured 1.1e-5 of the scale).
-        scale = max(float(np.abs(b).max()) for b in leaves1)
-        for a, b in zip(leaves1, leaves8):
-            np.testing.assert_allclose(a, b, rtol=0, atol=3e-5 * scale, err_msg=side)
 
 
 def test_bf16_step_is_finite_and_close_to_float32():
