@@ -105,6 +105,8 @@ def all_on():
     config.model.attention_form, config.model.attention_pool = "pooled", 2
     config.optim.ema_decay, config.optim.ema_warmup = 0.9, False
     config.loss.r1_every = 2
+    # The lattice penalty referenced to the fake's own neighbours, both sides (off in every recipe).
+    config.loss.lambda_lattice, config.loss.lattice_reference, config.loss.lattice_sides = 1.0, "neighbours", "both"
     nets, init, step, vgg_vars = _setup(config)
     states, metrics = [jax.jit(init)(KEY)], []
     for i in range(3):
@@ -118,6 +120,7 @@ def test_every_option_on_gives_finite_losses(all_on):
     config, _, _, states, metrics = all_on
     for m in metrics:
         assert all(np.isfinite(v) for v in m.values()), m
+        assert m["G_lattice"] >= 0.0
     # Lazy R1 ran on the 2nd step only (steps ending at multiples of r1_every).
     assert metrics[0]["D_R1"] == 0.0 and metrics[1]["D_R1"] > 0.0 and metrics[2]["D_R1"] == 0.0
     assert "attn" in states[0].d_params["scale0"] and "attn" in states[0].g_params["generator"]
