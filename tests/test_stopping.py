@@ -34,8 +34,14 @@ def test_ctrl_c_saves_a_checkpoint_refuses_a_second_run_and_the_rerun_resumes(tm
     workdir = tmp_path / "w"
     first = TrainProcess(workdir, "--config.train.max_steps=100000", cwd=str(tmp_path))
     first.wait_for_steps(3)
-    second = TrainProcess(workdir, "--config.train.max_steps=100000")
-    assert second.finish() == 3, second.output[-3000:]
+    # Paused, the first run keeps its lease (and its process) but trains no steps while the second starts.
+    first.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert json.load(open(RunFolder.of(workdir).lease))["pid"] == first.proc.pid  # the run holds the lease
+        second = TrainProcess(workdir, "--config.train.max_steps=100000")
+        assert second.finish() == 3, second.output[-3000:]
+    finally:
+        first.proc.send_signal(signal.SIGCONT)
     assert second.last_line().startswith(f"error: {workdir} is in use by run "), second.output[-2000:]
     assert second.last_line().endswith("(PIX2PIXHD_TRACEBACK=1 shows the traceback)")
     assert "still running" in second.output and "Traceback" not in second.output

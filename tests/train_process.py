@@ -1,7 +1,8 @@
 """The train command as a child process, the way a terminal or a supervisor runs it, for signal and lease tests.
 
-The child shares the test session's compile cache and its unoptimised XLA setting, so its
-programs compile once per machine. Ctrl-C: a child started from a non-interactive parent has SIGINT
+The child shares the test session's compile cache, its unoptimised XLA setting and its 8 fake devices,
+and trains on tiny_test's 2 of them: its programs are then the very ones the in-process tests on
+tiny_test compile (the cache key covers the device count), so each compiles once per machine. Ctrl-C: a child started from a non-interactive parent has SIGINT
 ignored (Python then never sees it), so the child restores the default disposition, as a shell does.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ TINY = os.path.join(REPO, "configs", "tiny_test.py")
 
 
 def env(**extra: str) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = dict(os.environ)  # XLA_FLAGS included: the session's device count and CPU convolution flag
     out.update(JAX_COMPILATION_CACHE_DIR=jax.config.values["jax_compilation_cache_dir"] or "",
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
                JAX_DISABLE_MOST_OPTIMIZATIONS="1" if jax.config.values["jax_disable_most_optimizations"] else "0",
@@ -39,7 +40,7 @@ class TrainProcess:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _DEFAULT_SIGINT_THEN_EXEC, "-m", "pix2pixhd_jax.cli.train", f"--config={TINY}",
-             f"--workdir={workdir}", "--config.num_devices=1", *args],
+             f"--workdir={workdir}", *args],
             cwd=cwd or REPO, env=env(**(extra_env or {})), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
