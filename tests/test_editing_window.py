@@ -6,7 +6,7 @@ import pytest
 
 import feature_helpers as fh
 from pix2pixhd_jax import editing
-from pix2pixhd_jax.editing import compositing, window
+from pix2pixhd_jax.editing import compositing, session, window
 from pix2pixhd_jax.features import feature_map
 from pix2pixhd_jax.models import factory
 from pix2pixhd_jax.models.layers import NORM_STATS, WINDOW_SUMS
@@ -238,3 +238,22 @@ def test_later_moves_take_the_sums_a_window_recorded_or_the_blocks_the_windows_u
         diff = np.abs(windowed.image.astype(int) - full.image.astype(int))[inside]
         mean_bound, max_bound = LATER_BOUND if bound == "later" else BOUNDS[bound]
         assert diff.mean() <= mean_bound and diff.max() <= max_bound, (bound, diff.mean(), diff.max())
+
+
+def test_a_long_session_keeps_few_block_sums_and_renders_in_full_past_them(synth, maps, passes):
+    label, inst = maps
+    car = _largest_car(inst)
+    ed = editing.Editor(synth, label, inst, seed=0, local=True, window_context_px=32)
+    steps = 6
+    assert session.KEPT_NORM_STATES < steps
+    for i in range(steps):
+        ed.move(car, 0, 2 if i % 2 == 0 else -2)
+    # Each state's block sums are the size of a layer's activations / 64 (0.6 GB at 2048x1024): bounded.
+    assert len(ed._stats_of) <= session.KEPT_NORM_STATES
+    for _ in range(steps):
+        ed.undo()
+    # The opened scene's sums were dropped: its next edit renders in full, as with windows off.
+    full_ed = editing.Editor(synth, label, inst, seed=0, local=True, window_context_px=0)
+    passes.clear()
+    np.testing.assert_array_equal(ed.move(car, 0, 6).image, full_ed.move(car, 0, 6).image)
+    assert passes == []

@@ -44,6 +44,11 @@ BLOCK_SUMS_OPS = ("move",)
 # touched): switching back to an object edited before needs one pass over its window again.
 KNOWN_WINDOWS = 8
 
+# History images whose statistics and block sums are kept for undo / redo (the current one
+# included). The blocks of a 2048x1024 scene take ~0.6 GB, so keeping them for every history entry
+# ran a long session out of memory; an edit after undoing further back renders in full once.
+KEPT_NORM_STATES = 4
+
 # Swatch windows: power-of-two sides of at least this many pixels (and G's divisor) keep the
 # number of shapes the generator compiles for swatches small.
 SWATCH_MIN_SIDE = 32
@@ -125,6 +130,7 @@ class EditSession:
         self._blocks = None  # the current scene's norm inputs summed per divisor block (window.py)
         self._known: list[tuple[window_lib.Box, Any]] = []  # (window, the current scene's sums there), newest first
         self._stats_of: dict[int, Any] = {}  # id(an image in the history) -> (statistics, blocks, known) of its scene
+        self._stats_order: list[int] = []  # ids in _stats_of, oldest first (at most KEPT_NORM_STATES)
         self._last_window: tuple = (None, (), ())  # (scene made, windows, its sums in each) of the last window render
         self.label_nc = synthesizer.options.label_nc
         self.thing_classes = tuple(thing_classes if thing_classes is not None else options.thing_classes)
@@ -246,7 +252,12 @@ class EditSession:
             kept = [(box, sums) for box, sums in self._known if box not in boxes
                     and not touched[box[0].start // d:box[0].stop // d, box[1].start // d:box[1].stop // d].any()]
             self._known = (list(zip(*render.window)) + kept)[:KNOWN_WINDOWS]
-        self._stats_of[id(self.image)] = (self._norm_stats, self._blocks, self._known)
+        key = id(self.image)
+        self._stats_of[key] = (self._norm_stats, self._blocks, self._known)
+        self._stats_order = [k for k in self._stats_order if k != key and k in self._stats_of] + [key]
+        for old in self._stats_order[:-KEPT_NORM_STATES]:
+            self._stats_of.pop(old, None)  # returning to that image: the next edit renders in full
+        self._stats_order = self._stats_order[-KEPT_NORM_STATES:]
 
     def _restore_norms(self) -> None:
         """The statistics (blocks, known sums) kept for the current image (undo, redo, reset)."""
