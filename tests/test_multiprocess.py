@@ -14,15 +14,14 @@ import socket
 import tempfile
 import uuid
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
 
 from gcs_emulator import BUCKET, gcs_emulator  # noqa: F401  (the session fixture)
-from pix2pixhd_jax import checkpointing, storage, train
+from pix2pixhd_jax import storage, train
 from pix2pixhd_jax.configs import tiny_test
+from run_helpers import saved_state
 from train_process import TrainProcess
 
 # Both layouts see the same 2 examples as their global batch at every step: one batch per epoch, in order,
@@ -32,7 +31,6 @@ SAME_BATCHES = {"data.synthetic_num": 2, "data.serial_batches": True, "data.no_f
                 "model.conv_impl": "lax", "train.checkpoint_every": 1, "train.keep_checkpoints": 1000}
 TWO_PROCESSES = {**SAME_BATCHES, "num_devices": 0, "mesh.space": 2}  # all 4 devices: data 2 x space 2
 ONE_PROCESS = {**SAME_BATCHES, "num_devices": 2, "mesh.space": 1, "train.max_steps": 2}  # data 2
-CPU0 = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
 
 def _free_port() -> int:
@@ -61,15 +59,9 @@ def _committed(workdir: str, step: int) -> bool:
 
 
 def _params(workdir: str, step: int) -> dict[str, np.ndarray]:
-    """G's and D's parameters in checkpoint `step`, by path."""
-    manager = checkpointing.make_manager(workdir, max_to_keep=1000, async_save=False)
-    try:
-        # On this process's first device: the checkpoint's own device layout is another process topology's.
-        target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=CPU0),
-                                        manager.item_metadata(step)["state"])
-        state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-    finally:
-        manager.close()
+    """G's and D's parameters in checkpoint `step`, by path (read on this process's first device: the
+    checkpoint's own device layout is another process topology's)."""
+    state = saved_state(workdir, step)
     flat = traverse_util.flatten_dict({k: state[k] for k in ("g_params", "d_params")}, sep="/")
     return {k: np.asarray(v) for k, v in flat.items()}
 

@@ -5,42 +5,24 @@ and the fixed trunk are also tested on initialised states, without compiling a s
 """
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
 
-from pix2pixhd_jax import checkpointing, sharding, staging, train
-from pix2pixhd_jax.configs import tiny_test
+from pix2pixhd_jax import sharding, staging, train
 from pix2pixhd_jax.optim import mask_frozen_trunk, official_lr
 from pix2pixhd_jax.train_step import build_program
+from run_helpers import saved_state, tiny_config
 
 
-def _config(**overrides):
-    config = tiny_test.get_config()
-    for key, value in overrides.items():
-        section, name = key.split("__") if "__" in key else (None, key)
-        (config[section] if section else config)[name] = value
-    return config
 
 
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory):
     """A global-generator run of 2 steps (tiny_test's program, shared with test_train.py)."""
     workdir = str(tmp_path_factory.mktemp("stage1") / "global")
-    return workdir, train.run(_config(), workdir)
+    return workdir, train.run(tiny_config(), workdir)
 
 
-def _checkpoint_tree(workdir, step):
-    """The state saved at `step`, as numpy arrays (a dict tree)."""
-    cpu0 = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    manager = checkpointing.make_manager(workdir, max_to_keep=10, async_save=False)
-    try:
-        target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu0),
-                                        manager.item_metadata(step)["state"])
-        state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-    finally:
-        manager.close()
-    return jax.device_get(state)
 
 
 LOCAL = dict(model__netG="local", model__ngf=2, model__num_D=3, optim__niter_fix_global=1,
@@ -55,7 +37,7 @@ def _init_state(config, height, width):
 def test_stage_transfer_maps_g1_into_the_trunk_and_d_scales_by_name(stage1):
     _, result = stage1
     g1 = traverse_util.flatten_dict(jax.device_get(result.state.g_params["generator"]))
-    local = _init_state(_config(**LOCAL), 64, 128)
+    local = _init_state(tiny_config(**LOCAL), 64, 128)
     new, copied, fresh = staging.transfer_from_stage1(local, result.state)
     g2 = traverse_util.flatten_dict(jax.device_get(new.g_params["generator"]))
     trunk = {k[1:]: v for k, v in g2.items() if k[0] == "global_trunk"}
@@ -70,7 +52,7 @@ def test_stage_transfer_maps_g1_into_the_trunk_and_d_scales_by_name(stage1):
 
 
 def test_fixed_trunk_gets_no_update_while_fixed():
-    config = _config(**LOCAL)
+    config = tiny_config(**LOCAL)
     state = _init_state(config, 64, 128)
     grads = jax.tree_util.tree_map(np.ones_like, jax.device_get(state.g_params))
     masked = traverse_util.flatten_dict(mask_frozen_trunk(grads, np.bool_(True)))
@@ -86,17 +68,17 @@ def test_init_from_trains_the_enhancer_around_a_fixed_trunk_then_everything(stag
     g1 = traverse_util.flatten_dict(jax.device_get(result.state.g_params["generator"]))
     local = dict(LOCAL, train__init_from=workdir)
     # One run through the switch; its checkpoint at step 4 holds G at the end of the fixed phase.
-    joint = train.run(_config(train__max_steps=5, train__checkpoint_every=4, **local), str(tmp_path / "local"))
-    g2 = traverse_util.flatten_dict(_checkpoint_tree(str(tmp_path / "local"), 4)["g_params"]["generator"])
+    joint = train.run(tiny_config(train__max_steps=5, train__checkpoint_every=4, **local), str(tmp_path / "local"))
+    g2 = traverse_util.flatten_dict(saved_state(str(tmp_path / "local"), 4)["g_params"]["generator"])
     trunk = {k[1:]: v for k, v in g2.items() if k[0] == "global_trunk"}
     assert trunk and all(np.array_equal(v, g1[k]) for k, v in trunk.items())
-    start = staging.transfer_from_stage1(_init_state(_config(**local), 64, 128), result.state)[0]
+    start = staging.transfer_from_stage1(_init_state(tiny_config(**local), 64, 128), result.state)[0]
     g_start = traverse_util.flatten_dict(jax.device_get(start.g_params["generator"]))
     assert any(not np.array_equal(g2[k], g_start[k]) for k in g2 if k[0].startswith("enh1"))  # the enhancer trains
     g3 = traverse_util.flatten_dict(jax.device_get(joint.state.g_params["generator"]))
     assert any(not np.array_equal(g3[("global_trunk",) + k], g1[k]) for k in trunk)
     # A stage 2 whose trunk cannot hold G1 is refused; the check needs only the shapes of its state.
-    bad = _config(**{**local, "model__ngf": 4})
+    bad = tiny_config(**{**local, "model__ngf": 4})
     shapes = jax.eval_shape(build_program(bad, height=64, width=128, steps_per_epoch=4).init, jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="shares no generator array"):
         staging.init_from_stage1(shapes, workdir, sharding.make_mesh(jax.devices()[:2]), bad)

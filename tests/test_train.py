@@ -14,18 +14,12 @@ import numpy as np
 import pytest
 
 import fault_helpers as faults
-from pix2pixhd_jax.configs import tiny_test
 from pix2pixhd_jax import checkpointing, train
+from run_helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _config(**overrides):
-    config = tiny_test.get_config()
-    for key, value in overrides.items():
-        section, name = key.split("__") if "__" in key else (None, key)
-        (config[section] if section else config)[name] = value
-    return config
 
 
 def _leaves(tree):
@@ -45,7 +39,7 @@ def _metric_lines(workdir):
 def stage1(tmp_path_factory):
     """A global-generator run of 6 steps, straight through, with checkpoints at steps 3 and 6."""
     workdir = str(tmp_path_factory.mktemp("train") / "straight")
-    return workdir, train.run(_config(train__max_steps=6, train__checkpoint_every=3), workdir)
+    return workdir, train.run(tiny_config(train__max_steps=6, train__checkpoint_every=3), workdir)
 
 
 def _copy_up_to(workdir, step, dest):
@@ -64,7 +58,7 @@ def _copy_up_to(workdir, step, dest):
 def test_resume_equals_uninterrupted_and_writes_outputs(stage1, tmp_path):
     workdir, straight = stage1
     interrupted = _copy_up_to(workdir, 3, str(tmp_path / "resumed"))
-    resumed = train.run(_config(train__max_steps=6), interrupted)
+    resumed = train.run(tiny_config(train__max_steps=6), interrupted)
     assert straight.step == resumed.step == 6 and not resumed.already_done
     for side in ("g_params", "d_params", "g_opt_state", "d_opt_state"):
         _assert_trees_equal(getattr(straight.state, side), getattr(resumed.state, side), atol=1e-6)
@@ -88,7 +82,7 @@ def test_a_finished_run_returns_at_once_without_new_metrics(stage1, monkeypatch)
         raise AssertionError("a finished run compiled its train step")
 
     monkeypatch.setattr(train, "compile_step", no_compile)
-    again = train.run(_config(train__max_steps=6), workdir)
+    again = train.run(tiny_config(train__max_steps=6), workdir)
     assert again.already_done and again.step == 6
     assert len(_metric_lines(workdir)) == before
     _assert_trees_equal(again.state.g_params, straight.state.g_params)
@@ -122,7 +116,7 @@ def test_checkpoint_from_2_devices_resumes_on_1(stage1, tmp_path, monkeypatch):
     released = []
     release = host_memory.release_freed
     monkeypatch.setattr(host_memory, "release_freed", lambda: released.append(release()))
-    out = train.run(_config(num_devices=1, train__max_steps=7), workdir)
+    out = train.run(tiny_config(num_devices=1, train__max_steps=7), workdir)
     assert out.step == 7 and out.outcome == train.FINISHED
     # The resumed run hands back what set-up freed: after the state, before the loop.
     assert len(released) == 2, released
@@ -132,7 +126,7 @@ def test_checkpoint_from_2_devices_resumes_on_1(stage1, tmp_path, monkeypatch):
 def test_checkpoint_of_another_config_names_the_mismatched_arrays(stage1):
     workdir, _ = stage1
     with pytest.raises(ValueError, match=r"(?s)does not match this config.*generator/front/conv/kernel: checkpoint \(7, 7, 36, 4\) vs config \(7, 7, 36, 8\)"):
-        train.run(_config(model__ngf=8, train__max_steps=8), workdir)
+        train.run(tiny_config(model__ngf=8, train__max_steps=8), workdir)
 
 
 def test_a_norm_change_on_resume_is_refused_with_the_keys(stage1):
@@ -141,7 +135,7 @@ def test_a_norm_change_on_resume_is_refused_with_the_keys(stage1):
     with pytest.raises(checkpointing.CheckpointError, match=r"(?s)trained with another config.*"
                                                             r"model.norm: checkpoint 'instance' vs given 'none'.*"
                                                             r"--config.model.norm='instance'"):
-        train.run(_config(model__norm="none", train__max_steps=8), workdir)
+        train.run(tiny_config(model__norm="none", train__max_steps=8), workdir)
 
 
 def test_a_corrupt_or_read_only_checkpoint_fails_at_once_naming_it(stage1, tmp_path):
@@ -152,14 +146,14 @@ def test_a_corrupt_or_read_only_checkpoint_fails_at_once_naming_it(stage1, tmp_p
     with faults.read_only(os.path.join(workdir, "checkpoints")):
         t0 = time.time()
         with pytest.raises(checkpointing.CheckpointError, match="cannot write checkpoints to .* not writable"):
-            train.run(_config(train__max_steps=8), workdir)
+            train.run(tiny_config(train__max_steps=8), workdir)
         assert time.time() - t0 < 150  # was a ~5 minute stall in the first async save
-        assert train.run(_config(train__max_steps=6), workdir).already_done  # reading needs no write access
+        assert train.run(tiny_config(train__max_steps=6), workdir).already_done  # reading needs no write access
     step_dir = os.path.join(workdir, "checkpoints", "6")
     faults.truncate_array_data(step_dir)
     with pytest.raises(checkpointing.CheckpointError, match=rf"(?s)checkpoint step 6 at {step_dir} cannot be used: "
                                                             r"reading it failed.*No earlier intact step"):
-        train.run(_config(train__max_steps=8), workdir)
+        train.run(tiny_config(train__max_steps=8), workdir)
     with pytest.raises(checkpointing.CheckpointError, match=rf"checkpoint step 6 at {step_dir} cannot be used"):
         Synthesizer.from_workdir(workdir)
 
@@ -169,7 +163,7 @@ def test_a_bad_config_fails_before_anything_is_written(tmp_path):
                 {"train__max_steps": -1}, {"optim__lr_G": -1e-4}, {"model__n_blocks_global": -1},
                 {"train__keep_checkpoints": 0}, {"train__checkpoint_every": 0}, {"num_devices": -1}):
         with pytest.raises(ValueError, match=list(bad)[0].split("__")[-1]):
-            train.run(_config(**bad), str(tmp_path / "w"))
+            train.run(tiny_config(**bad), str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
 
 
@@ -178,11 +172,11 @@ def test_trains_from_official_folder_layout(tmp_path):
 
     # As many examples as tiny_test's synthetic set: the same steps per epoch, so the same compiled step.
     write_dataset(str(tmp_path / "data"), 8, width=64, height=32, seed=3)
-    out = train.run(_config(data__source="folder", data__dataroot=str(tmp_path / "data"), train__max_steps=1),
+    out = train.run(tiny_config(data__source="folder", data__dataroot=str(tmp_path / "data"), train__max_steps=1),
                     str(tmp_path / "w"))
     assert out.step == 1 and np.isfinite(out.holdout_l1[-1][1])
     # A label id the config cannot hold is refused with the value and the file, before the workdir is made.
     with pytest.raises(ValueError, match=r"label \d+ in .*train_label.* >= label_nc=20"):
-        train.run(_config(data__source="folder", data__dataroot=str(tmp_path / "data"), model__label_nc=20,
+        train.run(tiny_config(data__source="folder", data__dataroot=str(tmp_path / "data"), model__label_nc=20,
                           train__max_steps=1), str(tmp_path / "w2"))
     assert not (tmp_path / "w2").exists()

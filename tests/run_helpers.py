@@ -1,0 +1,32 @@
+"""Helpers for tests that train tiny_test runs in process and read back what they saved."""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from pix2pixhd_jax import checkpointing
+from pix2pixhd_jax.configs import tiny_test
+
+
+def tiny_config(**overrides: Any):
+    """tiny_test's config with `section__name=value` (or top-level `name=value`) overrides."""
+    config = tiny_test.get_config()
+    for key, value in overrides.items():
+        section, name = key.split("__") if "__" in key else (None, key)
+        (config[section] if section else config)[name] = value
+    return config
+
+
+def saved_state(workdir: str, step: int) -> dict:
+    """The train state saved at `step`, as a tree of numpy arrays, whatever mesh wrote it (read onto one device)."""
+    cpu0 = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    manager = checkpointing.make_manager(workdir, max_to_keep=1000, async_save=False)
+    try:
+        target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu0),
+                                        manager.item_metadata(step)["state"])
+        state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+    finally:
+        manager.close()
+    return jax.device_get(state)
