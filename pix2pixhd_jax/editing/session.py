@@ -129,8 +129,8 @@ class EditSession:
         self._norm_stats = None  # G's instance-norm statistics of the current scene (window renders use them)
         self._blocks = None  # the current scene's norm inputs summed per divisor block (window.py)
         self._known: list[tuple[window_lib.Box, Any]] = []  # (window, the current scene's sums there), newest first
-        self._stats_of: dict[int, Any] = {}  # id(an image in the history) -> (statistics, blocks, known) of its scene
-        self._stats_order: list[int] = []  # ids in _stats_of, oldest first (at most KEPT_NORM_STATES)
+        # id(an image in the history) -> (statistics, blocks, known) of its scene, oldest kept first
+        self._stats_of: dict[int, Any] = {}
         self._last_window: tuple = (None, (), ())  # (scene made, windows, its sums in each) of the last window render
         self.label_nc = synthesizer.options.label_nc
         self.thing_classes = tuple(thing_classes if thing_classes is not None else options.thing_classes)
@@ -252,12 +252,10 @@ class EditSession:
             kept = [(box, sums) for box, sums in self._known if box not in boxes
                     and not touched[box[0].start // d:box[0].stop // d, box[1].start // d:box[1].stop // d].any()]
             self._known = (list(zip(*render.window)) + kept)[:KNOWN_WINDOWS]
-        key = id(self.image)
-        self._stats_of[key] = (self._norm_stats, self._blocks, self._known)
-        self._stats_order = [k for k in self._stats_order if k != key and k in self._stats_of] + [key]
-        for old in self._stats_order[:-KEPT_NORM_STATES]:
-            self._stats_of.pop(old, None)  # returning to that image: the next edit renders in full
-        self._stats_order = self._stats_order[-KEPT_NORM_STATES:]
+        self._stats_of.pop(id(self.image), None)  # re-inserted as the newest
+        self._stats_of[id(self.image)] = (self._norm_stats, self._blocks, self._known)
+        while len(self._stats_of) > KEPT_NORM_STATES:
+            del self._stats_of[next(iter(self._stats_of))]  # returning to that image: the next edit renders in full
 
     def _restore_norms(self) -> None:
         """The statistics (blocks, known sums) kept for the current image (undo, redo, reset)."""
