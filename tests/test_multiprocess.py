@@ -39,12 +39,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _two_device_xla_flags() -> str:
+    """The session's XLA flags (its fast-compile CPU setting included) with 2 devices instead of 8."""
+    count = "--xla_force_host_platform_device_count="
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(count)]
+    return " ".join([*kept, f"{count}2"])
+
+
 def _launch(workdir: str, max_steps: int) -> list[TrainProcess]:
     port = _free_port()
     flags = [f"--config.{k}={v}" for k, v in TWO_PROCESSES.items()]
     return [TrainProcess(workdir, *flags, f"--config.train.max_steps={max_steps}", "--distributed=on",
                          f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
-                         cwd=tempfile.mkdtemp(), extra_env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+                         cwd=tempfile.mkdtemp(), extra_env={"XLA_FLAGS": _two_device_xla_flags(),
                                                             "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"})
             for i in range(2)]
 
