@@ -294,12 +294,45 @@ def test_recolouring_moves_chosen_objects_to_a_random_mean_colour_and_nothing_el
         out = transforms.transform_example(example, cfg, np.random.default_rng(seed))
         car = inst == 26001
         np.testing.assert_array_equal(out["image"][~car], plain["image"][~car])  # the person and the road kept
-        shift, unclipped = out["image"][car] - plain["image"][car], np.abs(out["image"][car]) < 1 - 1e-6
-        for c in range(3):  # shading kept: one shift per channel for every pixel not clipped to [-1, 1]
-            assert unclipped[:, c].any() and np.ptp(shift[unclipped[:, c], c]) < 1e-5
-        means.add(tuple(out["image"][car].mean(axis=0).round(2)))
+        before, after = plain["image"][car], out["image"][car]
+        for c in range(3):  # shading kept: each channel's deviations from its mean scaled by one factor in (0, 1]
+            scale = np.ptp(after[:, c]) / np.ptp(before[:, c])
+            assert 0 < scale <= 1 + 1e-5
+            np.testing.assert_allclose(after[:, c] - after[:, c].mean(), scale * (before[:, c] - before[:, c].mean()),
+                                       atol=1e-5)
+        means.add(tuple(after.mean(axis=0).round(2)))
     assert len(means) == 4  # each draw a new colour
     held_out = transforms.transform_example(example, cfg, None, train=False)  # evaluation: never recoloured
     np.testing.assert_array_equal(held_out["image"], plain["image"])
     with pytest.raises(ValueError, match="recolour_p=1.5 is a probability"):
         TransformConfig(recolour_p=1.5)
+
+
+class _Draws:
+    """An rng whose every object is recoloured to one fixed colour."""
+
+    def __init__(self, colour):
+        self.colour = np.asarray(colour, np.float32)
+
+    def random(self):
+        return 0.0
+
+    def uniform(self, low, high, size):
+        return self.colour
+
+
+@pytest.mark.parametrize("colour", [(1.0, -0.75, -0.75), (-1.0, 0.57, -0.53), (0.2, 0.99, -0.999)])
+def test_a_recoloured_object_takes_the_drawn_mean_exactly_even_at_a_face_of_the_cube(colour):
+    # A photo's car with strong shading (dark windows, bright highlights): a shift + clip would pull
+    # the mean of a saturated colour back inside (pure red's R mean 0.74 here, i.e. 222 of 255).
+    rng = np.random.default_rng(1)
+    image = rng.uniform(-0.9, 0.9, (12, 12, 3)).astype(np.float32)
+    inst = np.zeros((12, 12), np.int32)
+    inst[2:10, 1:11] = 26003
+    out = transforms.recolour_instances(image, inst, (26,), 1.0, _Draws(colour))
+    car = inst == 26003
+    np.testing.assert_allclose(out[car].mean(axis=0), colour, atol=1e-5)
+    assert out.min() >= -1 and out.max() <= 1
+    np.testing.assert_array_equal(out[~car], image[~car])
+    for c in range(3):  # a channel at a face is flat; one inside keeps shading
+        assert (np.ptp(out[car][:, c]) < 1e-5) == (abs(colour[c]) == 1.0)

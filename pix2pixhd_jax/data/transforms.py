@@ -144,12 +144,14 @@ def apply_params(example: dict[str, Any], params: dict[str, Any], cfg: Transform
 
 def recolour_instances(image: np.ndarray, inst: np.ndarray, classes: tuple[int, ...], p: float,
                        rng: np.random.Generator) -> np.ndarray:
-    """Each object of `classes` in an (H, W, 3) [-1, 1] photo, with chance p, shifted to a random mean colour.
+    """Each object of `classes` in an (H, W, 3) [-1, 1] photo, with chance p, moved to a random mean colour.
 
-    The shift keeps the object's shading (windows stay darker than the body) and clips to [-1, 1].
-    Beyond the paper: a dataset's objects come in a few colours, and a colour-anchored generator
+    The object's mean becomes the drawn colour exactly; its shading (windows darker than the body)
+    is kept, scaled down per channel only as far as needed to stay inside [-1, 1]. Beyond the paper:
+    a dataset's objects come in a few colours, and a colour-anchored generator
     (loss.lambda_feature_colour) only renders the colours it was trained on; random colours teach it
-    the whole cube, so a colour the editor's picker asks for is rendered.
+    the whole cube, faces included, so a saturated colour the editor's picker asks for is rendered.
+    (Clipping a shifted object instead pulls its mean back inside: a drawn pure red became ~210 red.)
     """
     out = image
     for obj in np.unique(inst):
@@ -159,8 +161,19 @@ def recolour_instances(image: np.ndarray, inst: np.ndarray, classes: tuple[int, 
         target = rng.uniform(-1.0, 1.0, 3).astype(image.dtype)
         if out is image:
             out = image.copy()
-        out[mask] = np.clip(out[mask] - out[mask].mean(axis=0) + target, -1.0, 1.0)
+        out[mask] = shaded_to_mean(out[mask], target)
     return out
+
+
+def shaded_to_mean(pixels: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(N, 3) [-1, 1] pixels with mean `target`: their deviations from their mean, per channel scaled by
+    the largest factor <= 1 that keeps every value inside [-1, 1]."""
+    shading = pixels - pixels.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room_up = np.where(shading.max(axis=0) > 0, (1.0 - target) / shading.max(axis=0), np.inf)
+        room_down = np.where(shading.min(axis=0) < 0, (-1.0 - target) / shading.min(axis=0), np.inf)
+    scale = np.minimum(1.0, np.minimum(room_up, room_down)).astype(pixels.dtype)
+    return np.clip(target + shading * scale, -1.0, 1.0)  # the clip only trims float rounding
 
 
 def transform_example(example: dict[str, Any], cfg: TransformConfig, rng: np.random.Generator | None,
