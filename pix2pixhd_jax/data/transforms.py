@@ -151,7 +151,7 @@ def recolour_instances(image: np.ndarray, inst: np.ndarray, classes: tuple[int, 
     a dataset's objects come in a few colours, and a colour-anchored generator
     (loss.lambda_feature_colour) only renders the colours it was trained on; random colours teach it
     the whole cube, faces included, so a saturated colour the editor's picker asks for is rendered.
-    (Clipping a shifted object instead pulls its mean back inside: a drawn pure red became ~210 red.)
+    (A shift clipped to [-1, 1] instead pulls a saturated mean back inside the cube.)
     """
     out = image
     for obj in np.unique(inst):
