@@ -39,7 +39,8 @@ def largest_car(label: np.ndarray, pool: np.ndarray) -> Optional[int]:
 def measure(workdir: str, cars: int, colours: dict[str, tuple[int, int, int]]) -> list[dict[str, Any]]:
     """Rows per colour: wanted, rendered mean over cars, mean abs error per channel (levels)."""
     from pix2pixhd_jax.configs import default
-    from pix2pixhd_jax import features as features_lib, inputs
+    from pix2pixhd_jax import inputs
+    from pix2pixhd_jax.models import factory
     from pix2pixhd_jax.inference import Synthesizer
 
     synth = Synthesizer.from_workdir(workdir, defaults=default.get_config(), load_bank=False)
@@ -50,7 +51,7 @@ def measure(workdir: str, cars: int, colours: dict[str, tuple[int, int, int]]) -
     found = 0
     for example in inputs.load_examples(synth.config, "test", 4 * cars):
         label, inst, image = example["label"][None], example["inst"][None], example["image"][None]
-        pool = features_lib.pool_ids_of(synth.config.model, label, inst)
+        pool = np.asarray(factory.pool_ids(synth.config.model, label, inst))
         car = largest_car(label[0], pool[0])
         if car is None:
             continue

@@ -71,3 +71,23 @@ def test_editor_latency_measures_the_window_error_and_the_warm_up_and_writes_its
     assert json.loads((tmp_path / "editor_latency.json").read_text()) == rows
     table = (tmp_path / "editor_latency.md").read_text()
     assert "| window_error move largest car | 256x512 |" in table and "| warmup | 256x128 | first full render" in table
+
+
+def test_colour_picker_renders_each_colour_on_a_held_out_car_and_writes_its_table(tmp_path):
+    import feature_helpers as fh
+    from benchmarks import colour_picker
+
+    workdir = fh.make_workdir(str(tmp_path / "run"), fh.colour_config())
+    rows = colour_picker.main([f"--workdir={workdir}", "--cars=1", f"--out={tmp_path}"])
+    assert [r["colour"] for r in rows] == list(colour_picker.COLOURS)
+    for row in rows:
+        assert len(row["per_car"]) == 1 and len(row["rendered_mean"]) == 3
+        assert all(0 <= v <= 255 for v in row["rendered_mean"])
+        expected = np.abs(np.asarray(row["per_car"][0]) - row["wanted"])
+        np.testing.assert_allclose(row["mean_abs_error_per_channel"], expected, atol=0.06)  # rounded to 0.1
+    assert rows[0]["per_car"] != rows[1]["per_car"]  # the asked colour reaches G, even untrained
+    assert len((tmp_path / "colour_picker.json").read_text().splitlines()) >= 1
+    assert "all channels <= 30" in (tmp_path / "colour_picker.md").read_text()
+    plain = fh.make_workdir(str(tmp_path / "plain"))
+    with pytest.raises(ValueError, match="trained without loss.lambda_feature_colour"):
+        colour_picker.main([f"--workdir={plain}", "--cars=1"])
