@@ -11,6 +11,7 @@ Everything returns plain dicts of numbers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import json
@@ -195,10 +196,12 @@ def datasheet_peak_flops(device_kind: str, dtype: str) -> float | None:
     return next((peaks.get(dtype) for key, peaks in DATASHEET_PEAK_FLOPS if key in device_kind), None)
 
 
+@functools.cache
 def matmul_peak_flops(dtype: str = "float32", repeats: int = 5) -> float:
     """Best FLOP/s of a square matmul in `dtype` on the default device: the MFU denominator.
 
-    2048 is enough to saturate two CPU cores; accelerators need 8192 to reach their peak.
+    2048 is enough to saturate two CPU cores; accelerators need 8192 to reach their peak. Measured
+    once per process and dtype: the variants of one process share the device (2.4 CPU-s each on CPU).
     """
     n = 2048 if jax.default_backend() == "cpu" else 8192
     keys = jax.random.split(jax.random.PRNGKey(0))

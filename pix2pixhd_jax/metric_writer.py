@@ -10,11 +10,23 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import time
 from typing import Optional
 
 import jax
-from tensorboardX import SummaryWriter, record_writer
+
+# tensorboardX's writer imports torch when it is installed (the `torch` extra), only to accept torch
+# tensors: 2 s of CPU at every start of the train command, which logs floats. A None entry makes that
+# import fail; a later `import torch` (reading official weights) still works.
+_TORCH_LOADED = "torch" in sys.modules
+if not _TORCH_LOADED:
+    sys.modules["torch"] = None  # type: ignore[assignment]
+try:
+    from tensorboardX import SummaryWriter, record_writer
+finally:
+    if not _TORCH_LOADED:
+        del sys.modules["torch"]
 
 from pix2pixhd_jax import storage
 from pix2pixhd_jax.run_folder import RunFolder

@@ -12,7 +12,8 @@ from pix2pixhd_jax.models.attention import AttentionConfig, SelfAttention, windo
 from pix2pixhd_jax.models.discriminator import MultiscaleDiscriminator
 from pix2pixhd_jax.models.generator import GlobalGenerator
 
-# Values never depend on the init RNG here; 'rbg' initialisers compile faster than threefry's.
+# Values never depend on the init RNG here; 'rbg' initialisers compile faster than threefry's. Blocks
+# run jitted: op by op, every op of every shape compiles on its own.
 KEY = jax.random.key(1, impl="rbg")
 FORMS = [AttentionConfig("full"), AttentionConfig("pooled", pool=2), AttentionConfig("window", window=4)]
 
@@ -32,13 +33,14 @@ def _with_gate(variables, value):
 def test_block_is_exactly_the_identity_at_init(cfg, dtype):
     x = _x().astype(dtype)
     block = SelfAttention(cfg, dtype=dtype)
-    variables = block.init(KEY, x)
+    variables = jax.jit(block.init)(KEY, x)
     assert float(variables["params"]["gate"]) == 0.0
-    out = block.apply(variables, x)
+    apply = jax.jit(block.apply)
+    out = apply(variables, x)
     assert out.shape == x.shape and out.dtype == x.dtype
     np.testing.assert_array_equal(np.asarray(out.astype(jnp.float32)), np.asarray(x.astype(jnp.float32)))
     # A non-zero gate makes it a real (finite) attention layer.
-    moved = block.apply(_with_gate(variables, 0.5), x)
+    moved = apply(_with_gate(variables, 0.5), x)
     assert bool(jnp.all(jnp.isfinite(moved.astype(jnp.float32)))) and not bool(jnp.all(moved == x))
 
 
@@ -46,14 +48,15 @@ def test_block_is_exactly_the_identity_at_init(cfg, dtype):
 def test_gradient_reaches_the_gate_at_init(cfg):
     x = _x()
     block = SelfAttention(cfg)
-    variables = block.init(KEY, x)
+    variables = jax.jit(block.init)(KEY, x)
     target = _x(seed=5)
-    grads = jax.grad(lambda v: jnp.sum(block.apply(v, x) * target))(variables)["params"]
+    grad = jax.jit(jax.grad(lambda v: jnp.sum(block.apply(v, x) * target)))
+    grads = grad(variables)["params"]
     assert abs(float(grads["gate"])) > 1e-3
     # Behind a zero gate the projections get no gradient yet: they start learning once the gate moves.
     assert all(float(jnp.abs(g).max()) == 0.0 for k, g in traverse_util.flatten_dict(grads).items() if k[0] != "gate")
     moved = _with_gate(variables, 0.3)
-    grads = jax.grad(lambda v: jnp.sum(block.apply(v, x) * target))(moved)["params"]
+    grads = grad(moved)["params"]
     assert float(jnp.abs(grads["query"]["kernel"]).max()) > 0
 
 
@@ -89,17 +92,19 @@ def _reference(variables, x, cfg):
 def test_each_form_computes_softmax_attention_over_its_keys(cfg):
     x = _x((2, 9, 11, 16))
     block = SelfAttention(cfg)
-    variables = _with_gate(block.init(KEY, x), 0.7)
-    np.testing.assert_allclose(block.apply(variables, x), _reference(variables, x, cfg), rtol=1e-4, atol=1e-4)
+    variables = _with_gate(jax.jit(block.init)(KEY, x), 0.7)
+    np.testing.assert_allclose(jax.jit(block.apply)(variables, x), _reference(variables, x, cfg), rtol=1e-4,
+                               atol=1e-4)
 
 
 def test_window_attention_is_local_and_covering_windows_equal_full():
     q, k, v = (_x((1, 10, 12, 4), seed=s) for s in (1, 2, 3))
-    out = window_attention(q, k, v, 4)
+    attend = jax.jit(window_attention, static_argnums=3)
+    out = attend(q, k, v, 4)
     # Changing the keys/values of one tile leaves every other tile's output untouched.
     k2 = k.at[:, 0:4, 0:4].add(3.0)
     v2 = v.at[:, 0:4, 0:4].add(3.0)
-    out2 = window_attention(q, k2, v2, 4)
+    out2 = attend(q, k2, v2, 4)
     np.testing.assert_array_equal(out2[:, 4:], out[:, 4:])
     np.testing.assert_array_equal(out2[:, :, 4:], out[:, :, 4:])
     assert not np.allclose(out2[:, :4, :4], out[:, :4, :4])
@@ -107,8 +112,9 @@ def test_window_attention_is_local_and_covering_windows_equal_full():
     full = SelfAttention(AttentionConfig("full"))
     win = SelfAttention(AttentionConfig("window", window=16))
     x = _x((1, 10, 12, 16))
-    variables = _with_gate(full.init(KEY, x), 1.0)
-    np.testing.assert_allclose(win.apply(variables, x), full.apply(variables, x), rtol=1e-5, atol=1e-5)
+    variables = _with_gate(jax.jit(full.init)(KEY, x), 1.0)
+    np.testing.assert_allclose(jax.jit(win.apply)(variables, x), jax.jit(full.apply)(variables, x), rtol=1e-5,
+                               atol=1e-5)
 
 
 def _flat(tree):

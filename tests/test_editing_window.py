@@ -72,24 +72,27 @@ def test_window_box_is_aligned_covers_the_blend_and_is_none_for_the_whole_image(
 
 def test_init_and_training_see_no_statistics_and_given_ones_reproduce_the_full_render(synth, maps):
     nets, cfg = synth.nets, synth.config.model
-    variables = factory.init_generator_variables(nets, cfg, jax.random.PRNGKey(0), jax.random.PRNGKey(1),
-                                                 height=32, width=64)
+    # The init's variable tree (its shapes: eval_shape traces the same init without compiling it).
+    variables = jax.eval_shape(lambda: factory.init_generator_variables(
+        nets, cfg, jax.random.PRNGKey(0), jax.random.PRNGKey(1), height=32, width=64))
     assert NORM_STATS not in variables["generator"] and WINDOW_SUMS not in variables["generator"]
     label, inst = maps
     feats = synth.feature_map(label, inst, synth.region_features(label, inst, seed=0))[None]
     g_in = jnp.concatenate([factory.label_encoding({"label": label[None], "inst": inst[None]}, cfg), feats], -1)
     params = {"params": synth.g_params["generator"], **synth.g_collections["generator"]}
-    plain = nets.generator.apply(params, g_in, False)
-    captured, stats = nets.generator.apply(params, g_in, False, mutable=[NORM_STATS])
+    # Jitted: an eager G at 256x512 compiles every op on its own (3x the CPU).
+    apply = jax.jit(nets.generator.apply, static_argnums=2, static_argnames="mutable")
+    plain = apply(params, g_in, False)
+    captured, stats = apply(params, g_in, False, mutable=(NORM_STATS,))
     np.testing.assert_array_equal(captured, plain)  # recording the statistics leaves the output as it was
-    given = nets.generator.apply({**params, **stats}, g_in, False)
+    given = apply({**params, **stats}, g_in, False)
     np.testing.assert_allclose(given, plain, atol=1e-5)
     # A divisor-aligned window with the whole image's statistics matches the full render away from
     # its border; normalised by its own statistics it does not.
     win = (slice(32, 96), slice(64, 192))
     inner = (slice(24, 40), slice(40, 88))  # > the tiny G's receptive field from the window's border
-    with_stats = nets.generator.apply({**params, **stats}, g_in[:, win[0], win[1]], False)[0]
-    own = nets.generator.apply(params, g_in[:, win[0], win[1]], False)[0]
+    with_stats = apply({**params, **stats}, g_in[:, win[0], win[1]], False)[0]
+    own = apply(params, g_in[:, win[0], win[1]], False)[0]
     full = np.asarray(plain[0][win])
     np.testing.assert_allclose(np.asarray(with_stats)[inner], full[inner], atol=1e-4)
     assert np.abs(np.asarray(own)[inner] - full[inner]).max() > 1e-2

@@ -1,5 +1,6 @@
 """Our networks, loaded from official state dicts, reproduce the official PyTorch outputs."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -7,6 +8,7 @@ from official_ref import official_networks, randomize_, state_dict_numpy, to_nch
 from pix2pixhd_jax.compat.official import build_from_torch
 
 ATOL = 1e-4
+# Our side runs jitted (jax.jit(module.apply)): op by op, every op of every shape compiles on its own.
 
 
 def _norm_layer(norm):
@@ -29,7 +31,7 @@ def test_global_generator_matches_official(norm):
                                          n_downsample_global=2, n_blocks_global=2, norm=norm)
     with torch.no_grad():
         want = to_nhwc(net(to_nchw(x)))
-    _compare(module.apply(variables, x), want)
+    _compare(jax.jit(module.apply)(variables, x), want)
 
 
 @pytest.mark.parametrize("n_local", [1, 2])
@@ -43,7 +45,7 @@ def test_local_enhancer_matches_official(n_local):
                                          n_blocks_local=1, norm="instance")
     with torch.no_grad():
         want = to_nhwc(net(to_nchw(x)))
-    _compare(module.apply(variables, x), want)
+    _compare(jax.jit(module.apply)(variables, x), want)
 
 
 @pytest.mark.parametrize("interm", [True, False])
@@ -57,7 +59,7 @@ def test_multiscale_discriminator_matches_official(interm, norm):
                                          getIntermFeat=interm, norm=norm)
     with torch.no_grad():
         want = net(to_nchw(x))
-    ours = module.apply(variables, x)
+    ours = jax.jit(module.apply)(variables, x)
     assert len(ours) == len(want) == 3
     for ours_scale, want_scale in zip(ours, want):
         assert len(ours_scale) == len(want_scale) == (5 if interm else 1)
@@ -79,7 +81,7 @@ def test_encoder_matches_official_with_instance_pooling():
                                          n_downsample_E=2, norm="instance")
     with torch.no_grad():
         want = to_nhwc(net(to_nchw(image), to_nchw(inst.astype(np.float32))))
-    _compare(module.apply(variables, image, inst), want)
+    _compare(jax.jit(module.apply)(variables, image, inst), want)
 
 
 def test_strict_loading_lists_missing_and_mismatched():
@@ -123,5 +125,5 @@ def test_convert_cli_roundtrips_a_pth_file(tmp_path):
     x = np.random.default_rng(6).normal(size=(1, 20, 20, 7)).astype(np.float32)
     with torch.no_grad():
         want = net(to_nchw(x))
-    for o, w in zip(module.apply(variables, x)[1], want[1]):
+    for o, w in zip(jax.jit(module.apply)(variables, x)[1], want[1]):
         _compare(o, to_nhwc(w))
