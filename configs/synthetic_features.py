@@ -16,7 +16,8 @@ the paper; each is off in configs/default.py, so the official recipe stays one f
 
 Measured with benchmarks/feature_control.py (1000 steps at 128x64, ngf 16): per-channel r of
 cluster colour vs rendered car colour 0.88 / 0.74 / 0.13 (R/G/B) with the official recipe,
-0.99 / 0.99 / 0.99 with this one; the numbers and the command are in benchmarks/RESULTS.md.
+0.99 / 0.99 / 0.99 with this one (before recolouring and the lattice penalty joined it); the numbers
+and the command are in benchmarks/RESULTS.md.
 """
 from pix2pixhd_jax.configs import synthetic_demo
 
