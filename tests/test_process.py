@@ -97,3 +97,17 @@ def test_importing_every_module_starts_no_backend_so_setup_is_a_call_not_an_impo
     out = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, timeout=300,
                          check=True, env={**env, "JAX_PLATFORMS": "cpu"})
     assert out.stdout.split() == ["3", "True"], out.stdout + out.stderr[-2000:]
+
+
+def test_exit_keeps_the_last_line_last_when_teardown_finds_a_coroutine_never_awaited():
+    # An async checkpoint save abandoned by a storage timeout leaves such a coroutine behind.
+    script = ("import asyncio, sys\n"
+              "from pix2pixhd_jax.cli import process\n"
+              "async def save(): pass\n"
+              "pending = save()\n"
+              "print('error: saving checkpoint 6: no answer from storage', file=sys.stderr)\n"
+              "process.exit_with(1)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PIX2PIXHD_TRACEBACK"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "error: saving checkpoint 6: no answer from storage", done.stderr

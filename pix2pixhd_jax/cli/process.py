@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -246,6 +247,9 @@ def exit_with(status: int) -> None:
     if not os.environ.get(TRACEBACK_ENV):  # the command's last line stays its last line
         logging.disable(logging.CRITICAL)
         threading.excepthook = lambda args: None
+        # Teardown collects what an abandoned storage call left, e.g. an async save's coroutine that
+        # was never awaited; its RuntimeWarning would otherwise print after the last line.
+        warnings.simplefilter("ignore")
     watchdog = threading.Timer(EXIT_GRACE_S, os._exit, args=(status,))
     watchdog.daemon = True
     watchdog.start()
