@@ -5,7 +5,7 @@ import base64
 import io
 import struct
 import zlib
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -176,9 +176,8 @@ def updated_geometry(rows: list[dict[str, Any]], old_label: np.ndarray, old_inst
         where = np.flatnonzero(flat == rid)
         if where.size:  # the class at the region's first pixel, as instance_geometry takes it
             ys, xs = where // w, where % w
-            kept.append({"id": rid, "class": int(classes[where[0]]), "class_name": class_name(classes[where[0]]),
-                         "bbox": [int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1],
-                         "area": int(where.size)})
+            kept.append(_geometry_row(rid, classes[where[0]], (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1),
+                                      where.size))
     return sorted(kept, key=lambda row: row["id"])
 
 
@@ -196,6 +195,11 @@ def instance_geometry(label: np.ndarray, inst: np.ndarray) -> list[dict[str, Any
     classes = np.asarray(label).reshape(-1)[order[starts]]
     rows = []
     for i, rid in enumerate(ids[starts].tolist()):
-        rows.append({"id": rid, "class": int(classes[i]), "class_name": class_name(classes[i]),
-                     "bbox": [int(y0[i]), int(x0[i]), int(y1[i]), int(x1[i])], "area": int(area[i])})
+        rows.append(_geometry_row(rid, classes[i], (y0[i], x0[i], y1[i], x1[i]), area[i]))
     return rows
+
+
+def _geometry_row(rid: int, cls: Any, bbox: Sequence[Any], area: Any) -> dict[str, Any]:
+    """One instance-table row without its cluster: id, class, bbox [y0, x0, y1, x1) and area in pixels."""
+    return {"id": rid, "class": int(cls), "class_name": class_name(cls), "bbox": [int(v) for v in bbox],
+            "area": int(area)}
