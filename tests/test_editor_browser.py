@@ -352,6 +352,34 @@ def test_keyboard_acts_on_the_scene_and_stuff_is_not_an_object(page):
     assert page.text_content("#sel-id") == "none"
 
 
+def test_swatches_aborted_while_their_body_arrives_are_asked_again_not_shown_as_an_error(page):
+    # An edit aborts the swatch request; when the abort lands after the headers, during the body
+    # read, it must still count as an abort (asked again once the edit is done), never as a failure.
+    before = _state(page)
+    obj = max((r for r in before["rows"] if r["id"] >= 1000 and r["cluster"] is not None), key=lambda r: r["area"])
+    page.evaluate("""() => {
+        const realFetch = window.fetch;
+        window.stalledSwatches = 0;
+        window.fetch = (path, options) => {
+            if (!String(path).includes("/swatches") || window.stalledSwatches) return realFetch(path, options);
+            window.stalledSwatches += 1;  // headers arrived; the body never does until the abort
+            const body = new Promise((_, reject) => options.signal.addEventListener(
+                "abort", () => reject(new DOMException("aborted", "AbortError"))));
+            return Promise.resolve({ok: true, status: 200, json: () => body});
+        };
+    }""")
+    errors = page.evaluate("editor.errors")
+    page.mouse.click(*_screen(page, *_interior_pixel(before["inst"] == obj["id"]), before))
+    page.wait_for_function("window.stalledSwatches === 1", timeout=WAIT_MS)
+    page.keyboard.press("f")
+    _wait_version(page, before["version"] + 1)
+    page.wait_for_function(f"document.querySelector(\"#swatches[data-instance='{obj['id']}'] button\") "
+                           f"|| editor.errors > {errors}", timeout=WAIT_MS)
+    assert page.evaluate("editor.errors") == errors, page.text_content("#error")
+    assert page.locator("#swatches button").count() == page.evaluate(
+        f"editor.info.clusters[String({obj['class']})]")
+
+
 def test_an_edit_right_after_selecting_goes_first_then_swatches_and_zoom(page):
     before = _state(page)
     obj = max((r for r in before["rows"] if r["id"] >= 1000 and r["cluster"] is not None), key=lambda r: r["area"])

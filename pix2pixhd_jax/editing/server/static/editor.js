@@ -78,6 +78,8 @@ async function api(method, path, body, signal) {
   try {
     data = await response.json();
   } catch (err) {
+    // Aborted while the body was still arriving: an abort, not a malformed answer from the server.
+    if (err.name === "AbortError") throw err;
     throw new ApiError(`${method} ${path}: HTTP ${response.status}`, response.status);
   }
   if (!response.ok) {
