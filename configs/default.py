@@ -160,6 +160,11 @@ def get_config() -> ml_collections.ConfigDict:
     ed.local_margin_px = 4  # pixels around what an edit changed that take the new render as is (Euclidean)
     ed.local_feather_px = 4  # then a linear blend to the previous image over this many pixels; beyond: unchanged
     ed.window_context_px = 32  # local edits render a window: the blended box + this much context (0: whole image)
+    # set_colour (colour-anchored models) renders the object alone, measures its mean colour and moves the
+    # feature by the shortfall, this many times (0: the feature asks for the colour as is). The feature's
+    # colour channels stay within +-colour_feature_bound (training sees region means in [-1, 1]).
+    ed.colour_corrections = 1
+    ed.colour_feature_bound = 1.5
 
     config.num_devices = 0  # devices in the mesh (0 = all; a prefix of jax.devices() otherwise)
     ms = config.mesh = ml_collections.ConfigDict()  # the (data x space) device mesh (sharding.py)

@@ -86,6 +86,9 @@ def test_colour_picker_renders_each_colour_on_a_held_out_car_and_writes_its_tabl
         expected = np.abs(np.asarray(row["per_car"][0]) - row["wanted"])
         np.testing.assert_allclose(row["mean_abs_error_per_channel"], expected, atol=0.06)  # rounded to 0.1
     assert rows[0]["per_car"] != rows[1]["per_car"]  # the asked colour reaches G, even untrained
+    assert all(r["corrections"] == 1 for r in rows)  # set_colour's correction, as the editor makes it
+    as_asked = colour_picker.measure(workdir, 1, {"red": colour_picker.COLOURS["red"]}, corrections=0)
+    assert as_asked[0]["corrections"] == 0 and as_asked[0]["per_car"] != rows[0]["per_car"]
     assert len((tmp_path / "colour_picker.json").read_text().splitlines()) >= 1
     assert "all channels <= 30" in (tmp_path / "colour_picker.md").read_text()
     plain = fh.make_workdir(str(tmp_path / "plain"))

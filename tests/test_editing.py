@@ -282,7 +282,7 @@ def test_config_saved_before_the_editing_section_still_loads(tmp_path):
         editing.Editor(bare, label, inst, local=True)
     assert editing.Editor(bare, label, inst, local=True, local_margin_px=2, local_feather_px=1).local_margin_px == 2
     completed = Synthesizer.from_workdir(workdir, defaults=default_config.get_config())
-    assert completed.config.editing.to_dict() == {"local_margin_px": 4, "local_feather_px": 4, "window_context_px": 32}
+    assert completed.config.editing.to_dict() == default_config.get_config().editing.to_dict()
     ed = editing.Editor(completed, label, inst, local=True)
     assert (ed.local_margin_px, ed.local_feather_px) == (4, 4)
 
@@ -346,7 +346,7 @@ def colour_synth(tmp_path_factory):
 def test_set_colour_sets_the_colour_channels_undo_restores_and_scripts_replay(colour_synth):
     label, inst = _maps()
     assert colour_synth.colour_features and colour_synth.config.model.feat_num == 4
-    ed = editing.Editor(colour_synth, label, inst, seed=0)
+    ed = editing.Editor(colour_synth, label, inst, seed=0, colour_corrections=0)  # the feature as asked
     first, before = ed.image.copy(), {k: v.copy() for k, v in ed.scene.features.items()}
     r = ed.set_colour(26002, [200, 30, 0])
     expected = np.array([200 / 127.5 - 1, 30 / 127.5 - 1, -1.0, before[26002][3]], np.float32)
@@ -358,7 +358,7 @@ def test_set_colour_sets_the_colour_channels_undo_restores_and_scripts_replay(co
     np.testing.assert_array_equal(r.scene.features[26000][:3], [-1, -1, 1])
     assert ed.script()["edits"] == [{"op": "set_colour", "instance": 26002, "rgb": [200.0, 30.0, 0.0]},
                                     {"op": "set_colour", "at": [15, 5], "rgb": [0, 0, 255]}]
-    replay = editing.Editor(colour_synth, label, inst, seed=0)
+    replay = editing.Editor(colour_synth, label, inst, seed=0, colour_corrections=0)
     replay.apply_script(ed.script())
     np.testing.assert_array_equal(replay.image, ed.image)
     np.testing.assert_array_equal(replay.scene.features[26000], ed.scene.features[26000])
@@ -370,6 +370,45 @@ def test_set_colour_sets_the_colour_channels_undo_restores_and_scripts_replay(co
     local = editing.Editor(colour_synth, label, inst, seed=0, local=True)
     far = _far_from(inst == 26002, local.local_margin_px + local.local_feather_px + 1)
     np.testing.assert_array_equal(local.set_colour(26002, [200, 30, 0]).image[far], first[far])
+
+
+def test_set_colour_corrects_the_feature_by_what_the_object_alone_renders_short_and_shows_the_asked_colour(
+        colour_synth):
+    label, inst = _maps()
+    ed = editing.Editor(colour_synth, label, inst, seed=0)
+    assert ed.editor_options.colour_corrections == 1  # configs/default.py's editing.colour_corrections
+    bound = ed.editor_options.colour_feature_bound
+    before = ed.scene.features[26002].copy()
+    asked = editing.colour_feature([200, 30, 0], before)
+    rendered = ed.rendered_colour(26002, asked)
+    want = np.clip(asked[:3] + (np.array([200, 30, 0]) - rendered) / 127.5, -bound, bound)
+    r = ed.set_colour(26002, [200, 30, 0])
+    np.testing.assert_allclose(r.scene.features[26002][:3], want, rtol=1e-6)
+    assert r.scene.features[26002][3] == before[3] and not np.allclose(want, asked[:3])
+    # What the page shows is the colour asked for, not the corrected feature's; other features as ever.
+    assert ed.colour_shown(r.scene.features[26002]) == [200, 30, 0]
+    assert ed.colour_shown(before) == editing.feature_colour(before)
+    # The object alone: its window's render, with its mean taken over its pixels only.
+    window = ed.rendered_colour(26002, r.scene.features[26002])
+    assert window.shape == (3,) and not np.allclose(window, rendered)
+    # Replaying the script corrects the same way.
+    replay = editing.Editor(colour_synth, label, inst, seed=0)
+    replay.apply_script(ed.script())
+    np.testing.assert_array_equal(replay.scene.features[26002], r.scene.features[26002])
+
+
+def test_colour_correction_closes_in_on_a_dull_renderer_within_the_bound():
+    dull = lambda v: 0.7 * (np.asarray(v[:3], np.float64) + 1) * 127.5 + 20  # renders 70% of the asked colour + 20
+    start = np.array([0.0, 0.0, 0.0, 0.5], np.float32)
+    errors = []
+    for n in range(4):
+        v = editing.corrected_colour_feature([200, 100, 40], start, dull, corrections=n, bound=1.5)
+        errors.append(np.abs(dull(v) - [200, 100, 40]).max())
+        assert v[3] == 0.5 and np.all(np.abs(v[:3]) <= 1.5)
+    assert errors[0] > 20 and errors[1] < 0.4 * errors[0] and errors[3] < 0.05 * errors[0]
+    # A colour the renderer cannot reach stops at the bound instead of running away.
+    v = editing.corrected_colour_feature([255, 255, 255], start, dull, corrections=5, bound=1.5)
+    np.testing.assert_allclose(v[:3], 1.5)
 
 
 def test_set_colour_is_refused_by_a_model_not_anchored_to_colour(synth):
@@ -421,3 +460,18 @@ def test_deeply_nested_python_edit_is_a_value_error(synth):
     with pytest.raises(ValueError, match="edit 3: the edit nests arrays or objects too deeply"):
         ed.apply_edit({"op": "move", "instance": 26002, "by": deep}, index=3)
     assert not ed.history and not ed.log
+
+
+def test_colour_correction_settings_are_checked_where_read():
+    from pix2pixhd_jax.configs import default
+    from pix2pixhd_jax.editing.options import EditorOptions
+
+    config = default.get_config()
+    assert (EditorOptions.from_config(config).colour_corrections, EditorOptions.from_config(config).colour_feature_bound) \
+        == (config.editing.colour_corrections, config.editing.colour_feature_bound)
+    config.editing.colour_corrections = -1
+    with pytest.raises(ValueError, match=r"editing.colour_corrections must be a whole number >= 0, got -1"):
+        EditorOptions.from_config(config)
+    config.editing.colour_corrections, config.editing.colour_feature_bound = 1, 0.5
+    with pytest.raises(ValueError, match=r"editing.colour_feature_bound must be a number >= 1 .*got 0.5"):
+        EditorOptions.from_config(config)

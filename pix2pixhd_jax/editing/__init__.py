@@ -14,7 +14,8 @@
 The names most callers need are importable from here: `from pix2pixhd_jax.editing import Editor`.
 """
 from pix2pixhd_jax.editing.scene import (Scene, add_object, check_rgb, check_vector, class_of, colour_feature,
-                                         copy_feature, delete_instance, feature_colour, flip_instance, move_instance,
-                                         new_instance_id, paint_region, relabel_instance, resize_instance, set_feature)
+                                         copy_feature, corrected_colour_feature, delete_instance, feature_colour,
+                                         flip_instance, move_instance, new_instance_id, paint_region, relabel_instance,
+                                         resize_instance, set_feature)
 from pix2pixhd_jax.editing.session import EditResult, EditSession
 from pix2pixhd_jax.editing.vocabulary import OPS, Editor

@@ -9,7 +9,7 @@ return a new Scene for each edit:
                     a thing class becomes one new object)
   add_object        a new object of a class from a mask, with a chosen cluster or feature
   set_feature       an instance's feature vector (a bank cluster, a vector, or a colour via
-                    colour_feature for colour-anchored models)
+                    colour_feature / corrected_colour_feature for colour-anchored models)
   copy_feature      one instance's feature onto another
   move_instance     shift an object by (dy, dx); it keeps its id, hence its feature
   delete_instance   remove an object; resize_instance / flip_instance scale it about its
@@ -23,7 +23,7 @@ class*1000 + k with k < 1000.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -117,6 +117,22 @@ def colour_feature(rgb: Any, current: np.ndarray) -> np.ndarray:
     region's mean colour), then `current`'s remaining channels unchanged."""
     vector = np.asarray(current, np.float32).copy()
     vector[:3] = check_rgb(rgb) / 127.5 - 1.0
+    return vector
+
+
+def corrected_colour_feature(rgb: Any, current: np.ndarray, rendered_mean: Callable[[np.ndarray], np.ndarray], *,
+                             corrections: int, bound: float) -> np.ndarray:
+    """colour_feature(rgb, current), then `corrections` times: render it (`rendered_mean`: the object's
+    mean colour, 0..255, with a feature) and move channels 0..2 by the shortfall, within +-bound.
+
+    A briefly trained G renders a feature's colour duller than asked (pure red comes out orange-red):
+    the measured shortfall, added to the request, asks for a little more where G gives less.
+    """
+    wanted = check_rgb(rgb)
+    vector = colour_feature(wanted, current)
+    for _ in range(corrections):
+        shortfall = (wanted - np.asarray(rendered_mean(vector), np.float64)) / 127.5
+        vector[:3] = np.clip(vector[:3] + shortfall, -bound, bound)
     return vector
 
 

@@ -24,13 +24,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from collections import OrderedDict
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from pix2pixhd_jax.editing import compositing, ops, window as window_lib
+from pix2pixhd_jax.editing import options as options_lib
 from pix2pixhd_jax.editing.options import EditorOptions
-from pix2pixhd_jax.editing.scene import Scene, check_vector
+from pix2pixhd_jax.editing.scene import Scene, check_rgb, check_vector, corrected_colour_feature, feature_colour
 from pix2pixhd_jax.features import feature_map
 
 # Edits whose window takes the current scene's sums from the blocks (one pass) rather than from a
@@ -52,6 +54,7 @@ KEPT_NORM_STATES = 4
 # Swatch windows: power-of-two sides of at least this many pixels (and G's divisor) keep the
 # number of shapes the generator compiles for swatches small.
 SWATCH_MIN_SIDE = 32
+ASKED_COLOURS_KEPT = 1024  # set_colour features whose asked colour colour_shown remembers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,14 +112,22 @@ class EditSession:
     `window_context_px` (config editing.window_context_px unless given; 0 or absent: off) makes
     local edits render a window (window.py) instead of the whole image; switching `local` off
     gives full renders again.
+
+    `colour_corrections` (config editing.colour_corrections unless given): how many renders of the
+    object alone a set_colour makes to correct its feature toward the asked colour (colour_feature).
     """
 
     def __init__(self, synthesizer, label: np.ndarray, inst: Optional[np.ndarray] = None, *, seed: Optional[int] = None,
                  thing_classes: Optional[Sequence[int]] = None, max_history: Optional[int] = None,
                  local: bool = False, local_margin_px: Optional[int] = None, local_feather_px: Optional[int] = None,
-                 window_context_px: Optional[int] = None):
+                 window_context_px: Optional[int] = None, colour_corrections: Optional[int] = None):
         self.synth = synthesizer
         options = EditorOptions.from_config(synthesizer.config)
+        if colour_corrections is not None:
+            options = dataclasses.replace(options, colour_corrections=options_lib.count(
+                colour_corrections, 0, "colour_corrections"))
+        self.editor_options = options
+        self._asked_colours: "OrderedDict[bytes, list[int]]" = OrderedDict()  # set_colour's features -> colour asked
         if synthesizer.options.label_feat:
             raise ValueError("the editor works per instance (model.instance_feat); this model pools per label region")
         self.local_margin_px = _px(local_margin_px, options.local_margin_px, "local_margin_px")
@@ -346,18 +357,10 @@ class EditSession:
         """What the swatches of `inst_id` in the current scene render: its window, class and a content key."""
         self.require_features("swatches")
         scene = self.scene
-        mask = scene.inst == int(inst_id)
-        if not mask.any():
-            raise ValueError(f"instance {inst_id} is not in the scene")
-        class_id = int(scene.label[mask][0])
+        window, bbox, (wy0, wy1, wx0, wx1) = self._object_window(inst_id)
+        class_id = int(window.label[window.inst == int(inst_id)][0])
         bank = self.synth.require_bank()
-        ys, xs = np.nonzero(mask)
-        (h, w), divisor = scene.label.shape, self.synth.divisor
-        wy0, wy1 = _swatch_window(int(ys.min()), int(ys.max()) + 1, h, divisor)
-        wx0, wx1 = _swatch_window(int(xs.min()), int(xs.max()) + 1, w, divisor)
-        label, inst = scene.label[wy0:wy1, wx0:wx1], scene.inst[wy0:wy1, wx0:wx1]
-        window = scene.replace(label=label, inst=inst)
-        bbox = [int(ys.min()) - wy0, int(xs.min()) - wx0, int(ys.max()) + 1 - wy0, int(xs.max()) + 1 - wx0]
+        label, inst = window.label, window.inst
         # The swatches depend on the window's maps and the features of the other regions in it only:
         # an edit elsewhere keeps them.
         digest = hashlib.sha1(np.ascontiguousarray(label).tobytes() + np.ascontiguousarray(inst).tobytes())
@@ -367,6 +370,45 @@ class EditSession:
         key = (int(inst_id), (wy0, wy1, wx0, wx1), digest.hexdigest())
         return SwatchPlan(int(inst_id), class_id, scene.clusters.get(int(inst_id)), bank.num_clusters(class_id),
                           window, bbox, key)
+
+    def _object_window(self, inst_id: int) -> tuple[Scene, list[int], tuple[int, int, int, int]]:
+        """The current scene cut to a swatch-sized window around `inst_id`, its box in the window
+        [y0, x0, y1, x1] and the window's place (y0, y1, x0, x1)."""
+        scene = self.scene
+        mask = scene.inst == int(inst_id)
+        if not mask.any():
+            raise ValueError(f"instance {inst_id} is not in the scene")
+        ys, xs = np.nonzero(mask)
+        (h, w), divisor = scene.label.shape, self.synth.divisor
+        wy0, wy1 = _swatch_window(int(ys.min()), int(ys.max()) + 1, h, divisor)
+        wx0, wx1 = _swatch_window(int(xs.min()), int(xs.max()) + 1, w, divisor)
+        window = scene.replace(label=scene.label[wy0:wy1, wx0:wx1], inst=scene.inst[wy0:wy1, wx0:wx1])
+        bbox = [int(ys.min()) - wy0, int(xs.min()) - wx0, int(ys.max()) + 1 - wy0, int(xs.max()) + 1 - wx0]
+        return window, bbox, (wy0, wy1, wx0, wx1)
+
+    def rendered_colour(self, inst_id: int, vector: np.ndarray) -> np.ndarray:
+        """The mean colour (0..255, float) `inst_id` renders in with feature `vector`: its swatch window alone."""
+        window, _, _ = self._object_window(inst_id)
+        image = self.render(window.replace(features={**window.features, int(inst_id): vector})).image
+        return image[window.inst == int(inst_id)].astype(np.float64).mean(axis=0)
+
+    def colour_feature(self, inst_id: int, rgb: Any) -> np.ndarray:
+        """The feature that renders `inst_id` in `rgb` (colour-anchored models): corrected_colour_feature with
+        editing.colour_corrections renders of the object alone; remembered, so colour_shown gives rgb back."""
+        options = self.editor_options
+        vector = corrected_colour_feature(rgb, self.scene.features[int(inst_id)],
+                                          lambda v: self.rendered_colour(inst_id, v),
+                                          corrections=options.colour_corrections, bound=options.colour_feature_bound)
+        self._asked_colours[vector.tobytes()] = [int(round(c)) for c in check_rgb(rgb)]
+        while len(self._asked_colours) > ASKED_COLOURS_KEPT:
+            self._asked_colours.popitem(last=False)
+        return vector
+
+    def colour_shown(self, vector: np.ndarray) -> list[int]:
+        """The colour a feature stands for: the one asked for when set_colour made it (the correction moves
+        the feature off it), else feature_colour(vector)."""
+        asked = self._asked_colours.get(np.asarray(vector, np.float32).tobytes())
+        return list(asked) if asked is not None else feature_colour(vector)
 
     def render_swatch(self, plan: "SwatchPlan", cluster: int) -> np.ndarray:
         """The swatch of one cluster: the plan's window rendered with that bank centre, cropped."""

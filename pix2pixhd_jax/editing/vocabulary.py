@@ -21,7 +21,7 @@ import numpy as np
 
 from pix2pixhd_jax.data import cityscapes as cs
 from pix2pixhd_jax.editing import ops
-from pix2pixhd_jax.editing.scene import (Scene, add_object, check_class, check_rgb, class_of, colour_feature,
+from pix2pixhd_jax.editing.scene import (Scene, add_object, check_class, class_of,
                                          copy_feature, delete_instance, flip_instance, move_instance, paint_region,
                                          relabel_instance, resize_instance, set_feature)
 from pix2pixhd_jax.editing.session import EditResult, EditSession
@@ -280,8 +280,7 @@ def _set_colour(ed: Editor, edit: Mapping[str, Any], mask_loader) -> Change:
     if not ed.synth.colour_features:  # the weight is validated >= 0, so not anchored means 0
         raise ValueError("this model's features are not anchored to colour (loss.lambda_feature_colour=0): "
                          "pick a cluster or a vector instead")
-    vector = colour_feature(check_rgb(rgb), ed.scene.features[inst_id])
-    return set_feature(ed.scene, inst_id, vector), inst_id
+    return set_feature(ed.scene, inst_id, ed.colour_feature(inst_id, rgb)), inst_id
 
 
 def _copy_feature(ed: Editor, edit: Mapping[str, Any], mask_loader) -> Change:

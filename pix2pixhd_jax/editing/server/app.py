@@ -47,7 +47,7 @@ from pix2pixhd_jax import inputs
 from pix2pixhd_jax.data import cityscapes as cs
 from pix2pixhd_jax.editing import vocabulary
 from pix2pixhd_jax.editing.options import EditorOptions
-from pix2pixhd_jax.editing.scene import Scene, feature_colour
+from pix2pixhd_jax.editing.scene import Scene
 from pix2pixhd_jax.editing.server import codec
 from pix2pixhd_jax.editing.vocabulary import Editor
 
@@ -328,7 +328,7 @@ class EditorService:
         h, w = scene.label.shape
         instances = opened.instances(scene)
         if self.synth.colour_features:  # what the page's colour input starts from
-            instances = [{**row, "colour": feature_colour(scene.features[row["id"]])} for row in instances]
+            instances = [{**row, "colour": editor.colour_shown(scene.features[row["id"]])} for row in instances]
         out = {
             "scene_id": scene_id, "height": h, "width": w,
             "instances": instances,
