@@ -116,9 +116,7 @@ class WorkdirLease:
                 with open(self.path) as f:
                     holder = _parse(f.read())
                 self._release_workdir()
-                raise WorkdirBusy(
-                    f"{self.workdir} is in use by {_holder_text(holder)}, which is still running (it holds the "
-                    f"lock on {self.path}); stop that run first, or train in another --workdir") from None
+                raise self._locked_by(holder) from None
             try:  # the holder may have released (and removed) the file between our open and lock
                 same = os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except OSError:
@@ -135,6 +133,10 @@ class WorkdirLease:
         os.pwrite(fd, data, 0)
         os.fsync(fd)
         self._fd = fd
+
+    def _locked_by(self, holder: dict[str, Any]) -> WorkdirBusy:
+        return WorkdirBusy(f"{self.workdir} is in use by {_holder_text(holder)}, which is still running (it holds "
+                           f"the lock on {self.path}); stop that run first, or train in another --workdir")
 
     def _release_workdir(self) -> None:
         """Remove a workdir this lease created if nothing else was written into it."""
@@ -169,14 +171,9 @@ class WorkdirLease:
             current = self._bucket.get_blob(blob.name)
             if current is None:
                 continue
-            holder = _parse(current.download_as_text())
-            age = (_now() - current.updated).total_seconds() if current.updated else float("inf")
-            gone = _gone_from_this_host(holder)
-            if age < self.stale_s and not self.take_over and not gone:
-                raise WorkdirBusy(
-                    f"{self.workdir} is in use by {_holder_text(holder)}: its last heartbeat was {age:.0f} s ago "
-                    f"(a lease is stale after {self.stale_s:.0f} s, train.lease_stale_s). Wait for it to finish, "
-                    "train in another --workdir, or pass --take_over if that run is certainly gone")
+            holder, age, gone = self._holder_of(current)
+            if self._refuses(age, gone):
+                raise self._held_by(holder, age)
             why = (f"its process {holder.get('pid')} on this host is gone" if gone
                    else f"its last heartbeat was {age:.0f} s ago" if age >= self.stale_s else "on request (--take_over)")
             try:
@@ -189,6 +186,63 @@ class WorkdirLease:
             return
         raise WorkdirBusy(f"{self.workdir}: the lease {self.path} changed hands five times while this run "
                           "tried to take it; another run is starting there")
+
+    def _holder_of(self, current: Any) -> tuple[dict[str, Any], float, bool]:
+        """The lease object's holder, seconds since its last heartbeat, and whether its process is gone from this host."""
+        holder = _parse(current.download_as_text())
+        age = (_now() - current.updated).total_seconds() if current.updated else float("inf")
+        return holder, age, _gone_from_this_host(holder)
+
+    def _refuses(self, age: float, gone: bool) -> bool:
+        return age < self.stale_s and not self.take_over and not gone
+
+    def _held_by(self, holder: dict[str, Any], age: float) -> WorkdirBusy:
+        return WorkdirBusy(
+            f"{self.workdir} is in use by {_holder_text(holder)}: its last heartbeat was {age:.0f} s ago "
+            f"(a lease is stale after {self.stale_s:.0f} s, train.lease_stale_s). Wait for it to finish, "
+            "train in another --workdir, or pass --take_over if that run is certainly gone")
+
+    # A look before the work: refuse the way acquire() would, taking and writing nothing.
+    def check_free(self) -> None:
+        """Raise WorkdirBusy if a live run holds the lease now, as acquire() would; creates and writes nothing.
+
+        A command asks this before it loads its libraries and data, so a refused run ends in a second or two.
+        acquire() stays the check that counts (a run that takes the lease after this look is refused there).
+        Storage errors are raised; anything else (no lease to read, no storage client installed) is left to
+        the command's own checks and to acquire().
+        """
+        try:
+            if storage.is_remote(self.path):
+                storage.bounded(f"reading the lease {self.path}", self.timeout_s, self._check_object)
+            else:
+                self._check_file()
+        except (WorkdirBusy, storage.StorageError):
+            raise
+        except Exception as e:  # noqa: BLE001  (reported, if it matters, where the run takes the lease)
+            log.debug("could not look at the lease %s before starting: %s", self.path, e)
+
+    def _check_file(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            # A shared lock conflicts only with a holder's exclusive one, and is dropped at once with the fd.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise self._locked_by(_parse(os.pread(fd, 1 << 16, 0).decode("utf-8", "replace"))) from None
+        finally:
+            os.close(fd)
+
+    def _check_object(self) -> None:
+        blob = self._blob()
+        current = self._bucket.get_blob(blob.name)
+        if current is not None:
+            holder, age, gone = self._holder_of(current)
+            if self._refuses(age, gone):
+                raise self._held_by(holder, age)
 
     def _beat(self) -> None:
         from google.api_core import exceptions as api_exceptions

@@ -175,14 +175,16 @@ def test_a_second_edit_in_the_same_window_reuses_the_sums_of_the_first(synth, ma
     assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
 
 
-def test_warm_up_compiles_the_in_place_windows_and_keeps_the_session_as_it_was(synth, maps):
-    label, inst = maps
+def test_warm_up_compiles_the_in_place_windows_and_keeps_the_session_as_it_was(synth):
+    # A 256x128 street: its objects take fewer window shapes than the 512x256 one's seven (each shape
+    # compiles two renders), and its largest car still gets a window smaller than the image.
+    label, inst, _ = fh.scene(0, width=256, height=128)
     car = _largest_car(inst)
     ed = editing.Editor(synth, label, inst, seed=0, local=True, window_context_px=32)
     image, stats, last = ed.image.copy(), ed._norm_stats, ed._last_window
     shapes = ed.warm_up_windows()
     box = ed.window_of(ed.scene.inst == car)
-    assert (box[0].stop - box[0].start, box[1].stop - box[1].start) in shapes
+    assert (box[0].stop - box[0].start, box[1].stop - box[1].start) in shapes and len(shapes) >= 2
     np.testing.assert_array_equal(ed.image, image)
     assert ed._norm_stats is stats and ed._last_window == last
     # A nudge of the car and back renders that window: compiled already, both ways (a first move, then

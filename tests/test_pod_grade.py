@@ -135,11 +135,17 @@ def test_gcs_lease_refuses_a_live_holder_takes_a_stale_one_and_the_loser_notices
     from pix2pixhd_jax import workdir_lease
 
     workdir = _workdir("lease")
+    workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=3600).check_free()  # no lease: free, and nothing written
+    assert not storage.exists(storage.join(workdir, "lease.json"))
     _foreign_lease(workdir)
-    with pytest.raises(workdir_lease.WorkdirBusy, match=r"in use by run elsewhere1 on host another-host .*"
-                                                        r"last heartbeat was \d+ s ago .*--take_over"):
+    busy = r"in use by run elsewhere1 on host another-host .*last heartbeat was \d+ s ago .*--take_over"
+    with pytest.raises(workdir_lease.WorkdirBusy, match=busy):
         workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=3600).acquire()
+    with pytest.raises(workdir_lease.WorkdirBusy, match=busy):  # the train command's look before loading anything
+        workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=3600).check_free()
+    workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=3600, take_over=True).check_free()  # --take_over: go on
     _foreign_lease(workdir, age_s=1.5)
+    workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=1.0).check_free()  # stale: acquire() will take it over
     mine = workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=1.0).acquire()  # stale: taken over with a warning
     assert "took over the lease of run elsewhere1" in caplog.text and "last heartbeat was" in caplog.text
     # Its heartbeat (every stale_s / 5) keeps it fresh; a forced takeover makes the heartbeat notice the loss.

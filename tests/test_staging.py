@@ -29,15 +29,18 @@ LOCAL = dict(model__netG="local", model__ngf=2, model__num_D=3, optim__niter_fix
              data__synthetic_width=128, data__synthetic_height=64)
 
 
-def _init_state(config, height, width):
-    program = build_program(config, height=height, width=width, steps_per_epoch=4)
-    return jax.jit(program.init)(jax.random.PRNGKey(config.seed))
+def _init_state(config):
+    """The fresh state train.run starts `config` from (its program, mesh and shardings), so that the end-to-end
+    run below finds its init compiled: one init program for the file instead of a one-device one besides."""
+    plan = train.plan_run(config)
+    return sharding.init_sharded(plan.program.init, plan.mesh, jax.random.PRNGKey(config.seed),
+                                 shardings=sharding.shardings_of(plan.target))
 
 
 def test_stage_transfer_maps_g1_into_the_trunk_and_d_scales_by_name(stage1):
     _, result = stage1
     g1 = traverse_util.flatten_dict(jax.device_get(result.state.g_params["generator"]))
-    local = _init_state(tiny_config(**LOCAL), 64, 128)
+    local = _init_state(tiny_config(**LOCAL))
     new, copied, fresh = staging.transfer_from_stage1(local, result.state)
     g2 = traverse_util.flatten_dict(jax.device_get(new.g_params["generator"]))
     trunk = {k[1:]: v for k, v in g2.items() if k[0] == "global_trunk"}
@@ -53,7 +56,7 @@ def test_stage_transfer_maps_g1_into_the_trunk_and_d_scales_by_name(stage1):
 
 def test_fixed_trunk_gets_no_update_while_fixed():
     config = tiny_config(**LOCAL)
-    state = _init_state(config, 64, 128)
+    state = _init_state(config)
     grads = jax.tree_util.tree_map(np.ones_like, jax.device_get(state.g_params))
     masked = traverse_util.flatten_dict(mask_frozen_trunk(grads, np.bool_(True)))
     assert all((v == 0).all() for k, v in masked.items() if k[1] == "global_trunk")
@@ -72,7 +75,7 @@ def test_init_from_trains_the_enhancer_around_a_fixed_trunk_then_everything(stag
     g2 = traverse_util.flatten_dict(saved_state(str(tmp_path / "local"), 4)["g_params"]["generator"])
     trunk = {k[1:]: v for k, v in g2.items() if k[0] == "global_trunk"}
     assert trunk and all(np.array_equal(v, g1[k]) for k, v in trunk.items())
-    start = staging.transfer_from_stage1(_init_state(tiny_config(**local), 64, 128), result.state)[0]
+    start = staging.transfer_from_stage1(_init_state(tiny_config(**local)), result.state)[0]
     g_start = traverse_util.flatten_dict(jax.device_get(start.g_params["generator"]))
     assert any(not np.array_equal(g2[k], g_start[k]) for k in g2 if k[0].startswith("enh1"))  # the enhancer trains
     g3 = traverse_util.flatten_dict(jax.device_get(joint.state.g_params["generator"]))

@@ -90,8 +90,13 @@ def test_a_killed_holder_frees_a_local_workdir_at_once(tmp_path, caplog):
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(workdir_lease.WorkdirBusy, match=rf"in use by run \w+ on host .* \(process {holder.pid}"):
             workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=300).acquire()
+        # The look the train command takes before loading anything refuses the same way, and takes nothing.
+        with pytest.raises(workdir_lease.WorkdirBusy, match=rf"in use by run \w+ on host .* \(process {holder.pid}"):
+            workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=300).check_free()
+        assert json.load(open(RunFolder(workdir).lease))["pid"] == holder.pid
         holder.kill()
         holder.wait()
+        workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=300).check_free()  # a dead holder's file: free
         lease = workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=300).acquire()
         assert "taking over the lease of run" in caplog.text and "ended without releasing it" in caplog.text
         assert json.load(open(RunFolder(workdir).lease))["pid"] == os.getpid()
@@ -103,6 +108,8 @@ def test_a_killed_holder_frees_a_local_workdir_at_once(tmp_path, caplog):
 
 def test_a_refused_lease_leaves_no_workdir_behind(tmp_path):
     workdir = str(tmp_path / "new")
+    workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=300).check_free()
+    assert not os.path.exists(workdir)  # looking creates nothing
     lease = workdir_lease.WorkdirLease(RunFolder(workdir), stale_s=300).acquire()
     lease.release()
     assert not os.path.exists(workdir)  # it created the folder and wrote nothing else into it

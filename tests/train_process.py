@@ -19,6 +19,26 @@ import jax
 # Restores SIGINT's default action, then becomes `python <args>` (a preexec_fn would fork the JAX process).
 _DEFAULT_SIGINT_THEN_EXEC = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
                              "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+# JAX writes the persistent compile cache from process 0 only (many hosts must not write one shared cache),
+# and on CPU a program's cache key differs per process (it hashes that process's view of the devices): so
+# process 1 of a multi-process test found nothing cached and compiled its train step again on every restart.
+# Those children write their own entries, by JAX's own writer minus the process-0 check (JAX internals, so
+# tests only; each process's entries have their own names, so no two processes write one file).
+_EVERY_PROCESS_WRITES_THE_COMPILE_CACHE = """
+from jax._src import compilation_cache, compiler, config
+
+
+def write_from_every_process(cache_key, compile_time_secs, module_name, backend, executable, host_callbacks):
+    if not host_callbacks and compile_time_secs >= config.persistent_cache_min_compile_time_secs.value:
+        compilation_cache.put_executable_and_time(cache_key, module_name, executable, backend,
+                                                  int(compile_time_secs))
+
+
+compiler._cache_write = write_from_every_process
+import runpy
+
+runpy.run_module("pix2pixhd_jax.cli.train", run_name="__main__", alter_sys=True)
+"""
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "tiny_test.py")
 
@@ -35,12 +55,15 @@ def env(**extra: str) -> dict[str, str]:
 class TrainProcess:
     """`python -m pix2pixhd_jax.cli.train` on tiny_test.py; its output is collected as it comes."""
 
-    def __init__(self, workdir, *args: str, cwd=None, extra_env=None):
+    def __init__(self, workdir, *args: str, cwd=None, extra_env=None, every_process_caches: bool = False):
+        """`every_process_caches`: every process of a multi-process run writes the compile cache (see above)."""
         self.workdir = str(workdir)
         self.lines: list[str] = []
+        command = ["-c", _EVERY_PROCESS_WRITES_THE_COMPILE_CACHE] if every_process_caches else \
+            ["-m", "pix2pixhd_jax.cli.train"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _DEFAULT_SIGINT_THEN_EXEC, "-m", "pix2pixhd_jax.cli.train", f"--config={TINY}",
-             f"--workdir={workdir}", *args],
+            [sys.executable, "-c", _DEFAULT_SIGINT_THEN_EXEC, *command, f"--config={TINY}", f"--workdir={workdir}",
+             *args],
             cwd=cwd or REPO, env=env(**(extra_env or {})), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)

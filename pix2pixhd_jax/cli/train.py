@@ -18,7 +18,7 @@ from pix2pixhd_jax.cli import process
 import jax
 from absl import flags
 
-from pix2pixhd_jax import host_memory, run_config, stopping, storage
+from pix2pixhd_jax import host_memory, run_config, stopping, storage, workdir_lease
 from pix2pixhd_jax.run_folder import RunFolder
 
 log = logging.getLogger("pix2pixhd_jax.cli.train")
@@ -71,6 +71,11 @@ def body(fv: flags.FlagValues) -> int:
              fv.workdir)
     process.initialize_distributed(fv.distributed, fv.coordinator_address, fv.num_processes, fv.process_id)
     host_memory.keep_temporaries_resident()
+    if not jax.distributed.is_initialized():  # the processes of a multi-process run refuse together, in train.run
+        # A workdir in use refuses now, before the heavy imports and the data and model set-up (train.run
+        # takes the lease itself, after the config and data checks).
+        workdir_lease.WorkdirLease(RunFolder.of(fv.workdir), stale_s=config.train.lease_stale_s,
+                                   take_over=fv.take_over, timeout_s=config.train.storage_timeout_s).check_free()
     from pix2pixhd_jax import train  # the heavy imports (Orbax, grain, TFDS) after the first line
 
     result = train.run(config, fv.workdir, take_over=fv.take_over)
