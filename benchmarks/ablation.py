@@ -23,23 +23,22 @@ from typing import Any
 
 from benchmarks import harness
 
+# The official recipe: synthetic_demo's sizes without its EMA, lattice penalty and noise inputs.
+OFFICIAL = ("--config.optim.ema_decay=0.0", "--config.loss.lambda_lattice=0.0", "--config.model.noise_inputs=False")
 VARIANTS = {
     # name: (workdir name, config file[:arg], extra overrides)
-    # The official recipe: synthetic_demo's sizes without its EMA.
-    "baseline": ("baseline", "configs/synthetic_demo.py", ("--config.optim.ema_decay=0.0",)),
-    "+attn D": ("attn_d", "configs/synthetic_demo.py", ("--config.optim.ema_decay=0.0",
-                                                       "--config.model.d_attention_scales=(0,)")),
+    "baseline": ("baseline", "configs/synthetic_demo.py", OFFICIAL),
+    "+attn D": ("attn_d", "configs/synthetic_demo.py", (*OFFICIAL, "--config.model.d_attention_scales=(0,)")),
     "pix2pixHD++": ("pp", "configs/pix2pixhd_pp.py", ()),
     "pix2pixHD++ +attn D": ("pp_attn_d", "configs/pix2pixhd_pp.py:attn", ()),
     "pix2pixHD++ +R1": ("pp_r1", "configs/pix2pixhd_pp.py:r1", ()),
     "pix2pixHD++ +aug": ("pp_aug", "configs/pix2pixhd_pp.py:aug", ()),
     # Upsampling without the transposed conv's lattice (model.upsample_layer), else the baseline.
-    "+resize_conv": ("up_resize", "configs/synthetic_demo.py", ("--config.optim.ema_decay=0.0",
-                                                               "--config.model.upsample_layer=resize_conv")),
-    "+bilinear_conv": ("up_bilinear", "configs/synthetic_demo.py", ("--config.optim.ema_decay=0.0",
-                                                                   "--config.model.upsample_layer=bilinear_conv")),
-    "+subpixel_icnr": ("up_icnr", "configs/synthetic_demo.py", ("--config.optim.ema_decay=0.0",
-                                                               "--config.model.upsample_layer=subpixel_icnr")),
+    "+resize_conv": ("up_resize", "configs/synthetic_demo.py", (*OFFICIAL, "--config.model.upsample_layer=resize_conv")),
+    "+bilinear_conv": ("up_bilinear", "configs/synthetic_demo.py",
+                       (*OFFICIAL, "--config.model.upsample_layer=bilinear_conv")),
+    "+subpixel_icnr": ("up_icnr", "configs/synthetic_demo.py",
+                       (*OFFICIAL, "--config.model.upsample_layer=subpixel_icnr")),
 }
 DEFAULT_VARIANTS = ("baseline", "+attn D", "pix2pixHD++", "pix2pixHD++ +attn D")
 

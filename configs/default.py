@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.spectral_norm_G = False  # spectral norm on every G conv (beyond the paper)
     m.init_std = 0.02  # conv weight init N(0, init_std) (official weights_init)
     m.upsample_layer = "transpose"  # layer that doubles H, W in G and E: 'transpose' (official) | 'resize_conv' | 'bilinear_conv' | 'subpixel_icnr' (lattice-free)
+    m.noise_inputs = False  # G adds learned-scale per-pixel noise after each upsampling layer: texture off the pixel grid (beyond the paper)
     m.upsample_impl = "tapwise"  # transposed conv form where rewrites run: 'tapwise' | 'subpixel' | 'xla' (lax)
     m.conv_impl = "auto"  # conv (and VGG max-pool) form: 'auto' (CPU-fast rewrites on CPU, lax convs on GPU/TPU) | 'rewrite' | 'lax'
     m.remat_blocks = False  # rematerialise residual blocks in the backward pass (memory for compute)

@@ -52,4 +52,7 @@ def apply_recipe(config: ml_collections.ConfigDict, extras: tuple[str, ...] = ()
 
 
 def get_config(arg: str = ""):
-    return apply_recipe(synthetic_demo.get_config(), tuple(e.strip() for e in arg.split(",") if e.strip()))
+    config = synthetic_demo.get_config()
+    # The official networks and losses: the demo's noise inputs and lattice penalty stay off.
+    config.model.noise_inputs, config.loss.lambda_lattice = False, 0.0
+    return apply_recipe(config, tuple(e.strip() for e in arg.split(",") if e.strip()))

@@ -87,9 +87,11 @@ def make_train_step(config: ml_collections.ConfigDict, nets: factory.Networks, t
         # D's conditioning and real half; with augmentation one transform per sample (seeded by the
         # step, so a resumed run draws the same) goes to label, real and fake alike.
         d_label, d_real, d_aug = label_enc, real, lambda img: img
+        step_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), state.step)
+        # G's noise inputs (model.noise_inputs) draw from their own stream, also seeded by the step.
+        noise_rng = jax.random.fold_in(step_key, 1) if model_cfg.noise_inputs else None
         if use_augment:
-            aug_params = augment.sample_params(jax.random.fold_in(jax.random.PRNGKey(config.seed), state.step),
-                                               *real.shape[:3], aug_cfg)
+            aug_params = augment.sample_params(step_key, *real.shape[:3], aug_cfg)
             d_aug = lambda img: augment.apply(img, aug_params, aug_cfg, is_label=False)
             d_label, d_real = augment.apply(label_enc, aug_params, aug_cfg, is_label=True), d_aug(real)
 
@@ -101,7 +103,7 @@ def make_train_step(config: ml_collections.ConfigDict, nets: factory.Networks, t
                 features, g_collections["encoder"] = factory.encode(
                     nets, g_params, state.g_collections, batch["image"], regions, train=True)
             fake, g_collections = factory.generate(nets, model_cfg, g_params, g_collections, batch, label_enc,
-                                                   train=True, features=features)
+                                                   train=True, features=features, noise_rng=noise_rng)
             d_out_fake, d_collections = factory.apply(
                 nets.discriminator, d_params, state.d_collections,
                 jnp.concatenate([d_label, d_aug(fake).astype(dtype)], -1), train=True)

@@ -18,6 +18,7 @@ def test_official_recipe_resets_every_recipe_key_to_the_paper_default():
     assert len(flags) == len(qpm.RECIPE_KEYS)
     assert f"--config.optim.ema_decay={default.get_config().optim.ema_decay}" in flags
     assert "--config.model.upsample_layer=transpose" in flags
+    assert "--config.model.noise_inputs=False" in flags and "--config.loss.lambda_lattice=0.0" in flags
     assert qpm.recipe_overrides("demo") == []
     with pytest.raises(ValueError, match="recipe 'fast' is not one of"):
         qpm.recipe_overrides("fast")

@@ -89,6 +89,7 @@ def test_recipe_config_sets_each_piece():
         (1e-4, 4e-4, 0.0, 0.0, 0.9, 0.9)
     assert c.optim.ema_decay == 0.999 and c.loss.r1_gamma == 0 and c.augment.policy == ""
     assert c.model.d_attention_scales == () and not c.model.g_attention
+    assert not c.model.noise_inputs and c.loss.lambda_lattice == 0 and base.model.noise_inputs  # official networks
     assert c.model.ngf == base.model.ngf and c.data.synthetic_width == base.data.synthetic_width
     full = pix2pixhd_pp.get_config("r1,attn,gattn,sn_g,aug")
     assert full.loss.r1_gamma > 0 and full.model.d_attention_scales == (0,) and full.model.g_attention
@@ -107,6 +108,7 @@ def all_on():
     config.loss.r1_every = 2
     # The lattice penalty referenced to the fake's own neighbours, both sides (off in every recipe).
     config.loss.lambda_lattice, config.loss.lattice_reference, config.loss.lattice_sides = 1.0, "neighbours", "both"
+    config.model.noise_inputs = True  # G's per-pixel noise (off in every recipe)
     nets, init, step, vgg_vars = _setup(config)
     states, metrics = [jax.jit(init)(KEY)], []
     for i in range(3):
@@ -125,6 +127,10 @@ def test_every_option_on_gives_finite_losses(all_on):
     assert metrics[0]["D_R1"] == 0.0 and metrics[1]["D_R1"] > 0.0 and metrics[2]["D_R1"] == 0.0
     assert "attn" in states[0].d_params["scale0"] and "attn" in states[0].g_params["generator"]
     assert inference_params(states[-1]) is states[-1].g_ema
+    # The noise scales start at 0 and training moves them: the noise reaches the loss.
+    scales = {k: v for k, v in _flat(states[0].g_params).items() if "noise" in k}
+    assert scales and all(not np.any(v) for v in scales.values())
+    assert all(np.any(_flat(states[-1].g_params)[k]) for k in scales)
 
 
 def test_lazy_r1_value_is_the_penalty_of_the_augmented_real_input(all_on):

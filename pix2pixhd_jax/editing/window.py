@@ -62,6 +62,9 @@ def supports_windows(model_cfg) -> tuple[bool, str]:
     """(whether G's output is local, why not): self-attention sees the whole image at once."""
     if model_cfg.g_attention:
         return False, "G has self-attention (model.g_attention): every pixel depends on the whole image"
+    if model_cfg.get("noise_inputs", False):
+        return False, ("G draws per-pixel noise (model.noise_inputs): a window's fixed draw is not the full "
+                       "image's, so its texture would not match around it")
     return True, ""
 
 

@@ -72,7 +72,7 @@ def make_generator(model_cfg: ml_collections.ConfigDict, *, options: Optional[di
     shape = dict(output_nc=model_cfg.output_nc, ngf=model_cfg.ngf, n_downsample_global=model_cfg.n_downsample_global,
                  n_blocks_global=model_cfg.n_blocks_global, remat_blocks=model_cfg.remat_blocks,
                  attention=attention_config(model_cfg) if model_cfg.g_attention else None,
-                 attention_after_block=model_cfg.g_attention_after_block,
+                 attention_after_block=model_cfg.g_attention_after_block, noise_inputs=model_cfg.noise_inputs,
                  output_skip_nc=model_cfg.feat_num if uses_features(model_cfg) and model_cfg.feature_skip_G else 0)
     if model_cfg.netG == "global":
         return GlobalGenerator(**shape, **options)
@@ -119,13 +119,14 @@ def build(config: ml_collections.ConfigDict, vgg: Optional[nn.Module] = None) ->
                     make_discriminator(config.model, config.loss, options=options), encoder, vgg)
 
 
-def apply(module: nn.Module, params: Any, collections: dict, *args, train: bool) -> tuple[Any, dict]:
+def apply(module: nn.Module, params: Any, collections: dict, *args, train: bool,
+          rngs: Optional[dict[str, jax.Array]] = None) -> tuple[Any, dict]:
     """module.apply that returns (output, updated collections); collections untouched in eval."""
     variables = {"params": params, **collections}
     if train and collections:
-        out, updates = module.apply(variables, *args, train, mutable=list(collections))
+        out, updates = module.apply(variables, *args, train, mutable=list(collections), rngs=rngs)
         return out, {**collections, **updates}
-    return module.apply(variables, *args, train), collections
+    return module.apply(variables, *args, train, rngs=rngs), collections
 
 
 def init_generator_variables(nets: Networks, model_cfg: ml_collections.ConfigDict, rng_g: jax.Array,
@@ -166,11 +167,13 @@ def encode(nets: Networks, g_params: Any, g_collections: dict, image: jax.Array,
 
 
 def generate(nets: Networks, model_cfg: ml_collections.ConfigDict, g_params: Any, g_collections: dict, batch: dict,
-             label_enc: jax.Array, *, train: bool, features: Optional[jax.Array] = None) -> tuple[jax.Array, dict]:
+             label_enc: jax.Array, *, train: bool, features: Optional[jax.Array] = None,
+             noise_rng: Optional[jax.Array] = None) -> tuple[jax.Array, dict]:
     """Fake image in [-1, 1] and updated G (+E) collections.
 
     A model conditioned on features takes them from `features` (a ready per-pixel map: feature
     bank draws at inference) or, when None, from E on batch['image'] (training, samples, evaluation).
+    With model.noise_inputs, `noise_rng` draws G's noise (training); None gives the fixed draw.
     """
     new_collections = dict(g_collections)
     g_in = label_enc
@@ -181,7 +184,7 @@ def generate(nets: Networks, model_cfg: ml_collections.ConfigDict, g_params: Any
                                                           train=train)
         g_in = jnp.concatenate([g_in, features.astype(g_in.dtype)], axis=-1)
     fake, new_collections["generator"] = apply(nets.generator, g_params["generator"], g_collections["generator"],
-                                               g_in, train=train)
+                                               g_in, train=train, rngs=None if noise_rng is None else {"noise": noise_rng})
     return fake, new_collections
 
 

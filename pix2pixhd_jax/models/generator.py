@@ -12,6 +12,7 @@ from pix2pixhd_jax.models.layers import (
     Array,
     ConvOptions,
     LayerOptions,
+    NoiseInput,
     avg_pool_3x3_s2,
     reflect_pad,
     resnet_block,
@@ -37,13 +38,18 @@ class ConvNormReLU(LayerOptions):
 
 
 class UpNormReLU(LayerOptions):
-    """The layer that doubles H and W (official: a transposed conv; layers.upsample_2x), norm, ReLU."""
+    """The layer that doubles H and W (official: a transposed conv; layers.upsample_2x), [noise], norm, ReLU."""
 
     features: int
+    _: dataclasses.KW_ONLY
+    noise: bool = False  # a NoiseInput `noise` after the upsampling (beyond the paper)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        return nn.relu(self.norm_layer("norm")(self.upsample(x, self.features, train), train))
+        x = self.upsample(x, self.features, train)
+        if self.noise:
+            x = NoiseInput(name="noise")(x)
+        return nn.relu(self.norm_layer("norm")(x, train))
 
 
 class OutputConv(ConvOptions):
@@ -67,7 +73,8 @@ class GlobalGenerator(LayerOptions):
     pooled instance features), so a feature sets a region's colour through one conv instead of
     passing every normalised layer of the trunk.
     With `attention` set, a SelfAttention block `attn` sits in the bottleneck after residual block
-    `attention_after_block` (-1 = after the last; beyond the paper, absent by default).
+    `attention_after_block` (-1 = after the last; beyond the paper, absent by default). With
+    noise_inputs each `up{i}` adds scaled per-pixel noise after its upsampling (`up{i}/noise`).
     """
 
     output_nc: int = 3
@@ -80,6 +87,7 @@ class GlobalGenerator(LayerOptions):
     attention: Optional[AttentionConfig] = None
     attention_after_block: int = -1
     output_skip_nc: int = 0
+    noise_inputs: bool = False  # a NoiseInput after every upsampling layer (beyond the paper)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -103,7 +111,7 @@ class GlobalGenerator(LayerOptions):
                 x = attend(x)
         for i in range(self.n_downsample_global):
             features = self.ngf * 2 ** (self.n_downsample_global - i - 1)
-            x = UpNormReLU(features, name=f"up{i}", **self.layer_options)(x, train)
+            x = UpNormReLU(features, noise=self.noise_inputs, name=f"up{i}", **self.layer_options)(x, train)
         if not self.with_output:
             return x
         return OutputConv(self.output_nc, name="out", **self.conv_options)(with_skip(x, skip), train)
@@ -130,6 +138,7 @@ class LocalEnhancer(LayerOptions):
     attention: Optional[AttentionConfig] = None  # in the global trunk's bottleneck
     attention_after_block: int = -1
     output_skip_nc: int = 0  # as GlobalGenerator's, at the finest scale
+    noise_inputs: bool = False  # as GlobalGenerator's, in the trunk and every enhancer
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -143,7 +152,8 @@ class LocalEnhancer(LayerOptions):
         out = GlobalGenerator(
             self.output_nc, self.ngf * 2**self.n_local_enhancers, self.n_downsample_global, self.n_blocks_global,
             with_output=False, remat_blocks=self.remat_blocks, attention=self.attention,
-            attention_after_block=self.attention_after_block, name="global_trunk", **self.layer_options,
+            attention_after_block=self.attention_after_block, noise_inputs=self.noise_inputs, name="global_trunk",
+            **self.layer_options,
         )(pyramid[-1], train)
         block = resnet_block(self.remat_blocks)
         for n in range(1, self.n_local_enhancers + 1):
@@ -154,7 +164,7 @@ class LocalEnhancer(LayerOptions):
             h = h + out
             for j in range(self.n_blocks_local):
                 h = block(name=f"enh{n}_res{j}", **self.layer_options)(h, train)
-            out = UpNormReLU(width, name=f"enh{n}_up", **self.layer_options)(h, train)
+            out = UpNormReLU(width, noise=self.noise_inputs, name=f"enh{n}_up", **self.layer_options)(h, train)
         return OutputConv(self.output_nc, name="out", **self.conv_options)(
             with_skip(out, x[..., x.shape[-1] - self.output_skip_nc:]), train)
 

@@ -275,6 +275,24 @@ class ConvTranspose(ConvOptions):
         return conv_transpose_3x3_s2(x, kernel, self.impl, self.conv_impl) + bias.astype(self.dtype)
 
 
+class NoiseInput(nn.Module):
+    """x + one map of N(0, 1) noise per image, broadcast over channels, times a learned per-channel scale.
+
+    Beyond the paper (model.noise_inputs): gives G a source of fine texture that is not tied to the
+    pixel grid, so it need not draw texture with the upsampling layers' per-phase pattern. The scale
+    starts at 0 (the layer starts as the identity). Training draws fresh noise from the 'noise'
+    rng; without one (samples, evaluation, inference) the noise is a fixed draw, so a render is
+    repeatable.
+    """
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        scale = self.param("scale", nn.initializers.zeros, (x.shape[-1],), jnp.float32)
+        key = self.make_rng("noise") if self.has_rng("noise") else jax.random.PRNGKey(0)
+        noise = jax.random.normal(key, (*x.shape[:-1], 1), jnp.float32)
+        return x + (noise * scale).astype(x.dtype)
+
+
 def upsample_nearest_2x(x: Array) -> Array:
     """Nearest-neighbour 2x upsampling of an NHWC tensor (each pixel becomes a 2x2 block)."""
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
