@@ -36,7 +36,7 @@ import os
 import posixpath
 import tempfile
 import uuid
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import grain
 import jax
@@ -244,20 +244,26 @@ def _saved_state_tree(manager: ocp.CheckpointManager, step: int) -> Any:
 
 
 def _raise_on_shape_problems(what: str, manager: ocp.CheckpointManager, step: int, saved: dict[str, tuple],
-                             wanted: dict[str, tuple]) -> None:
+                             wanted: dict[str, tuple], config_keys: Sequence[tuple[str, Any, Any]] = ()) -> None:
     problems = _shape_problems(saved, wanted)
     if problems:
+        keys = ("\nThe saved config differs in: " + ", ".join(f"{k} (checkpoint {a!r}, given {b!r})"
+                                                              for k, a, b in config_keys[:8])
+                + (", ..." if len(config_keys) > 8 else "") + "." if config_keys else "")
         raise ValueError(f"{what}checkpoint step {step} in {manager.directory} does not match this config "
                          f"({len(problems)} arrays differ):\n" + "\n".join(problems[:40])
-                         + ("\n  ..." if len(problems) > 40 else "")
+                         + ("\n  ..." if len(problems) > 40 else "") + keys
                          + "\nTrain with the config saved beside it, or start a fresh workdir.")
 
 
-def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> None:
-    """Raise a readable error if the saved state's array shapes differ from the current config's."""
+def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
+                     config_keys: Sequence[tuple[str, Any, Any]] = ()) -> None:
+    """Raise a readable error if the saved state's array shapes differ from the current config's (naming
+    `config_keys`, the (key, saved, given) config differences, when given)."""
     saved_tree = _saved_state_tree(manager, step)
     if saved_tree is not None:  # without metadata the restore itself validates
-        _raise_on_shape_problems("", manager, step, _leaf_paths(saved_tree), _leaf_paths(abstract_state))
+        _raise_on_shape_problems("", manager, step, _leaf_paths(saved_tree), _leaf_paths(abstract_state),
+                                 config_keys)
 
 
 def _absent_empty_fields(saved: Any, abstract_state: Any) -> list[str]:
@@ -305,9 +311,12 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iter: Opti
 def check_resumable(manager: ocp.CheckpointManager, step: int, config: ml_collections.ConfigDict,
                     abstract_state: Any) -> None:
     """Refuse to resume `step` with `config` if shapes or computation-changing keys differ (RESUME_MUST_MATCH)."""
-    check_compatible(manager, step, abstract_state)
-    saved = restore_config(manager, step, defaults=config)  # keys older configs lack take the given values
+    from pix2pixhd_jax.configs import default
+
+    # A key the saved config predates trained with its default (a new key defaults to the old behaviour).
+    saved = restore_config(manager, step, defaults=run_config.complete(default.get_config().to_dict(), config))
     conflicts = run_config.resume_conflicts(saved, config)
+    check_compatible(manager, step, abstract_state, conflicts)  # the arrays, then the keys that made them differ
     if conflicts:
         raise CheckpointError(
             f"checkpoint step {step} in {manager.directory} was trained with another config; resuming would "

@@ -129,6 +129,22 @@ def test_checkpoint_of_another_config_names_the_mismatched_arrays(stage1):
         train.run(tiny_config(model__ngf=8, train__max_steps=8), workdir)
 
 
+def test_a_key_the_saved_config_predates_counts_as_its_default_on_resume(stage1, tmp_path):
+    """A run saved before model.noise_inputs existed trained without noise: resuming with it on is refused,
+    naming the key beside the arrays it adds; resuming as the run was (the default) is not."""
+    workdir = _copy_up_to(stage1[0], 6, str(tmp_path / "old"))
+    meta = os.path.join(workdir, "checkpoints", "6", "config", "metadata")
+    saved = json.load(open(meta))
+    del saved["model"]["noise_inputs"]
+    with open(meta, "w") as f:
+        json.dump(saved, f)
+    with pytest.raises(ValueError, match=r"(?s)does not match this config.*up0/noise/scale: missing from the "
+                                         r"checkpoint.*The saved config differs in: model.noise_inputs "
+                                         r"\(checkpoint False, given True\)"):
+        train.run(tiny_config(model__noise_inputs=True, train__max_steps=8), workdir)
+    assert train.run(tiny_config(train__max_steps=6), workdir).outcome == train.ALREADY_DONE
+
+
 def test_a_norm_change_on_resume_is_refused_with_the_keys(stage1):
     """model.norm 'instance' -> 'none' changes no shape; the saved config is compared (issue 14, item 4)."""
     workdir, _ = stage1
