@@ -213,6 +213,8 @@ class WorkdirLease:
         """
         try:
             if storage.is_remote(self.path):
+                # The backend first: no credentials, no bucket or no answer get their own message.
+                storage.check_backend(self.path, **({} if self.timeout_s is None else {"timeout_s": self.timeout_s}))
                 storage.bounded(f"reading the lease {self.path}", self.timeout_s, self._check_object)
             else:
                 self._check_file()
