@@ -54,6 +54,10 @@ def test_noise_is_one_map_per_image_scaled_per_channel():
     np.testing.assert_allclose(out[..., 1], -2.0 * out[..., 0], rtol=1e-6)
     assert not np.any(out[..., 2])
     assert float(jnp.abs(out[0, ..., 0] - out[1, ..., 0]).mean()) > 0.1  # images draw their own map
+    # Without an rng every image takes the one fixed draw: a render does not depend on its batch.
+    fixed = layer.apply(v, x)
+    np.testing.assert_array_equal(fixed[0], fixed[1])
+    np.testing.assert_array_equal(layer.apply(v, x[:1])[0], fixed[0])
     assert 0.7 < float(jnp.std(out[..., 0])) < 1.3
 
 

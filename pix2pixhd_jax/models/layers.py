@@ -280,16 +280,18 @@ class NoiseInput(nn.Module):
 
     Beyond the paper (model.noise_inputs): gives G a source of fine texture that is not tied to the
     pixel grid, so it need not draw texture with the upsampling layers' per-phase pattern. The scale
-    starts at 0 (the layer starts as the identity). Training draws fresh noise from the 'noise'
-    rng; without one (samples, evaluation, inference) the noise is a fixed draw, so a render is
-    repeatable.
+    starts at 0 (the layer starts as the identity). Training draws fresh noise per image from the
+    'noise' rng; without one (samples, evaluation, inference) every image takes the same fixed draw,
+    so a render repeats and does not depend on what else is in its batch.
     """
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         scale = self.param("scale", nn.initializers.zeros, (x.shape[-1],), jnp.float32)
-        key = self.make_rng("noise") if self.has_rng("noise") else jax.random.PRNGKey(0)
-        noise = jax.random.normal(key, (*x.shape[:-1], 1), jnp.float32)
+        if self.has_rng("noise"):
+            noise = jax.random.normal(self.make_rng("noise"), (*x.shape[:-1], 1), jnp.float32)
+        else:
+            noise = jax.random.normal(jax.random.PRNGKey(0), (1, *x.shape[1:-1], 1), jnp.float32)
         return x + (noise * scale).astype(x.dtype)
 
 
