@@ -20,11 +20,9 @@ def tiny_config(**overrides: Any):
     return config
 
 
-def random_state(init, init_std: float, seed: int = 0) -> Any:
-    """A state of init's structure with weights drawn on the host: a test that needs a state, not the init
-    program, skips the init compile (about as costly as the step's). Convs N(0, init_std), as the official
-    weights_init draws them; norm scales 1; everything else (biases, optimizer moments, counters) 0."""
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))  # traces only: nothing compiles
+def random_like(abstract: Any, init_std: float, seed: int = 0) -> Any:
+    """Arrays for an abstract tree, drawn on the host: convs N(0, init_std), as the official weights_init
+    draws them; norm scales 1; everything else (biases, optimizer moments, counters) 0."""
     rng = np.random.default_rng(seed)
 
     def fill(path, a):
@@ -34,6 +32,17 @@ def random_state(init, init_std: float, seed: int = 0) -> Any:
         return (np.ones if name == "scale" else np.zeros)(a.shape, a.dtype)
 
     return jax.tree_util.tree_map(jax.numpy.asarray, jax.tree_util.tree_map_with_path(fill, abstract))
+
+
+def random_state(init, init_std: float, seed: int = 0) -> Any:
+    """A state of init's structure with random weights (random_like): a test that needs a state, not the init
+    program, skips the init compile (about as costly as the step's)."""
+    return random_like(jax.eval_shape(init, jax.random.PRNGKey(0)), init_std, seed)  # traces only
+
+
+def random_variables(module, *inputs: Any, init_std: float = 0.02, seed: int = 0) -> Any:
+    """A Flax module's variables for these inputs with random weights (random_like), without compiling its init."""
+    return random_like(jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs), init_std, seed)
 
 
 def saved_state(workdir: str, step: int) -> dict:
