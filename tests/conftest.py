@@ -21,7 +21,10 @@ process.setup()
 
 CACHE_DIR = os.environ.get("PIX2PIXHD_TEST_CACHE", os.path.join(tempfile.gettempdir(), "pix2pixhd_jax_test_xla_cache"))
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Every program is cached, however fast it compiled: tests and the processes they start build the same small
+# programs (layer units, inits, restarts) many times over, and an entry costs a few kB and milliseconds to write.
+CACHE_MIN_COMPILE_SECS = 0.0
+jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECS)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 # Test programs are tiny: XLA's optimisation passes cost more than they save (about 2x on compile).
 jax.config.update("jax_disable_most_optimizations", os.environ.get("PIX2PIXHD_TEST_XLA_OPT", "0") != "1")

@@ -6,7 +6,6 @@ freshly initialised state saved through the trainer's own checkpointing (seconds
 from __future__ import annotations
 
 
-import jax
 import numpy as np
 
 from pix2pixhd_jax.configs import tiny_test
@@ -14,6 +13,7 @@ from pix2pixhd_jax import checkpointing
 from pix2pixhd_jax.optim import make_optimizers
 from pix2pixhd_jax.models.factory import build as make_networks
 from pix2pixhd_jax.train_step import make_init_fn
+from run_helpers import random_state
 
 
 def feature_config(**features):
@@ -44,18 +44,8 @@ def make_workdir(path: str, config=None, step: int = 1, seed: int = 0) -> str:
     nets = make_networks(config)
     tx_g, tx_d = make_optimizers(config.optim)
     # Compiling the real init costs ~20 s on 2 cores; a state of the right structure with random
-    # weights (eval_shape traces without compiling) exercises the same loading and inference code.
-    abstract = jax.eval_shape(make_init_fn(config, nets, tx_g, tx_d, height=32, width=64), jax.random.PRNGKey(0))
-    rng = np.random.default_rng(seed)
-
-    def fill(path, a):
-        name = str(getattr(path[-1], "key", path[-1]))
-        if name == "kernel":  # official weights_init: N(0, init_std) convs, unit norm scales
-            return rng.normal(0.0, config.model.init_std, a.shape).astype(a.dtype)
-        return (np.ones if name == "scale" else np.zeros)(a.shape, a.dtype)
-
-    state = jax.tree_util.tree_map_with_path(fill, abstract)
-    state = jax.tree_util.tree_map(jax.numpy.asarray, state)
+    # weights exercises the same loading and inference code.
+    state = random_state(make_init_fn(config, nets, tx_g, tx_d, height=32, width=64), config.model.init_std, seed)
     manager = checkpointing.make_manager(path, max_to_keep=2, async_save=False)
     checkpointing.save(manager, step, state, config)
     manager.wait_until_finished()

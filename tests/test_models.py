@@ -7,6 +7,7 @@ import pytest
 from pix2pixhd_jax.models import Encoder, GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator
 from pix2pixhd_jax.models.layers import count_params
 from pix2pixhd_jax.models.vgg import VGG
+from run_helpers import random_variables
 
 
 def _n_params(module, *shapes, dtypes=None):
@@ -58,7 +59,7 @@ def test_bf16_compute_keeps_float32_params_and_stays_close():
 def test_bf16_discriminator_features_close_to_float32():
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 24, 24, 4))
     d = MultiscaleDiscriminator(8, 2, 2)
-    variables = jax.jit(d.init)(jax.random.PRNGKey(2), x)
+    variables = random_variables(d, x, seed=2)  # weights drawn on the host: no init compile
     out32 = jax.jit(d.apply)(variables, x)
     out16 = jax.jit(d.clone(dtype=jnp.bfloat16).apply)(variables, x)
     for s32, s16 in zip(out32, out16):
@@ -69,7 +70,7 @@ def test_bf16_discriminator_features_close_to_float32():
 def test_remat_blocks_give_identical_outputs_and_grads():
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 16, 16, 5))
     plain = GlobalGenerator(3, 4, 2, 2)
-    variables = jax.jit(plain.init)(jax.random.PRNGKey(1), x)
+    variables = random_variables(plain, x, seed=1)
     loss = lambda m: jax.jit(jax.grad(lambda v: jnp.sum(m.apply(v, x, True) ** 2)))(variables)
     grads, remat_grads = loss(plain), loss(plain.clone(remat_blocks=True))
     # A conv bias feeding an instance norm has a true gradient of 0: both sides hold float32 noise
@@ -109,7 +110,7 @@ def test_encoder_image_skip_lets_absolute_colour_through_instance_norm():
     brighter = image + jnp.asarray([0.3, 0.1, -0.2])
     for skip, changes in ((False, False), (True, True)):
         encoder = Encoder(3, 8, 2, image_skip=skip)
-        variables = jax.jit(encoder.init)(jax.random.PRNGKey(1), image, inst)
+        variables = random_variables(encoder, image, inst, seed=1)
         apply = jax.jit(encoder.apply)
         moved = float(jnp.abs(apply(variables, brighter, inst) - apply(variables, image, inst)).max())
         assert (moved > 1e-3) == changes, (skip, moved)

@@ -34,7 +34,7 @@ def test_each_mark_takes_the_newest_checkpoint_that_existed_and_the_last_the_sto
 def test_tiny_run_writes_table_json_and_plot(tmp_path, monkeypatch):
     # The training process compiles as the test session does: tiny programs, unoptimised, cached.
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", conftest.CACHE_DIR)
-    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(conftest.CACHE_MIN_COMPILE_SECS))
     monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
     extra = "--config.train.log_every=1 --config.train.sample_every=1000"
     rows = qpm.main([f"--out={tmp_path}", "--config=configs/tiny_test.py", "--recipes=demo", "--minutes=0.001,0.002",

@@ -13,6 +13,7 @@ from pix2pixhd_jax.optim import make_optimizers
 from pix2pixhd_jax.models.factory import build as make_networks, encode, generate, label_encoding
 from pix2pixhd_jax.semantics import instance_average_pool, region_sizes
 from pix2pixhd_jax.train_step import make_init_fn, make_train_step
+from run_helpers import random_state
 
 H, W = 16, 24
 
@@ -55,7 +56,7 @@ def test_step_gradients_equal_official_three_pass_losses(model):
     config = _config(**model)
     extra = config.loss
     nets, init, step, vgg_vars = _setup(config)
-    state = jax.jit(init)(jax.random.PRNGKey(0))  # jitted: eager init compiles every op on its own
+    state = random_state(init, config.model.init_std)  # both sides step the same state: no init compile
     batch = jax.tree_util.tree_map(jnp.asarray, _batch(2))
     _, metrics = jax.jit(step)(state, batch, vgg_vars)
 
@@ -112,7 +113,7 @@ def test_bf16_step_is_finite_and_close_to_float32():
     for dtype in ("float32", "bfloat16"):
         config = _config(compute_dtype=dtype)
         nets, init, step, vgg_vars = _setup(config)
-        state = jax.jit(init)(jax.random.PRNGKey(0))
+        state = random_state(init, config.model.init_std)
         new_state, metrics = jax.jit(step)(state, batch, vgg_vars)
         assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(new_state.g_params))
         results[dtype] = {k: float(v) for k, v in metrics.items()}

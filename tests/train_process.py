@@ -46,7 +46,8 @@ TINY = os.path.join(REPO, "configs", "tiny_test.py")
 def env(**extra: str) -> dict[str, str]:
     out = dict(os.environ)  # XLA_FLAGS included: the session's device count and CPU convolution flag
     out.update(JAX_COMPILATION_CACHE_DIR=jax.config.values["jax_compilation_cache_dir"] or "",
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=str(
+                   jax.config.values["jax_persistent_cache_min_compile_time_secs"]),
                JAX_DISABLE_MOST_OPTIMIZATIONS="1" if jax.config.values["jax_disable_most_optimizations"] else "0",
                JAX_PLATFORMS="cpu", **extra)
     return out
