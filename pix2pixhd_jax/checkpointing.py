@@ -309,12 +309,14 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, data_iter: Opti
 
 
 def check_resumable(manager: ocp.CheckpointManager, step: int, config: ml_collections.ConfigDict,
-                    abstract_state: Any) -> None:
-    """Refuse to resume `step` with `config` if shapes or computation-changing keys differ (RESUME_MUST_MATCH)."""
-    from pix2pixhd_jax.configs import default
+                    abstract_state: Any, defaults: Optional[ml_collections.ConfigDict] = None) -> None:
+    """Refuse to resume `step` with `config` if shapes or computation-changing keys differ (RESUME_MUST_MATCH).
 
-    # A key the saved config predates trained with its default (a new key defaults to the old behaviour).
-    saved = restore_config(manager, step, defaults=run_config.complete(default.get_config().to_dict(), config))
+    A key the saved config predates trained with its value in `defaults` (configs/default.py's: a new key
+    defaults to the old behaviour); without `defaults`, with `config`'s.
+    """
+    filler = config if defaults is None else run_config.complete(defaults.to_dict(), config)
+    saved = restore_config(manager, step, defaults=filler)
     conflicts = run_config.resume_conflicts(saved, config)
     check_compatible(manager, step, abstract_state, conflicts)  # the arrays, then the keys that made them differ
     if conflicts:

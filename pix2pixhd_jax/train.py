@@ -213,12 +213,15 @@ def restore_or_init(config: ml_collections.ConfigDict, plan: Plan, manager: Any,
     return state, 0
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, *, take_over: bool = False) -> RunResult:
+def run(config: ml_collections.ConfigDict, workdir: str, *, take_over: bool = False,
+        defaults: Optional[ml_collections.ConfigDict] = None) -> RunResult:
     """Train according to `config`, writing checkpoints, metrics and samples under `workdir`.
 
     Nothing is written before the config, the data and the first batch have been checked. A run
     that already reached its last step returns at once (no compile, no new metrics line).
     `take_over` takes the workdir's lease from a run that still seems alive (see workdir_lease).
+    `defaults` (configs/default.py's config) stand in for keys a resumed checkpoint's config predates
+    (checkpointing.check_resumable); without them those keys take `config`'s values.
     """
     run_config.validate(config)
     storage.check_backend(*remote_paths(config, workdir))  # a missing backend or credentials fail here
@@ -237,7 +240,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, take_over: bool = Fa
             with reader(workdir) if has_checkpoints else contextlib.nullcontext() as manager:
                 latest = manager.latest_step() if manager is not None else None
                 if latest is not None:
-                    checkpointing.check_resumable(manager, latest, config, plan.target)
+                    checkpointing.check_resumable(manager, latest, config, plan.target, defaults=defaults)
                     if latest >= plan.total_steps:
                         state, _ = checkpointing.restore(manager, plan.target, step=latest)
                         log.info("%s already holds step %d of %d: nothing to train", workdir, latest,

@@ -15,6 +15,7 @@ import pytest
 
 import fault_helpers as faults
 from pix2pixhd_jax import checkpointing, train
+from pix2pixhd_jax.configs import default
 from run_helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,8 +142,9 @@ def test_a_key_the_saved_config_predates_counts_as_its_default_on_resume(stage1,
     with pytest.raises(ValueError, match=r"(?s)does not match this config.*up0/noise/scale: missing from the "
                                          r"checkpoint.*The saved config differs in: model.noise_inputs "
                                          r"\(checkpoint False, given True\)"):
-        train.run(tiny_config(model__noise_inputs=True, train__max_steps=8), workdir)
-    assert train.run(tiny_config(train__max_steps=6), workdir).outcome == train.ALREADY_DONE
+        train.run(tiny_config(model__noise_inputs=True, train__max_steps=8), workdir, defaults=default.get_config())
+    assert train.run(tiny_config(train__max_steps=6), workdir, defaults=default.get_config()).outcome == \
+        train.ALREADY_DONE
 
 
 def test_a_norm_change_on_resume_is_refused_with_the_keys(stage1):

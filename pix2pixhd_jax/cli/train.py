@@ -78,7 +78,7 @@ def body(fv: flags.FlagValues) -> int:
                                    take_over=fv.take_over, timeout_s=config.train.storage_timeout_s).check_free()
     from pix2pixhd_jax import train  # the heavy imports (Orbax, grain, TFDS) after the first line
 
-    result = train.run(config, fv.workdir, take_over=fv.take_over)
+    result = train.run(config, fv.workdir, take_over=fv.take_over, defaults=process.default_config())
     if jax.process_index() == 0:
         print(exit_line(result, fv.workdir), flush=True)
     return stopping.EXIT_STATUS.get(result.outcome, 0)
