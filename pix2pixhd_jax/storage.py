@@ -282,14 +282,19 @@ def _check_bucket(p: str, timeout_s: float) -> None:
         raise StorageError(f"{p}: cannot reach Google Cloud Storage at {where} ({type(e).__name__}: {e})") from e
 
 
+# (endpoint, bucket) pairs this process has listed once: a command's several start-up checks (the
+# workdir lease, then the trainer) probe a bucket over the network only the first time.
+_listed_buckets: set[tuple[str, str]] = set()
+
+
 def check_backend(*paths: Optional[PathLike], probe: bool = True, timeout_s: float = 20.0) -> None:
     """Raise StorageError unless every remote path in `paths` can be used; local paths and None pass.
 
     Checks, in order: the scheme is gs://, the GCS backend is installed, an emulator is configured
     for all clients or none, credentials exist (real GCS), and (probe=True) the bucket can be listed
-    within `timeout_s` (retries included).
+    within `timeout_s` (retries included) -- once per bucket and endpoint in a process; a failed
+    probe is tried again next time.
     """
-    checked = set()
     for p in paths:
         if not p or not is_remote(p):
             continue
@@ -303,9 +308,10 @@ def check_backend(*paths: Optional[PathLike], probe: bool = True, timeout_s: flo
             # An emulator needs no credentials; without a token TensorStore (Orbax's array writes)
             # logs an error line about the missing gcloud credentials file on every command.
             os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
-        if probe and bucket(s) not in checked:
+        listed = (_emulator_url(s) or "storage.googleapis.com", bucket(s))
+        if probe and listed not in _listed_buckets:
             _check_bucket(s, timeout_s)
-            checked.add(bucket(s))
+            _listed_buckets.add(listed)
 
 
 # Modules whose exceptions mean "the storage did not answer" (HTTP clients of gcsfs, google-cloud-storage).

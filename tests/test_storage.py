@@ -87,10 +87,18 @@ def test_check_backend_reports_an_unreachable_emulator(monkeypatch):
 
 # Against the emulator.
 
-def test_check_backend_passes_on_the_emulator_and_names_a_missing_bucket(gcs_dir):
+def test_check_backend_passes_on_the_emulator_and_names_a_missing_bucket(gcs_dir, monkeypatch):
+    probes = []
+    real_probe = storage._check_bucket
+    monkeypatch.setattr(storage, "_check_bucket", lambda p, t: (probes.append(p), real_probe(p, t)))
+    monkeypatch.setattr(storage, "_listed_buckets", set())
     storage.check_backend(gcs_dir)
-    with pytest.raises(storage.StorageError, match=r"bucket gs://no-such-bucket does not exist"):
-        storage.check_backend("gs://no-such-bucket/run")
+    storage.check_backend(storage.join(gcs_dir, "other"))  # the bucket answered once: not listed again
+    assert probes == [gcs_dir]
+    for attempt in (1, 2):  # a missing bucket is asked for every time, and named
+        with pytest.raises(storage.StorageError, match=r"bucket gs://no-such-bucket does not exist"):
+            storage.check_backend("gs://no-such-bucket/run")
+    assert len(probes) == 3
 
 
 def test_read_write_append_list(any_dir):
