@@ -1,6 +1,8 @@
 """Quality per minute: the official recipe against the README main job's recipe, on equal time budgets.
 
   python -m benchmarks.quality_per_minute --out=runs/qpm --minutes=2,5,10,20 --clock=cpu --segmenter=runs/seg
+  python -m benchmarks.quality_per_minute --out=runs/qpm_both --recipes= \
+      --merge=runs/qpm_official/quality_per_minute.json,runs/qpm_demo/quality_per_minute.json --clock=cpu
 
 Each recipe trains ONCE (`python -m pix2pixhd_jax.cli.train` in its own process, --config with the
 recipe's overrides) and saves a checkpoint every --snapshot_every steps; this process reads the
@@ -24,6 +26,9 @@ compilation) is part of what a budget buys:
   cpu   the process's CPU seconds (user + system, all its threads and children) divided by the
         cores it may use (its CPU affinity): about the wall time of the same run on an otherwise
         idle machine, so load-robust; it does not count time the run spends waiting (file I/O)
+
+--merge adds the rows of earlier result files (same clock) for recipes not run now, so recipes
+measured in separate sessions share one table and plot; with --recipes= it only re-draws them.
 
 Results: <out>/quality_per_minute.json (rows), .md (the table) and .png (quality against minutes,
 one line per recipe); training logs and workdirs under <out>/<recipe>/.
@@ -166,6 +171,20 @@ def evaluate_snapshot(workdir: str, step: int, examples: list, segmenter: Any, u
                                        use_lpips=use_lpips, segmenter=segmenter)
 
 
+def merged_results(paths: str, clock: str, *, skip_recipes: Sequence[str]) -> tuple[list[dict], dict]:
+    """(rows, real-photo scores) of earlier result files, minus the recipes in skip_recipes (run again now)."""
+    rows, real = [], {}
+    for path in filter(None, (p.strip() for p in paths.split(","))):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved.get("clock") != clock:
+            raise ValueError(f"--merge: {path} was measured on the {saved.get('clock')!r} clock, this run uses "
+                             f"{clock!r}; rows on different clocks do not share an axis")
+        rows += [r for r in saved["rows"] if r["recipe"] not in skip_recipes]
+        real = real or saved.get("real_photos", {})
+    return rows, real
+
+
 def report_row(report: dict[str, Any]) -> dict[str, float]:
     """The flat numbers of one evaluation report that the table and plot show."""
     row = {"l1": report["l1"], "lpips": report.get("lpips_to_real")}
@@ -256,11 +275,16 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     p.add_argument("--nolpips", action="store_true", help="skip LPIPS")
     p.add_argument("--keep_checkpoints", action="store_true", help="keep every checkpoint (default: the scored ones)")
     p.add_argument("--extra", default="", help="space-separated --config.* flags for both recipes (sizes, tests)")
+    p.add_argument("--merge", default="", help="comma list of earlier quality_per_minute.json files on the same "
+                   "clock: their rows of recipes not run now join the table and plot (--recipes= only re-draws)")
     a = p.parse_args(argv)
     marks = sorted(float(m) for m in a.minutes.split(","))
     if not marks or marks[0] <= 0:
         raise ValueError(f"--minutes={a.minutes!r}: give positive budget marks, e.g. 2,5,10,20")
     recipes = [r.strip() for r in a.recipes.split(",") if r.strip()]
+    merged_rows, merged_real = merged_results(a.merge, a.clock, skip_recipes=recipes)
+    if not recipes and not merged_rows:
+        raise ValueError("nothing to report: give --recipes to run, or --merge with earlier results")
     runs = {}
     for recipe in recipes:
         workdir = os.path.abspath(os.path.join(a.out, recipe))
@@ -276,14 +300,15 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
                         **train_with_snapshots(cmd, workdir, [60 * m for m in marks], a.clock,
                                                os.path.join(a.out, f"{recipe}.log"))}
 
-    from pix2pixhd_jax import inputs
-    from pix2pixhd_jax.evaluation import evaluate
+    rows, real = list(merged_rows), dict(merged_real)
+    if runs:
+        from pix2pixhd_jax import inputs
+        from pix2pixhd_jax.evaluation import evaluate
 
-    first = next(iter(runs.values()))["workdir"]  # its saved config: the sizes and data every run trained on
-    config = saved_config(first)
-    examples = inputs.load_examples(config, "test", a.num_eval)
-    segmenter = evaluate.load_segmenter_for(config, a.segmenter, examples) if a.segmenter else None
-    rows, real = [], {}
+        first = next(iter(runs.values()))["workdir"]  # its saved config: the sizes and data every run trained on
+        config = saved_config(first)
+        examples = inputs.load_examples(config, "test", a.num_eval)
+        segmenter = evaluate.load_segmenter_for(config, a.segmenter, examples) if a.segmenter else None
     for recipe, run in runs.items():
         picks = pick_snapshots(run["appeared"], [60 * m for m in marks])
         for minutes, step in zip(marks, picks):
@@ -300,8 +325,9 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
             for step in set(checkpoint_steps(run["workdir"])) - set(picks):
                 shutil.rmtree(os.path.join(run["workdir"], "checkpoints", str(step)))
     table = markdown(rows, a.clock, real)
+    marks = sorted(set(marks if runs else ()) | {r["minutes"] for r in rows})
     harness.write_results(a.out, "quality_per_minute", {"clock": a.clock, "minutes": marks, "rows": rows,
-                                                        "real_photos": real, "runs": {
+                                                        "real_photos": real, "merged_from": a.merge, "runs": {
                                                             r: {k: v for k, v in run.items() if k != "appeared"}
                                                             for r, run in runs.items()}}, table)
     plot_png(rows, os.path.join(a.out, "quality_per_minute.png"), a.clock)

@@ -53,3 +53,17 @@ def test_tiny_run_writes_table_json_and_plot(tmp_path, monkeypatch):
     # Only the scored checkpoints stay.
     assert sorted(os.listdir(tmp_path / "demo" / "checkpoints")) == sorted({str(r["step"]) for r in rows
                                                                             if r["step"] is not None})
+
+    # Earlier results join a later table and plot; with no recipe to run, --merge only re-draws.
+    official = {**saved, "rows": [{**r, "recipe": "official", "minutes": 0.004} for r in saved["rows"]]}
+    (tmp_path / "official.json").write_text(json.dumps(official))
+    merged = qpm.main([f"--out={tmp_path / 'both'}", "--recipes=", "--clock=cpu",
+                       f"--merge={tmp_path / 'quality_per_minute.json'},{tmp_path / 'official.json'}"])
+    assert [(r["recipe"], r["minutes"]) for r in merged] == [("demo", 0.001), ("demo", 0.002), ("official", 0.004),
+                                                             ("official", 0.004)]
+    both = (tmp_path / "both" / "quality_per_minute.md").read_text()
+    assert "| demo | 0.002 |" in both and "| official | 0.004 |" in both and "| real photos |" in both
+    assert json.loads((tmp_path / "both" / "quality_per_minute.json").read_text())["minutes"] == [0.001, 0.002, 0.004]
+    assert (tmp_path / "both" / "quality_per_minute.png").exists()
+    with pytest.raises(ValueError, match=r"measured on the 'cpu' clock, this run uses 'wall'"):
+        qpm.main([f"--out={tmp_path / 'x'}", "--recipes=", "--clock=wall", f"--merge={tmp_path / 'official.json'}"])
