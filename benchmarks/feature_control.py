@@ -95,11 +95,11 @@ def main() -> None:
     from pix2pixhd_jax.editing import compositing
     from pix2pixhd_jax.inference import Synthesizer, encode_feature_bank
 
+    defaults = harness.load_config("default")  # fills keys a workdir written by an older version lacks
     t0 = time.time()
     if args.steps:
-        train.run(train_config(args), args.workdir)
+        train.run(train_config(args), args.workdir, defaults=defaults)
     t_train = time.time() - t0
-    defaults = harness.load_config("default")  # fills keys a workdir written by an older version lacks
     bank, _ = encode_feature_bank(Synthesizer.from_workdir(args.workdir, load_bank=False, defaults=defaults),
                                   config_overrides={"num_examples": args.bank_examples, **bank_overrides(args)})
     synth = Synthesizer.from_workdir(args.workdir, defaults=defaults)
