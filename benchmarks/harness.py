@@ -1,7 +1,8 @@
 """The shared harness of every benchmark: configs, interleaved timing, results, and the measurements.
 
 Every script is launched as `python -m benchmarks.<name>` from the repository root and uses:
-  load_config        a config by name (`bench_512x256`, a module of configs/) or path (`x.py[:arg]`)
+  load_config        a config by name (`bench_512x256`, a module of configs/) or path (`x.py[:arg]`); a
+                     training config without a `bench` section gets one at the size its data trains at
   interleave         every variant called once per round, so machine load hits all alike; medians
   markdown_table     the one Markdown writer: rows of dicts through (header, cell) columns
   write_results      <out>/<stem>.json (the rows) and <out>/<stem>.md (the table)
@@ -56,7 +57,25 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
                 raise
             raise FileNotFoundError(f"no config named {where!r} in configs/; give a name such as bench_512x256 "
                                     "(configs/bench_512x256.py) or a path ending in .py") from None
-    return module.get_config(arg) if arg else module.get_config()
+    config = module.get_config(arg) if arg else module.get_config()
+    if "bench" not in config:  # a training config: benchmark its step at the size it trains at
+        from pix2pixhd_jax.configs import bench_512x256
+
+        height, width, size_from = data_image_size(config)
+        config.bench = bench_512x256.bench_section(height=height, width=width, steps=5)
+        config.bench.size_from = size_from
+    return config
+
+
+def data_image_size(config: ml_collections.ConfigDict) -> tuple[int, int, str]:
+    """(height, width, the keys they came from) of the images the config's data section trains on."""
+    d = config.data
+    if d.source == "synthetic" and d.resize_or_crop == "none":
+        return d.synthetic_height, d.synthetic_width, "data.synthetic_*"
+    if "crop" in d.resize_or_crop:
+        return d.fineSize, d.fineSize, "data.fineSize"
+    # scale_width / resize: Cityscapes' 2:1 frames at data.loadSize wide.
+    return d.loadSize // 2, d.loadSize, "data.loadSize (2:1 frames; --height/--width for others)"
 
 
 def timed(fn: Callable[[], Any], n: int) -> list[float]:

@@ -52,15 +52,11 @@ def image_size(config, height: int = 0, width: int = 0) -> tuple[int, int, str]:
     """(height, width, how it was chosen) for the plan: flags, a bench section, or the data section."""
     if height and width:
         return height, width, "flags"
-    if "bench" in config:
-        return config.bench.height, config.bench.width, "config.bench"
-    d = config.data
-    if d.source == "synthetic" and d.resize_or_crop == "none":
-        return d.synthetic_height, d.synthetic_width, "data.synthetic_*"
-    if "crop" in d.resize_or_crop:
-        return d.fineSize, d.fineSize, "data.fineSize"
-    # scale_width / resize: Cityscapes' 2:1 frames at data.loadSize wide.
-    return d.loadSize // 2, d.loadSize, "data.loadSize (2:1 frames; --height/--width for others)"
+    if "bench" in config:  # harness.load_config gives a training config one from its data section
+        return config.bench.height, config.bench.width, config.bench.get("size_from", "config.bench")
+    from benchmarks import harness  # imports JAX: only once the devices are set
+
+    return harness.data_image_size(config)
 
 
 def param_opt_bytes(abstract_state: Any, state_sh: Any) -> int:

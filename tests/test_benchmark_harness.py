@@ -43,6 +43,17 @@ def test_load_config_by_name_or_path_with_argument():
     assert harness.load_config("configs/bench_quick.py").to_dict() == harness.load_config("bench_quick").to_dict()
 
 
+def test_a_training_config_is_benchmarked_at_the_size_its_data_trains_at():
+    demo = harness.load_config("synthetic_demo")  # no bench section of its own
+    assert (demo.bench.height, demo.bench.width, demo.bench.size_from) == (128, 256, "data.synthetic_*")
+    city = harness.load_config("label2city_1024p")
+    assert (city.bench.height, city.bench.width) == (city.data.loadSize // 2, city.data.loadSize)
+    from benchmarks import memory
+
+    assert memory.image_size(demo) == (128, 256, "data.synthetic_*")
+    assert memory.image_size(harness.load_config("bench_quick"))[2] == "config.bench"
+
+
 def test_load_config_names_the_missing_config():
     with pytest.raises(FileNotFoundError, match="no config named 'bench_nope'"):
         harness.load_config("bench_nope")
