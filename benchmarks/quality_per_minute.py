@@ -57,7 +57,7 @@ from benchmarks import harness
 # The keys by which the demo's recipe differs from the paper's; 'official' resets them to
 # configs/default.py's values (the demo's sizes, data and VGG16 loss stay).
 RECIPE_KEYS = ("optim.ema_decay", "optim.lr_G", "optim.lr_D", "model.upsample_layer", "model.noise_inputs",
-               "loss.lambda_lattice")
+               "loss.lambda_lattice", "loss.vgg_layers", "loss.vgg_layer_weights")
 RECIPES = ("official", "demo")
 CLOCKS = ("wall", "cpu")
 POLL_S = 0.25

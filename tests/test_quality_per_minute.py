@@ -19,9 +19,26 @@ def test_official_recipe_resets_every_recipe_key_to_the_paper_default():
     assert f"--config.optim.ema_decay={default.get_config().optim.ema_decay}" in flags
     assert "--config.model.upsample_layer=transpose" in flags
     assert "--config.model.noise_inputs=False" in flags and "--config.loss.lambda_lattice=0.0" in flags
+    assert "--config.loss.vgg_layer_weights=(0.03125, 0.0625, 0.125, 0.25, 1.0)" in flags
     assert qpm.recipe_overrides("demo") == []
     with pytest.raises(ValueError, match="recipe 'fast' is not one of"):
         qpm.recipe_overrides("fast")
+
+
+def test_official_flags_turn_the_demo_config_into_the_defaults_for_every_recipe_key():
+    # The flags go through the same parser as the training command's, tuples included.
+    from absl import flags
+    from pix2pixhd_jax.cli import process
+    from pix2pixhd_jax.configs import default
+
+    argv = ["train", "--config=configs/synthetic_demo.py", *qpm.recipe_overrides("official")]
+    fv = flags.FlagValues()
+    process.define_config_flag(fv, argv)
+    process.parse(fv, argv, "")
+    official, reference = process.loaded_config(fv), default.get_config()
+    for key in qpm.RECIPE_KEYS:
+        section, name = key.split(".")
+        assert official[section][name] == reference[section][name], key
 
 
 def test_each_mark_takes_the_newest_checkpoint_that_existed_and_the_last_the_stop_save():
