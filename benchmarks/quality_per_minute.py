@@ -16,7 +16,8 @@ mark is matched to a state at most --snapshot_every steps older than the mark.
 
 Recipes:
   official  --config with every RECIPE_KEYS key reset to configs/default.py's value (the paper's recipe
-            at the README main job's sizes: no EMA, transposed-conv upsampling, lr 2e-4)
+            at the README main job's sizes: no EMA, transposed-conv upsampling, lr 2e-4, the official
+            perceptual layer weights)
   demo      --config as it is (configs/synthetic_demo.py: the recipe the README main job trains)
 
 Clocks (--clock), both counting from the training process's start, so start-up (imports, data,
