@@ -60,12 +60,22 @@ if _CPU_REPORT:
             f.write(json.dumps({"test": item.nodeid, "cpu_s": round(_cpu_seconds() - start, 2)}) + "\n")
 
 
-# The files that cost the most (CPU seconds per file in a fresh-clone run, largest first) are handed to
-# the workers first: with whole files per worker, the run ends when the last file does, and a large file
-# started last leaves the other core idle meanwhile (longest-first scheduling). Order only: any order passes.
-LARGEST_FIRST = ("test_multiprocess.py", "test_editing_window.py", "test_sharding.py", "test_benchmarks.py",
-                 "test_recipe.py", "test_staging.py", "test_train.py", "test_benchmarks_official.py",
-                 "test_stopping.py", "test_train_step.py", "test_pod_grade.py", "test_segmentation.py",
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core plus one. A few tests mostly wait (the storage-outage test idles
+    through its 30 s storage timeout, the multi-process test on its children), and the extra worker
+    keeps the cores busy meanwhile; setup.cfg's --maxprocesses caps the count."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores + 1
+
+
+# The files that take longest are handed to the workers first: with whole files per worker, the run
+# ends when the last file does, and a long file started last leaves the other workers idle meanwhile
+# (longest-first scheduling). test_pod_grade.py leads: it waits out a storage timeout, so it takes the
+# longest wall time for little CPU; the rest by CPU seconds per file in a fresh-clone run. Order only:
+# any order passes.
+LARGEST_FIRST = ("test_pod_grade.py", "test_multiprocess.py", "test_editing_window.py", "test_sharding.py",
+                 "test_benchmarks.py", "test_recipe.py", "test_staging.py", "test_train.py",
+                 "test_benchmarks_official.py", "test_stopping.py", "test_train_step.py", "test_segmentation.py",
                  "test_models.py", "test_gcs_end_to_end.py", "test_upsample_layers.py", "test_conv_rewrites.py")
 
 
