@@ -56,7 +56,7 @@ from PIL import Image, ImageDraw
 from benchmarks import harness
 
 # The keys by which the demo's recipe differs from the paper's; 'official' resets them to
-# configs/default.py's values (the demo's sizes, data and VGG16 loss stay).
+# configs/default.py's values (the demo's sizes, data and VGG16 backbone stay).
 RECIPE_KEYS = ("optim.ema_decay", "optim.lr_G", "optim.lr_D", "model.upsample_layer", "model.noise_inputs",
                "loss.lambda_lattice", "loss.vgg_layers", "loss.vgg_layer_weights")
 RECIPES = ("official", "demo")
